@@ -1,0 +1,20 @@
+//! Contrail: train and serve the models an airline or travel seller prices tickets with.
+//!
+//! This crate is the `contrail` command and a facade over the stage crates:
+//!
+//! | module | crate | stage |
+//! |---|---|---|
+//! | [`store`] | contrail-store | the lake by URL, Parquet I/O, partitions |
+//! | [`events`] | contrail-events | event schema, validation, reference data |
+//! | [`sim`] | contrail-sim | market simulator with known truth |
+//! | [`etl`] | contrail-etl | ingest and raw-to-curated ETL with quarantine |
+//! | [`features`] | contrail-features | the shared feature function |
+
+pub use contrail_etl as etl;
+pub use contrail_events as events;
+pub use contrail_features as features;
+pub use contrail_sim as sim;
+pub use contrail_store as store;
+
+pub mod config;
+pub mod summary;
