@@ -13,6 +13,7 @@
 
 pub mod parquet_io;
 pub mod partition;
+pub mod testkit;
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -118,6 +119,13 @@ impl Lake {
     /// Opens the lake at `url`: a bare path or `file://` (created if missing),
     /// `s3://bucket[/prefix]`, or `memory://name`.
     pub fn open(url: &str) -> Result<Lake, StoreError> {
+        Lake::open_with(url, &[])
+    }
+
+    /// Like [`Lake::open`], with S3 settings that override the environment, as
+    /// `(key, value)` pairs of object_store's `AmazonS3ConfigKey` names (`aws_endpoint`,
+    /// `aws_access_key_id`, `aws_secret_access_key`, `aws_region`, `aws_allow_http`, ...).
+    pub fn open_with(url: &str, s3_options: &[(&str, &str)]) -> Result<Lake, StoreError> {
         let bad = |reason: &str| StoreError::InvalidUrl { url: url.to_string(), reason: reason.to_string() };
         if let Some(rest) = url.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
@@ -128,7 +136,16 @@ impl Lake {
             if env("AWS_REGION").is_none() && env("AWS_DEFAULT_REGION").is_none() {
                 b = b.with_region("us-east-1");
             }
-            if let Some(ep) = env("AWS_ENDPOINT_URL_S3").or_else(|| env("AWS_ENDPOINT_URL")).or_else(|| env("AWS_ENDPOINT")) {
+            let option = |k: &str| s3_options.iter().find(|(key, _)| *key == k).map(|(_, v)| v.to_string());
+            let endpoint = option("aws_endpoint")
+                .or_else(|| env("AWS_ENDPOINT_URL_S3"))
+                .or_else(|| env("AWS_ENDPOINT_URL"))
+                .or_else(|| env("AWS_ENDPOINT"));
+            for (k, v) in s3_options {
+                let key = k.parse().map_err(|source| StoreError::Configure { url: url.to_string(), source })?;
+                b = b.with_config(key, *v);
+            }
+            if let Some(ep) = endpoint {
                 // A custom endpoint (MinIO, s3s, LocalStack) is addressed path-style.
                 b = b
                     .with_endpoint(&ep)
