@@ -10,9 +10,17 @@ use crate::sim::SimConfig;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}")]
-    Read { path: String, #[source] source: std::io::Error },
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("invalid config file {path}")]
-    Parse { path: String, #[source] source: toml::de::Error },
+    Parse {
+        path: String,
+        #[source]
+        source: toml::de::Error,
+    },
 }
 
 /// `configs/quickstart.toml` and `contrail simulate --config`.
@@ -71,11 +79,17 @@ impl SimSection {
 
 impl JobConfig {
     pub fn parse(text: &str, path: &str) -> Result<JobConfig, ConfigError> {
-        toml::from_str(text).map_err(|source| ConfigError::Parse { path: path.to_string(), source })
+        toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: path.to_string(),
+            source,
+        })
     }
     pub fn load(path: &Path) -> Result<JobConfig, ConfigError> {
         let p = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: p.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: p.clone(),
+            source,
+        })?;
         JobConfig::parse(&text, &p)
     }
 }

@@ -17,7 +17,11 @@ use contrail::store::Lake;
 use tracing::info;
 
 #[derive(Parser)]
-#[command(name = "contrail", version, about = "Train and serve airline pricing models: lake, simulator, ETL")]
+#[command(
+    name = "contrail",
+    version,
+    about = "Train and serve airline pricing models: lake, simulator, ETL"
+)]
 struct Cli {
     /// Only errors on stderr.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
@@ -131,7 +135,9 @@ fn parse_hour(s: &str) -> Result<Partition> {
     if !(0..24).contains(&h) {
         return Err(bad().into());
     }
-    Ok(Partition { hour: day as i64 * 24 + h })
+    Ok(Partition {
+        hour: day as i64 * 24 + h,
+    })
 }
 
 fn sim_config(base: Option<&JobConfig>, args: &SimArgs) -> Result<SimConfig> {
@@ -178,7 +184,11 @@ async fn simulate(lake: &Lake, cfg: &SimConfig, sink: Sink) -> Result<sim::SimMa
 
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Simulate { lake, sim: args, stdout } => {
+        Command::Simulate {
+            lake,
+            sim: args,
+            stdout,
+        } => {
             let cfg = sim_config(None, &args)?;
             let lake = Lake::open(&lake.lake)?;
             let m = simulate(&lake, &cfg, if stdout { Sink::Stdout } else { Sink::Lake }).await?;
@@ -186,7 +196,11 @@ async fn run(cli: Cli) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&m)?);
             }
         }
-        Command::Ingest { lake, flush_secs, max_buffer_mib } => {
+        Command::Ingest {
+            lake,
+            flush_secs,
+            max_buffer_mib,
+        } => {
             if !(flush_secs.is_finite() && flush_secs > 0.0) {
                 return Err(UsageError("--flush-secs must be positive".into()).into());
             }
@@ -197,10 +211,19 @@ async fn run(cli: Cli) -> Result<()> {
                 ..Default::default()
             };
             let r = ingest::ingest(&lake, std::io::stdin(), &opts).await?;
-            info!("ingested {} events into {} partitions in {:.2}s: {:.0} events/s", r.events, r.partitions, r.seconds, r.events_per_second);
+            info!(
+                "ingested {} events into {} partitions in {:.2}s: {:.0} events/s",
+                r.events, r.partitions, r.seconds, r.events_per_second
+            );
             println!("{}", serde_json::to_string_pretty(&r)?);
         }
-        Command::Etl { lake, from, to, partitions, force } => {
+        Command::Etl {
+            lake,
+            from,
+            to,
+            partitions,
+            force,
+        } => {
             let lake = Lake::open(&lake.lake)?;
             let range = HourRange {
                 from: from.as_deref().map(parse_hour).transpose()?.map(|p| p.hour),
@@ -209,9 +232,19 @@ async fn run(cli: Cli) -> Result<()> {
             let parts = if partitions.is_empty() {
                 None
             } else {
-                Some(partitions.iter().map(|p| parse_hour(p)).collect::<Result<Vec<_>>>()?)
+                Some(
+                    partitions
+                        .iter()
+                        .map(|p| parse_hour(p))
+                        .collect::<Result<Vec<_>>>()?,
+                )
             };
-            let opts = EtlOptions { range, partitions: parts, force, ..Default::default() };
+            let opts = EtlOptions {
+                range,
+                partitions: parts,
+                force,
+                ..Default::default()
+            };
             let r = etl_job::run(&lake, &opts).await?;
             log_etl(&r);
             println!("{}", serde_json::to_string_pretty(&r)?);
@@ -230,7 +263,12 @@ async fn run(cli: Cli) -> Result<()> {
             let cfg = sim_config(Some(&base), &args)?;
             let t = std::time::Instant::now();
             let lake = Lake::open(&lake.lake)?;
-            info!("quickstart: simulating {} days of {} routes into {}", cfg.days, cfg.routes, lake.url());
+            info!(
+                "quickstart: simulating {} days of {} routes into {}",
+                cfg.days,
+                cfg.routes,
+                lake.url()
+            );
             let m = simulate(&lake, &cfg, Sink::Lake).await?;
             let r = etl_job::run(&lake, &EtlOptions::default()).await?;
             log_etl(&r);
@@ -266,15 +304,22 @@ fn log_etl(r: &etl_job::EtlReport) {
 
 /// User error (2) or internal error (1), from the first classifiable error in the chain.
 fn exit_code(e: &anyhow::Error) -> u8 {
+    let code = |user: bool| if user { 2 } else { 1 };
     for cause in e.chain() {
-        if cause.is::<UsageError>() || cause.is::<contrail::config::ConfigError>() || cause.is::<sim::SimError>() && !matches!(cause.downcast_ref::<sim::SimError>(), Some(sim::SimError::Worker(_)) | Some(sim::SimError::Compress { .. })) {
+        if cause.is::<UsageError>() || cause.is::<contrail::config::ConfigError>() {
             return 2;
         }
+        if let Some(s) = cause.downcast_ref::<sim::SimError>() {
+            return code(s.is_user_error());
+        }
         if let Some(s) = cause.downcast_ref::<contrail::store::StoreError>() {
-            return if s.is_user_error() { 2 } else { 1 };
+            return code(s.is_user_error());
         }
         if let Some(s) = cause.downcast_ref::<contrail::etl::EtlError>() {
-            return if s.is_user_error() { 2 } else { 1 };
+            return code(s.is_user_error());
+        }
+        if let Some(s) = cause.downcast_ref::<contrail::summary::SummaryError>() {
+            return code(s.is_user_error());
         }
     }
     1
@@ -291,7 +336,8 @@ fn main() -> ExitCode {
             _ => tracing::Level::TRACE,
         }
     };
-    let ansi = std::env::var_os("NO_COLOR").is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let ansi = std::env::var_os("NO_COLOR").is_none()
+        && std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_max_level(level)
@@ -299,7 +345,11 @@ fn main() -> ExitCode {
         .with_target(false)
         .without_time()
         .init();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime") {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -24,7 +24,21 @@ pub enum SummaryError {
     #[error("computing features")]
     Features(#[from] crate::features::FeatureError),
     #[error("{url}: invalid ETL summary")]
-    BadSummary { url: String, #[source] source: serde_json::Error },
+    BadSummary {
+        url: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl SummaryError {
+    pub fn is_user_error(&self) -> bool {
+        match self {
+            SummaryError::Store(e) => e.is_user_error(),
+            SummaryError::Etl(e) => e.is_user_error(),
+            SummaryError::Features(_) | SummaryError::BadSummary { .. } => true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -60,7 +74,11 @@ pub struct LakeSummary {
 
 async fn table_stat(lake: &Lake, table: &str, parquet: bool) -> Result<TableStat, StoreError> {
     let parts = list_partitions(lake, table, HourRange::all()).await?;
-    let mut t = TableStat { partitions: parts.len() as u64, rows: parquet.then_some(0), ..Default::default() };
+    let mut t = TableStat {
+        partitions: parts.len() as u64,
+        rows: parquet.then_some(0),
+        ..Default::default()
+    };
     for m in lake.list(table).await? {
         let rel = lake.relative(&m.location).to_string();
         let name = rel.rsplit('/').next().unwrap_or("");
@@ -90,13 +108,22 @@ pub const SHOWN: [&str; 8] = [
 ];
 
 pub async fn summarize(lake: &Lake) -> Result<LakeSummary, SummaryError> {
-    let mut s = LakeSummary { lake: lake.url().to_string(), ..Default::default() };
-    s.tables.insert(RAW_TABLE.into(), table_stat(lake, RAW_TABLE, false).await?);
+    let mut s = LakeSummary {
+        lake: lake.url().to_string(),
+        ..Default::default()
+    };
+    s.tables
+        .insert(RAW_TABLE.into(), table_stat(lake, RAW_TABLE, false).await?);
     for t in [CURATED_TABLE, QUARANTINE_TABLE, crate::sim::TRUTH_TABLE] {
         s.tables.insert(t.into(), table_stat(lake, t, true).await?);
     }
     if let Some(b) = lake.get_opt(SUMMARY_FILE).await? {
-        s.etl = Some(serde_json::from_slice(&b).map_err(|source| SummaryError::BadSummary { url: lake.display(SUMMARY_FILE), source })?);
+        s.etl = Some(
+            serde_json::from_slice(&b).map_err(|source| SummaryError::BadSummary {
+                url: lake.display(SUMMARY_FILE),
+                source,
+            })?,
+        );
     }
     // Quarantine reasons.
     let qfiles: Vec<String> = lake
@@ -106,7 +133,10 @@ pub async fn summarize(lake: &Lake) -> Result<LakeSummary, SummaryError> {
         .map(|m| lake.relative(&m.location).to_string())
         .filter(|r| r.ends_with(".parquet"))
         .collect();
-    let opts = ScanOptions { columns: Some(vec!["reason".into()]), ..Default::default() };
+    let opts = ScanOptions {
+        columns: Some(vec!["reason".into()]),
+        ..Default::default()
+    };
     let mut q = std::pin::pin!(parquet_io::scan(lake, qfiles, opts));
     while let Some(b) = q.next().await {
         let b = b?;
@@ -125,16 +155,27 @@ pub async fn summarize(lake: &Lake) -> Result<LakeSummary, SummaryError> {
     let mut c = std::pin::pin!(parquet_io::scan(lake, files, ScanOptions::default()));
     while let Some(b) = c.next().await {
         let b = b?;
-        if let Some(bk) = b.column_by_name("booked").and_then(|c| c.as_any().downcast_ref::<arrow_array::BooleanArray>()) {
+        if let Some(bk) = b
+            .column_by_name("booked")
+            .and_then(|c| c.as_any().downcast_ref::<arrow_array::BooleanArray>())
+        {
             rows += bk.len() as u64;
             booked += bk.true_count() as u64;
         }
         let f = fb.compute(&b)?;
-        for def in FEATURES.iter().filter(|d| d.kind == Kind::Numeric && SHOWN.contains(&d.name)) {
-            let Some(col) = f.column_by_name(def.name).and_then(|c| c.as_any().downcast_ref::<Float64Array>().cloned()) else {
+        for def in FEATURES
+            .iter()
+            .filter(|d| d.kind == Kind::Numeric && SHOWN.contains(&d.name))
+        {
+            let Some(col) = f
+                .column_by_name(def.name)
+                .and_then(|c| c.as_any().downcast_ref::<Float64Array>().cloned())
+            else {
                 continue;
             };
-            let e = acc.entry(def.name).or_insert((0, 0, 0.0, 0.0, f64::INFINITY, f64::NEG_INFINITY));
+            let e =
+                acc.entry(def.name)
+                    .or_insert((0, 0, 0.0, 0.0, f64::INFINITY, f64::NEG_INFINITY));
             for v in col.iter() {
                 match v {
                     Some(x) if x.is_finite() => {
@@ -148,7 +189,10 @@ pub async fn summarize(lake: &Lake) -> Result<LakeSummary, SummaryError> {
                 }
             }
         }
-        if let Some(r) = f.column_by_name("route").and_then(|c| c.as_any().downcast_ref::<StringArray>()) {
+        if let Some(r) = f
+            .column_by_name("route")
+            .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+        {
             for v in r.iter().flatten() {
                 *routes.entry(v.to_string()).or_default() += 1;
             }
@@ -158,8 +202,20 @@ pub async fn summarize(lake: &Lake) -> Result<LakeSummary, SummaryError> {
     for name in SHOWN {
         if let Some(&(n, nulls, sum, sum2, mn, mx)) = acc.get(name) {
             let mean = if n > 0 { sum / n as f64 } else { f64::NAN };
-            let var = if n > 0 { (sum2 / n as f64 - mean * mean).max(0.0) } else { f64::NAN };
-            s.features.push(FeatureStat { name: name.into(), count: n, nulls, mean, std: var.sqrt(), min: mn, max: mx });
+            let var = if n > 0 {
+                (sum2 / n as f64 - mean * mean).max(0.0)
+            } else {
+                f64::NAN
+            };
+            s.features.push(FeatureStat {
+                name: name.into(),
+                count: n,
+                nulls,
+                mean,
+                std: var.sqrt(),
+                min: mn,
+                max: mx,
+            });
         }
     }
     let mut r: Vec<(String, u64)> = routes.into_iter().collect();
@@ -172,10 +228,18 @@ pub async fn summarize(lake: &Lake) -> Result<LakeSummary, SummaryError> {
 impl fmt::Display for LakeSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "lake {}", self.lake)?;
-        writeln!(f, "\n{:<28} {:>10} {:>7} {:>12} {:>12}", "table", "partitions", "files", "bytes", "rows")?;
+        writeln!(
+            f,
+            "\n{:<28} {:>10} {:>7} {:>12} {:>12}",
+            "table", "partitions", "files", "bytes", "rows"
+        )?;
         for (name, t) in &self.tables {
             let rows = t.rows.map_or("-".to_string(), |r| r.to_string());
-            writeln!(f, "{:<28} {:>10} {:>7} {:>12} {:>12}", name, t.partitions, t.files, t.bytes, rows)?;
+            writeln!(
+                f,
+                "{:<28} {:>10} {:>7} {:>12} {:>12}",
+                name, t.partitions, t.files, t.bytes, rows
+            )?;
         }
         if let Some(a) = &self.etl {
             writeln!(
@@ -185,7 +249,11 @@ impl fmt::Display for LakeSummary {
                 a.curated,
                 a.quarantined,
                 a.duplicates,
-                if a.balanced() { "balanced" } else { "NOT BALANCED" }
+                if a.balanced() {
+                    "balanced"
+                } else {
+                    "NOT BALANCED"
+                }
             )?;
         }
         if !self.quarantine_reasons.is_empty() {
@@ -198,7 +266,11 @@ impl fmt::Display for LakeSummary {
             writeln!(f, "\nbooking rate in curated searches: {:.2}%", b * 100.0)?;
         }
         if !self.features.is_empty() {
-            writeln!(f, "\n{:<28} {:>10} {:>8} {:>11} {:>11} {:>11} {:>11}", "feature", "count", "null", "mean", "std", "min", "max")?;
+            writeln!(
+                f,
+                "\n{:<28} {:>10} {:>8} {:>11} {:>11} {:>11} {:>11}",
+                "feature", "count", "null", "mean", "std", "min", "max"
+            )?;
             for s in &self.features {
                 writeln!(
                     f,
@@ -208,7 +280,15 @@ impl fmt::Display for LakeSummary {
             }
         }
         if !self.top_routes.is_empty() {
-            writeln!(f, "\nbusiest routes: {}", self.top_routes.iter().map(|(r, n)| format!("{r} ({n})")).collect::<Vec<_>>().join(", "))?;
+            writeln!(
+                f,
+                "\nbusiest routes: {}",
+                self.top_routes
+                    .iter()
+                    .map(|(r, n)| format!("{r} ({n})"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )?;
         }
         Ok(())
     }

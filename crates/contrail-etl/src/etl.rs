@@ -156,11 +156,15 @@ pub struct PartitionOutput {
 }
 
 fn version_of(m: &contrail_store::object_store::ObjectMeta) -> String {
-    m.e_tag.clone().unwrap_or_else(|| m.last_modified.timestamp_millis().to_string())
+    m.e_tag
+        .clone()
+        .unwrap_or_else(|| m.last_modified.timestamp_millis().to_string())
 }
 
 fn is_raw_file(name: &str) -> bool {
-    !name.starts_with('_') && !name.starts_with('.') && (name.ends_with(".jsonl.gz") || name.ends_with(".jsonl"))
+    !name.starts_with('_')
+        && !name.starts_with('.')
+        && (name.ends_with(".jsonl.gz") || name.ends_with(".jsonl"))
 }
 
 /// Inflates a raw file. Returns the text and, if the file could not be read to its end,
@@ -177,7 +181,10 @@ fn inflate(name: &str, data: &[u8], limit: u64) -> (Vec<u8>, Option<String>) {
             (out, Some(format!("inflates past the {limit}-byte limit")))
         }
         Ok(_) => (out, None),
-        Err(e) => (out, Some(format!("gzip stream ends early or is corrupt: {e}"))),
+        Err(e) => (
+            out,
+            Some(format!("gzip stream ends early or is corrupt: {e}")),
+        ),
     }
 }
 
@@ -216,18 +223,33 @@ pub fn process_partition(
                 continue;
             }
             acc.rows_read += 1;
-            let reject = |reason, detail: String, raw: String| Quarantined { file: file.clone(), line: line_no, reason, detail, raw };
+            let reject = |reason, detail: String, raw: String| Quarantined {
+                file: file.clone(),
+                line: line_no,
+                reason,
+                detail,
+                raw,
+            };
             if raw.len() > opts.max_line_bytes {
-                let keep = String::from_utf8_lossy(&raw[..opts.max_line_bytes.min(4096)]).into_owned();
+                let keep =
+                    String::from_utf8_lossy(&raw[..opts.max_line_bytes.min(4096)]).into_owned();
                 bad.push(reject(
                     RejectReason::LineTooLong,
-                    format!("{} bytes (limit {}); raw_text keeps the first 4096", raw.len(), opts.max_line_bytes),
+                    format!(
+                        "{} bytes (limit {}); raw_text keeps the first 4096",
+                        raw.len(),
+                        opts.max_line_bytes
+                    ),
                     keep,
                 ));
                 continue;
             }
             let Ok(s) = std::str::from_utf8(raw) else {
-                bad.push(reject(RejectReason::InvalidUtf8, "not UTF-8 (raw_text is a lossy copy)".into(), String::from_utf8_lossy(raw).into_owned()));
+                bad.push(reject(
+                    RejectReason::InvalidUtf8,
+                    "not UTF-8 (raw_text is a lossy copy)".into(),
+                    String::from_utf8_lossy(raw).into_owned(),
+                ));
                 continue;
             };
             match parse_line(s) {
@@ -261,16 +283,26 @@ pub fn process_partition(
             });
         }
     }
-    good.sort_by(|a, b| a.search_ts.cmp(&b.search_ts).then_with(|| a.event_id.cmp(&b.event_id)));
+    good.sort_by(|a, b| {
+        a.search_ts
+            .cmp(&b.search_ts)
+            .then_with(|| a.event_id.cmp(&b.event_id))
+    });
     acc.curated = good.len() as u64;
     acc.quarantined = bad.len() as u64;
     for q in &bad {
-        *acc.by_reason.entry(q.reason.as_str().to_string()).or_default() += 1;
+        *acc.by_reason
+            .entry(q.reason.as_str().to_string())
+            .or_default() += 1;
     }
     let curated = if good.is_empty() {
         None
     } else {
-        let batch = events_to_batch(&good).map_err(|source| EtlError::Build { what: "curated batch", partition: partition.to_string(), source })?;
+        let batch = events_to_batch(&good).map_err(|source| EtlError::Build {
+            what: "curated batch",
+            partition: partition.to_string(),
+            source,
+        })?;
         let url = format!("{lake_url}/{CURATED_TABLE}/{dir}/{PART_FILE}");
         Some(parquet_io::encode(curated_schema(), &[batch], &url)?)
     };
@@ -297,23 +329,38 @@ pub fn process_partition(
             Arc::new(detail.finish()),
             Arc::new(raw.finish()),
         ];
-        let batch = RecordBatch::try_new(quarantine_schema(), cols).map_err(|e| EtlError::Build {
-            what: "quarantine batch",
-            partition: partition.to_string(),
-            source: contrail_events::schema::SchemaError::Arrow(e),
-        })?;
+        let batch =
+            RecordBatch::try_new(quarantine_schema(), cols).map_err(|e| EtlError::Build {
+                what: "quarantine batch",
+                partition: partition.to_string(),
+                source: contrail_events::schema::SchemaError::Arrow(e),
+            })?;
         let url = format!("{lake_url}/{QUARANTINE_TABLE}/{dir}/{PART_FILE}");
         Some(parquet_io::encode(quarantine_schema(), &[batch], &url)?)
     };
-    let state = PartitionState { format: 1, inputs: files.iter().map(|(m, _)| m.clone()).collect(), accounting: acc };
-    Ok(PartitionOutput { partition, curated, quarantine, state })
+    let state = PartitionState {
+        format: 1,
+        inputs: files.iter().map(|(m, _)| m.clone()).collect(),
+        accounting: acc,
+    };
+    Ok(PartitionOutput {
+        partition,
+        curated,
+        quarantine,
+        state,
+    })
 }
 
 async fn read_state(lake: &Lake, p: Partition) -> Result<Option<PartitionState>, EtlError> {
     let rel = format!("{CURATED_TABLE}/{}/{STATE_FILE}", p.dir());
     match lake.get_opt(&rel).await? {
         None => Ok(None),
-        Some(b) => serde_json::from_slice(&b).map(Some).map_err(|source| EtlError::BadState { url: lake.display(&rel), source }),
+        Some(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|source| EtlError::BadState {
+                url: lake.display(&rel),
+                source,
+            }),
     }
 }
 
@@ -327,7 +374,11 @@ async fn list_inputs(lake: &Lake, p: Partition) -> Result<Vec<InputFile>, EtlErr
         if rel.trim_start_matches(&dir).trim_start_matches('/') != name || !is_raw_file(name) {
             continue;
         }
-        v.push(InputFile { name: name.to_string(), size: m.size, version: version_of(&m) });
+        v.push(InputFile {
+            name: name.to_string(),
+            size: m.size,
+            version: version_of(&m),
+        });
     }
     v.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(v)
@@ -346,7 +397,11 @@ async fn write_output(lake: &Lake, out: PartitionOutput) -> Result<(), EtlError>
         None => lake.delete(&qua).await?,
     }
     let state = serde_json::to_vec_pretty(&out.state).unwrap_or_default();
-    lake.put(&format!("{CURATED_TABLE}/{dir}/{STATE_FILE}"), Bytes::from(state)).await?;
+    lake.put(
+        &format!("{CURATED_TABLE}/{dir}/{STATE_FILE}"),
+        Bytes::from(state),
+    )
+    .await?;
     Ok(())
 }
 
@@ -390,7 +445,11 @@ pub async fn run(lake: &Lake, opts: &EtlOptions) -> Result<EtlReport, EtlError> 
         }
         partitions.retain(|p| want.contains(p));
     }
-    let mut report = EtlReport { lake: lake.url().to_string(), partitions_seen: partitions.len() as u64, ..Default::default() };
+    let mut report = EtlReport {
+        lake: lake.url().to_string(),
+        partitions_seen: partitions.len() as u64,
+        ..Default::default()
+    };
     // Decide what to do, partition by partition.
     let mut todo = Vec::new();
     for p in &partitions {
@@ -406,15 +465,24 @@ pub async fn run(lake: &Lake, opts: &EtlOptions) -> Result<EtlReport, EtlError> 
     }
     let url = lake.url().to_string();
     let opts_arc = Arc::new(opts.clone());
-    let mut chunks = todo.chunks(opts.chunk.max(1)).map(|c| c.to_vec()).collect::<Vec<_>>().into_iter();
+    let mut chunks = todo
+        .chunks(opts.chunk.max(1))
+        .map(|c| c.to_vec())
+        .collect::<Vec<_>>()
+        .into_iter();
     let spawn_chunk = |chunk: Vec<(Partition, Vec<InputFile>)>| {
         let lake = lake.clone();
         let url = url.clone();
         let opts = opts_arc.clone();
         tokio::spawn(async move {
-            let jobs = futures::future::try_join_all(chunk.into_iter().map(|(p, inputs)| fetch(&lake, p, inputs))).await?;
+            let jobs = futures::future::try_join_all(
+                chunk.into_iter().map(|(p, inputs)| fetch(&lake, p, inputs)),
+            )
+            .await?;
             tokio::task::spawn_blocking(move || {
-                jobs.par_iter().map(|j| process_partition(&url, j.partition, &j.files, &opts)).collect::<Result<Vec<_>, _>>()
+                jobs.par_iter()
+                    .map(|j| process_partition(&url, j.partition, &j.files, &opts))
+                    .collect::<Result<Vec<_>, _>>()
             })
             .await
             .map_err(EtlError::Worker)?

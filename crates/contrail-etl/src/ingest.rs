@@ -34,7 +34,12 @@ pub struct IngestOptions {
 
 impl Default for IngestOptions {
     fn default() -> Self {
-        IngestOptions { max_buffer_bytes: 64 << 20, flush_interval: Duration::from_secs(5), gzip_level: 1, max_line_bytes: 1 << 20 }
+        IngestOptions {
+            max_buffer_bytes: 64 << 20,
+            flush_interval: Duration::from_secs(5),
+            gzip_level: 1,
+            max_line_bytes: 1 << 20,
+        }
     }
 }
 
@@ -66,7 +71,10 @@ pub fn event_hour(line: &[u8]) -> Option<i64> {
 }
 
 fn now_secs() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// A block of whole lines from the reader thread.
@@ -78,7 +86,11 @@ struct Block {
 /// Reads `input` in 4 MiB blocks, cut after the last newline; sends whole-line blocks.
 /// The partial line carried between reads is bounded by `max_line`: past it, the line is
 /// cut and the rest of it skipped.
-fn reader_thread<R: Read>(mut input: R, max_line: usize, tx: tokio::sync::mpsc::Sender<Result<Block, std::io::Error>>) {
+fn reader_thread<R: Read>(
+    mut input: R,
+    max_line: usize,
+    tx: tokio::sync::mpsc::Sender<Result<Block, std::io::Error>>,
+) {
     let mut carry: Vec<u8> = Vec::new();
     let mut skipping = false;
     let mut buf = vec![0u8; 4 << 20];
@@ -109,7 +121,13 @@ fn reader_thread<R: Read>(mut input: R, max_line: usize, tx: tokio::sync::mpsc::
                 out.extend_from_slice(&chunk[..=i]);
                 carry.clear();
                 carry.extend_from_slice(&chunk[i + 1..]);
-                if tx.blocking_send(Ok(Block { data: out, truncated: 0 })).is_err() {
+                if tx
+                    .blocking_send(Ok(Block {
+                        data: out,
+                        truncated: 0,
+                    }))
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -120,14 +138,23 @@ fn reader_thread<R: Read>(mut input: R, max_line: usize, tx: tokio::sync::mpsc::
             cut.truncate(max_line);
             cut.push(b'\n');
             skipping = true;
-            if tx.blocking_send(Ok(Block { data: cut, truncated: 1 })).is_err() {
+            if tx
+                .blocking_send(Ok(Block {
+                    data: cut,
+                    truncated: 1,
+                }))
+                .is_err()
+            {
                 return;
             }
         }
     }
     if !carry.is_empty() {
         carry.push(b'\n');
-        let _ = tx.blocking_send(Ok(Block { data: carry, truncated: 0 }));
+        let _ = tx.blocking_send(Ok(Block {
+            data: carry,
+            truncated: 0,
+        }));
     }
 }
 
@@ -137,19 +164,29 @@ struct Buffers {
 }
 
 /// Ingests JSON lines from `input` into `lake` until end of input.
-pub async fn ingest<R: Read + Send + 'static>(lake: &Lake, input: R, opts: &IngestOptions) -> Result<IngestReport, EtlError> {
+pub async fn ingest<R: Read + Send + 'static>(
+    lake: &Lake,
+    input: R,
+    opts: &IngestOptions,
+) -> Result<IngestReport, EtlError> {
     let started = Instant::now();
     let (tx, mut rx) = tokio::sync::mpsc::channel(8);
     let max_line = opts.max_line_bytes.max(64);
     let reader = std::thread::spawn(move || reader_thread(input, max_line, tx));
     let run_id = format!(
         "{:x}{:08x}",
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
         std::process::id()
     );
     let mut report = IngestReport::default();
     let mut seen_parts = std::collections::BTreeSet::new();
-    let mut bufs = Buffers { parts: BTreeMap::new(), bytes: 0 };
+    let mut bufs = Buffers {
+        parts: BTreeMap::new(),
+        bytes: 0,
+    };
     let mut last_flush = Instant::now();
     let mut seq = 0u64;
     loop {
@@ -187,8 +224,12 @@ pub async fn ingest<R: Read + Send + 'static>(lake: &Lake, input: R, opts: &Inge
             e.1 += 1;
             bufs.bytes += line.len();
             seen_parts.insert(hour);
+            if bufs.bytes >= opts.max_buffer_bytes {
+                flush(lake, &mut bufs, opts, &run_id, &mut seq, &mut report).await?;
+                last_flush = Instant::now();
+            }
         }
-        if bufs.bytes >= opts.max_buffer_bytes || last_flush.elapsed() >= opts.flush_interval {
+        if last_flush.elapsed() >= opts.flush_interval {
             flush(lake, &mut bufs, opts, &run_id, &mut seq, &mut report).await?;
             last_flush = Instant::now();
         }
@@ -219,10 +260,13 @@ async fn flush(
         parts
             .into_par_iter()
             .map(|(hour, (data, n))| {
-                let lvl = libdeflater::CompressionLvl::new(level).map_err(|_| EtlError::Compress)?;
+                let lvl =
+                    libdeflater::CompressionLvl::new(level).map_err(|_| EtlError::Compress)?;
                 let mut c = libdeflater::Compressor::new(lvl);
                 let mut out = vec![0u8; c.gzip_compress_bound(data.len())];
-                let len = c.gzip_compress(&data, &mut out).map_err(|_| EtlError::Compress)?;
+                let len = c
+                    .gzip_compress(&data, &mut out)
+                    .map_err(|_| EtlError::Compress)?;
                 out.truncate(len);
                 Ok((hour, Bytes::from(out), n))
             })
@@ -232,7 +276,11 @@ async fn flush(
     .map_err(EtlError::Worker)??;
     *seq += 1;
     let writes = compressed.into_iter().map(|(hour, data, n)| {
-        let rel = format!("{RAW_TABLE}/{}/ingest-{run_id}-{:06}.jsonl.gz", Partition { hour }.dir(), *seq);
+        let rel = format!(
+            "{RAW_TABLE}/{}/ingest-{run_id}-{:06}.jsonl.gz",
+            Partition { hour }.dir(),
+            *seq
+        );
         async move {
             let len = data.len() as u64;
             lake.put(&rel, data).await.map(|_| (n, len))
@@ -255,7 +303,10 @@ mod tests {
 
     #[test]
     fn finds_the_event_hour() {
-        assert_eq!(event_hour(br#"{"event_id":"a","search_ts":"1970-01-01T02:59:59Z"}"#), Some(2));
+        assert_eq!(
+            event_hour(br#"{"event_id":"a","search_ts":"1970-01-01T02:59:59Z"}"#),
+            Some(2)
+        );
         assert_eq!(event_hour(br#"{"search_ts":"garbage"}"#), None);
         assert_eq!(event_hour(b"not json"), None);
     }

@@ -23,9 +23,18 @@ pub enum EtlError {
     #[error("raw partition {partition} not found under {url}")]
     PartitionNotFound { partition: String, url: String },
     #[error("invalid ETL state file {url}")]
-    BadState { url: String, #[source] source: serde_json::Error },
+    BadState {
+        url: String,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("building {what} for partition {partition}")]
-    Build { what: &'static str, partition: String, #[source] source: contrail_events::schema::SchemaError },
+    Build {
+        what: &'static str,
+        partition: String,
+        #[source]
+        source: contrail_events::schema::SchemaError,
+    },
     #[error("reading standard input")]
     Input(#[source] std::io::Error),
     #[error("gzip compression failed")]
@@ -39,7 +48,9 @@ impl EtlError {
     pub fn is_user_error(&self) -> bool {
         match self {
             EtlError::Store(e) => e.is_user_error(),
-            EtlError::PartitionNotFound { .. } | EtlError::BadState { .. } | EtlError::Input(_) => true,
+            EtlError::PartitionNotFound { .. } | EtlError::BadState { .. } | EtlError::Input(_) => {
+                true
+            }
             EtlError::Build { .. } | EtlError::Compress | EtlError::Worker(_) => false,
         }
     }

@@ -40,12 +40,27 @@ async fn quarantine_rows(lake: &Lake) -> Vec<(String, i64, String, String)> {
     let mut out = Vec::new();
     for m in lake.list(QUARANTINE_TABLE).await.expect("list") {
         let rel = lake.relative(&m.location).to_string();
-        for b in parquet_io::read_all(lake, &rel).await.expect("read quarantine") {
-            let s = |n: &str| b.column_by_name(n).and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned()).expect("col");
-            let line = b.column_by_name("line").and_then(|c| c.as_any().downcast_ref::<Int64Array>().cloned()).expect("line");
+        for b in parquet_io::read_all(lake, &rel)
+            .await
+            .expect("read quarantine")
+        {
+            let s = |n: &str| {
+                b.column_by_name(n)
+                    .and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned())
+                    .expect("col")
+            };
+            let line = b
+                .column_by_name("line")
+                .and_then(|c| c.as_any().downcast_ref::<Int64Array>().cloned())
+                .expect("line");
             let (file, reason, raw) = (s("source_file"), s("reason"), s("raw_text"));
             for i in 0..b.num_rows() {
-                out.push((file.value(i).to_string(), line.value(i), reason.value(i).to_string(), raw.value(i).to_string()));
+                out.push((
+                    file.value(i).to_string(),
+                    line.value(i),
+                    reason.value(i).to_string(),
+                    raw.value(i).to_string(),
+                ));
             }
         }
     }
@@ -66,13 +81,17 @@ async fn curated_bytes(lake: &Lake) -> BTreeMap<String, Bytes> {
 fn gunzip(b: &[u8]) -> Vec<u8> {
     use std::io::Read;
     let mut out = Vec::new();
-    flate2::read::MultiGzDecoder::new(b).read_to_end(&mut out).expect("gunzip");
+    flate2::read::MultiGzDecoder::new(b)
+        .read_to_end(&mut out)
+        .expect("gunzip");
     out
 }
 
 /// The whole accounting story on one lake.
 async fn accounting_suite(lake: &Lake) {
-    let m = contrail_sim::simulate(lake, &day_config("2026-03-02"), Sink::Lake).await.expect("simulate");
+    let m = contrail_sim::simulate(lake, &day_config("2026-03-02"), Sink::Lake)
+        .await
+        .expect("simulate");
     let c = &m.counts;
     assert!(c.events > 5000, "{c:?}");
     let r = etl::run(lake, &EtlOptions::default()).await.expect("etl");
@@ -82,7 +101,11 @@ async fn accounting_suite(lake: &Lake) {
     assert_eq!(a.curated, c.valid);
     assert_eq!(a.duplicates, c.injected_of("duplicate_event_id"));
     for kind in &BAD_KINDS[..7] {
-        assert_eq!(a.by_reason.get(*kind).copied().unwrap_or(0), c.injected_of(kind), "reason {kind}");
+        assert_eq!(
+            a.by_reason.get(*kind).copied().unwrap_or(0),
+            c.injected_of(kind),
+            "reason {kind}"
+        );
         assert!(c.injected_of(kind) > 0, "no {kind} injected");
     }
     assert_eq!(a.quarantined, (0..7).map(|i| c.injected[i]).sum::<u64>());
@@ -94,14 +117,20 @@ async fn accounting_suite(lake: &Lake) {
             Some(l) => l,
             None => {
                 let text = gunzip(&lake.get(&file).await.expect("raw file"));
-                let l = String::from_utf8(text).expect("utf8").lines().map(String::from).collect();
+                let l = String::from_utf8(text)
+                    .expect("utf8")
+                    .lines()
+                    .map(String::from)
+                    .collect();
                 raws.entry(file.clone()).or_insert(l)
             }
         };
         assert_eq!(lines[(line - 1) as usize], raw, "{file}:{line} ({reason})");
     }
     // The curated table holds exactly the valid events, sorted, no duplicate ids.
-    let files = etl::curated_files(lake, HourRange::all()).await.expect("files");
+    let files = etl::curated_files(lake, HourRange::all())
+        .await
+        .expect("files");
     assert_eq!(files.len(), 24);
     let mut ids = std::collections::HashSet::new();
     let mut rows = 0;
@@ -109,7 +138,10 @@ async fn accounting_suite(lake: &Lake) {
         for b in parquet_io::read_all(lake, f).await.expect("read") {
             let v = contrail_events::schema::CuratedView::new(&b).expect("curated schema");
             for i in 0..v.len() {
-                assert!(ids.insert(v.event_id.value(i).to_string()), "duplicate id in curated");
+                assert!(
+                    ids.insert(v.event_id.value(i).to_string()),
+                    "duplicate id in curated"
+                );
                 if i > 0 {
                     assert!(v.search_ts_ms.value(i - 1) <= v.search_ts_ms.value(i));
                 }
@@ -121,18 +153,32 @@ async fn accounting_suite(lake: &Lake) {
 
     // Idempotent: a second run changes nothing.
     let before = curated_bytes(lake).await;
-    let r2 = etl::run(lake, &EtlOptions::default()).await.expect("etl again");
+    let r2 = etl::run(lake, &EtlOptions::default())
+        .await
+        .expect("etl again");
     assert_eq!((r2.partitions_processed, r2.partitions_unchanged), (0, 24));
     assert_eq!(r2.lake_total, r.lake_total);
     assert_eq!(curated_bytes(lake).await, before);
     // Forced: everything redone, the same bytes.
-    let r3 = etl::run(lake, &EtlOptions { force: true, ..Default::default() }).await.expect("forced");
+    let r3 = etl::run(
+        lake,
+        &EtlOptions {
+            force: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("forced");
     assert_eq!(r3.partitions_processed, 24);
     assert_eq!(curated_bytes(lake).await, before);
 
     // Incremental: a new day is processed, the finished one is not.
-    let m2 = contrail_sim::simulate(lake, &day_config("2026-03-03"), Sink::Lake).await.expect("simulate day 2");
-    let r4 = etl::run(lake, &EtlOptions::default()).await.expect("incremental");
+    let m2 = contrail_sim::simulate(lake, &day_config("2026-03-03"), Sink::Lake)
+        .await
+        .expect("simulate day 2");
+    let r4 = etl::run(lake, &EtlOptions::default())
+        .await
+        .expect("incremental");
     assert_eq!((r4.partitions_processed, r4.partitions_unchanged), (24, 24));
     assert_eq!(r4.run.rows_read, m2.counts.lines);
     assert!(r4.lake_total.balanced());
@@ -141,14 +187,24 @@ async fn accounting_suite(lake: &Lake) {
     // Late data: a new raw file in a finished partition redoes that partition alone.
     let p = Partition::from_parts(2026, 3, 2, 10).expect("hour");
     let dir = format!("{RAW_TABLE}/{}", p.dir());
-    let first = etl::curated_files(lake, HourRange { from: Some(p.hour), to: Some(p.hour) }).await.expect("files");
+    let first = etl::curated_files(
+        lake,
+        HourRange {
+            from: Some(p.hour),
+            to: Some(p.hour),
+        },
+    )
+    .await
+    .expect("files");
     let one = parquet_io::read_all(lake, &first[0]).await.expect("read");
     let v = contrail_events::schema::CuratedView::new(&one[0]).expect("view");
     let id = v.event_id.value(0).to_string();
     let late_line = format!(
         "{{\"event_id\":\"late-1\",\"search_ts\":\"2026-03-02T10:59:00Z\",\"origin\":\"JFK\",\"destination\":\"LHR\",\"departure_date\":\"2026-03-20\",\"return_date\":null,\"carrier\":\"BA\",\"cabin\":\"economy\",\"fare_class\":\"K\",\"stops\":0,\"duration_min\":420,\"price\":512.30,\"currency\":\"USD\",\"competitor_price\":null,\"seats_remaining\":23,\"channel\":\"web\",\"point_of_sale\":\"US\",\"passengers\":1,\"booked\":false}}\n\n{{\"event_id\":\"{id}\",\"search_ts\":\"2026-03-02T10:00:00Z\",\"origin\":\"JFK\",\"destination\":\"LHR\",\"departure_date\":\"2026-03-20\",\"return_date\":null,\"carrier\":\"BA\",\"cabin\":\"economy\",\"fare_class\":\"K\",\"stops\":0,\"duration_min\":420,\"price\":1.00,\"currency\":\"USD\",\"competitor_price\":null,\"seats_remaining\":23,\"channel\":\"web\",\"point_of_sale\":\"US\",\"passengers\":1,\"booked\":false}}\n"
     );
-    lake.put(&format!("{dir}/zz-late.jsonl"), Bytes::from(late_line)).await.expect("put late");
+    lake.put(&format!("{dir}/zz-late.jsonl"), Bytes::from(late_line))
+        .await
+        .expect("put late");
     let r5 = etl::run(lake, &EtlOptions::default()).await.expect("late");
     assert_eq!((r5.partitions_processed, r5.partitions_unchanged), (1, 47));
     assert_eq!(r5.lake_total.rows_read, r4.lake_total.rows_read + 2);
@@ -171,7 +227,9 @@ async fn accounting_on_local_disk() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accounting_on_s3() {
-    let Some(server) = S3Server::start("lake") else { return };
+    let Some(server) = S3Server::start("lake") else {
+        return;
+    };
     accounting_suite(&server.lake("s3://lake/etl").expect("open")).await;
 }
 
@@ -193,20 +251,38 @@ async fn corrupt_inputs_are_quarantined_or_typed_errors() {
     // A truncated gzip file: its whole lines are processed, the rest is one corrupt_file row.
     let text: String = (0..200).map(|i| good_line(&format!("t{i}"), 3)).collect();
     let gz = gzip(text.as_bytes());
-    lake.put(&format!("{dir}/a-truncated.jsonl.gz"), Bytes::from(gz[..gz.len() * 2 / 3].to_vec())).await.expect("put");
+    lake.put(
+        &format!("{dir}/a-truncated.jsonl.gz"),
+        Bytes::from(gz[..gz.len() * 2 / 3].to_vec()),
+    )
+    .await
+    .expect("put");
     // Invalid UTF-8, an over-long line, an unknown field, blank lines, a CRLF line.
     let mut mixed = Vec::new();
     mixed.extend_from_slice(b"\xff\xfe not text\n");
     mixed.extend_from_slice(good_line("ok-1", 3).trim_end().as_bytes());
     mixed.extend_from_slice(b"\r\n\n   \n");
     mixed.extend_from_slice(format!("{{\"pad\":\"{}\"}}\n", "x".repeat(2 << 20)).as_bytes());
-    mixed.extend_from_slice(good_line("ok-2", 3).replace("\"booked\"", "\"extra\":1,\"booked\"").as_bytes());
+    mixed.extend_from_slice(
+        good_line("ok-2", 3)
+            .replace("\"booked\"", "\"extra\":1,\"booked\"")
+            .as_bytes(),
+    );
     mixed.extend_from_slice(good_line("ok-3", 3).trim_end().as_bytes()); // no final newline
-    lake.put(&format!("{dir}/b-mixed.jsonl"), Bytes::from(mixed)).await.expect("put");
+    lake.put(&format!("{dir}/b-mixed.jsonl"), Bytes::from(mixed))
+        .await
+        .expect("put");
     // Not gzip at all, though named so.
-    lake.put(&format!("{dir}/c-notgzip.jsonl.gz"), Bytes::from_static(b"plain text, not gzip\n")).await.expect("put");
+    lake.put(
+        &format!("{dir}/c-notgzip.jsonl.gz"),
+        Bytes::from_static(b"plain text, not gzip\n"),
+    )
+    .await
+    .expect("put");
     // Files that are not raw data are ignored.
-    lake.put(&format!("{dir}/_SUCCESS"), Bytes::from_static(b"")).await.expect("put");
+    lake.put(&format!("{dir}/_SUCCESS"), Bytes::from_static(b""))
+        .await
+        .expect("put");
 
     let r = etl::run(&lake, &EtlOptions::default()).await.expect("etl");
     let a: &Accounting = &r.run;
@@ -222,18 +298,41 @@ async fn corrupt_inputs_are_quarantined_or_typed_errors() {
     assert!(a.curated >= 3, "{a:?}");
     let q = quarantine_rows(&lake).await;
     let corrupt: Vec<_> = q.iter().filter(|r| r.2 == "corrupt_file").collect();
-    assert!(corrupt.iter().any(|r| r.0.ends_with("a-truncated.jsonl.gz")));
+    assert!(corrupt
+        .iter()
+        .any(|r| r.0.ends_with("a-truncated.jsonl.gz")));
     assert!(corrupt.iter().any(|r| r.0.ends_with("c-notgzip.jsonl.gz")));
 
     // A missing partition asked for by name is a typed error naming it.
     let missing = Partition::from_parts(2026, 5, 1, 4).expect("hour");
-    let e = etl::run(&lake, &EtlOptions { partitions: Some(vec![missing]), ..Default::default() }).await.expect_err("missing");
+    let e = etl::run(
+        &lake,
+        &EtlOptions {
+            partitions: Some(vec![missing]),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect_err("missing");
     assert!(matches!(e, EtlError::PartitionNotFound { .. }), "{e:?}");
-    assert!(e.to_string().contains("2026-05-01T04") && e.to_string().contains("hour=04"), "{e}");
+    assert!(
+        e.to_string().contains("2026-05-01T04") && e.to_string().contains("hour=04"),
+        "{e}"
+    );
     // A corrupt state file is a typed error naming the file.
-    lake.put(&format!("{CURATED_TABLE}/{}/_etl.json", p.dir()), Bytes::from_static(b"{not json")).await.expect("put");
-    let e = etl::run(&lake, &EtlOptions::default()).await.expect_err("bad state");
-    assert!(matches!(e, EtlError::BadState { .. }) && e.to_string().contains("_etl.json"), "{e}");
+    lake.put(
+        &format!("{CURATED_TABLE}/{}/_etl.json", p.dir()),
+        Bytes::from_static(b"{not json"),
+    )
+    .await
+    .expect("put");
+    let e = etl::run(&lake, &EtlOptions::default())
+        .await
+        .expect_err("bad state");
+    assert!(
+        matches!(e, EtlError::BadState { .. }) && e.to_string().contains("_etl.json"),
+        "{e}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -242,10 +341,22 @@ async fn gzip_bomb_is_cut_at_the_limit() {
     let p = Partition::from_parts(2026, 5, 2, 0).expect("hour");
     let mut big = Vec::new();
     for i in 0..2000 {
-        big.extend_from_slice(good_line(&format!("b{i}"), 0).replace("2026-05-01", "2026-05-02").as_bytes());
+        big.extend_from_slice(
+            good_line(&format!("b{i}"), 0)
+                .replace("2026-05-01", "2026-05-02")
+                .as_bytes(),
+        );
     }
-    lake.put(&format!("{RAW_TABLE}/{}/bomb.jsonl.gz", p.dir()), Bytes::from(gzip(&big))).await.expect("put");
-    let opts = EtlOptions { max_file_bytes: 100_000, ..Default::default() };
+    lake.put(
+        &format!("{RAW_TABLE}/{}/bomb.jsonl.gz", p.dir()),
+        Bytes::from(gzip(&big)),
+    )
+    .await
+    .expect("put");
+    let opts = EtlOptions {
+        max_file_bytes: 100_000,
+        ..Default::default()
+    };
     let r = etl::run(&lake, &opts).await.expect("etl");
     assert!(r.run.balanced());
     assert_eq!(r.run.by_reason.get("corrupt_file"), Some(&1));
@@ -255,12 +366,27 @@ async fn gzip_bomb_is_cut_at_the_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_records_inputs_and_accounting() {
     let lake = Lake::open("memory://etl-state").expect("open");
-    contrail_sim::simulate(&lake, &SimConfig { days: 1, routes: 5, ..day_config("2026-04-01") }, Sink::Lake).await.expect("sim");
+    contrail_sim::simulate(
+        &lake,
+        &SimConfig {
+            days: 1,
+            routes: 5,
+            ..day_config("2026-04-01")
+        },
+        Sink::Lake,
+    )
+    .await
+    .expect("sim");
     etl::run(&lake, &EtlOptions::default()).await.expect("etl");
-    let parts = list_partitions(&lake, CURATED_TABLE, HourRange::all()).await.expect("parts");
+    let parts = list_partitions(&lake, CURATED_TABLE, HourRange::all())
+        .await
+        .expect("parts");
     assert_eq!(parts.len(), 24);
     for p in parts {
-        let b = lake.get(&format!("{CURATED_TABLE}/{}/_etl.json", p.dir())).await.expect("state");
+        let b = lake
+            .get(&format!("{CURATED_TABLE}/{}/_etl.json", p.dir()))
+            .await
+            .expect("state");
         let s: PartitionState = serde_json::from_slice(&b).expect("parse");
         assert_eq!(s.inputs.len(), 1);
         assert!(s.accounting.balanced());
@@ -269,8 +395,11 @@ async fn state_records_inputs_and_accounting() {
 
 #[test]
 fn a_curated_view_rejects_other_schemas() {
-    let b = arrow_array::RecordBatch::try_from_iter([("x", std::sync::Arc::new(Int64Array::from(vec![1])) as arrow_array::ArrayRef)])
-        .expect("batch");
+    let b = arrow_array::RecordBatch::try_from_iter([(
+        "x",
+        std::sync::Arc::new(Int64Array::from(vec![1])) as arrow_array::ArrayRef,
+    )])
+    .expect("batch");
     assert!(contrail_events::schema::CuratedView::new(&b).is_err());
     let _ = b.column(0).len();
 }

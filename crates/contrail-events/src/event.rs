@@ -22,7 +22,12 @@ pub enum Cabin {
 }
 
 impl Cabin {
-    pub const ALL: [Cabin; 4] = [Cabin::Economy, Cabin::PremiumEconomy, Cabin::Business, Cabin::First];
+    pub const ALL: [Cabin; 4] = [
+        Cabin::Economy,
+        Cabin::PremiumEconomy,
+        Cabin::Business,
+        Cabin::First,
+    ];
     pub fn as_str(self) -> &'static str {
         match self {
             Cabin::Economy => "economy",
@@ -63,7 +68,12 @@ pub enum Channel {
 }
 
 impl Channel {
-    pub const ALL: [Channel; 4] = [Channel::Web, Channel::Mobile, Channel::Agency, Channel::Metasearch];
+    pub const ALL: [Channel; 4] = [
+        Channel::Web,
+        Channel::Mobile,
+        Channel::Agency,
+        Channel::Metasearch,
+    ];
     pub fn as_str(self) -> &'static str {
         match self {
             Channel::Web => "web",
@@ -224,7 +234,10 @@ pub struct Reject {
 
 impl Reject {
     fn new(reason: RejectReason, detail: impl Into<String>) -> Reject {
-        Reject { reason, detail: detail.into() }
+        Reject {
+            reason,
+            detail: detail.into(),
+        }
     }
 }
 
@@ -267,7 +280,9 @@ impl<'de> Deserialize<'de> for Scalar<'de> {
                 Ok(Scalar::Int(v))
             }
             fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
-                Ok(i64::try_from(v).map(Scalar::Int).unwrap_or(Scalar::Float(v as f64)))
+                Ok(i64::try_from(v)
+                    .map(Scalar::Int)
+                    .unwrap_or(Scalar::Float(v as f64)))
             }
             fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
                 Ok(Scalar::Float(v))
@@ -316,14 +331,20 @@ impl<'de> Deserialize<'de> for RawObject<'de> {
                 f.write_str("a JSON object")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
-                let mut obj = RawObject { values: Default::default(), problem: None };
+                let mut obj = RawObject {
+                    values: Default::default(),
+                    problem: None,
+                };
                 while let Some(key) = a.next_key::<Cow<'de, str>>()? {
                     match FIELDS.iter().position(|f| *f == key) {
                         Some(i) => {
                             let v = a.next_value::<Scalar<'de>>()?;
                             if obj.values[i].is_some() {
                                 obj.problem.get_or_insert_with(|| {
-                                    Reject::new(RejectReason::DuplicateField, format!("field `{key}` appears twice"))
+                                    Reject::new(
+                                        RejectReason::DuplicateField,
+                                        format!("field `{key}` appears twice"),
+                                    )
                                 });
                             }
                             obj.values[i] = Some(v);
@@ -331,7 +352,10 @@ impl<'de> Deserialize<'de> for RawObject<'de> {
                         None => {
                             a.next_value::<IgnoredAny>()?;
                             obj.problem.get_or_insert_with(|| {
-                                Reject::new(RejectReason::UnknownField, format!("unknown field `{key}`"))
+                                Reject::new(
+                                    RejectReason::UnknownField,
+                                    format!("unknown field `{key}`"),
+                                )
                             });
                         }
                     }
@@ -351,13 +375,20 @@ impl<'a> Fields<'a> {
     fn take(&mut self, i: usize) -> Result<Scalar<'a>, Reject> {
         match self.values[i].take() {
             Some(v) => Ok(v),
-            None => Err(Reject::new(RejectReason::MissingField, format!("missing field `{}`", FIELDS[i]))),
+            None => Err(Reject::new(
+                RejectReason::MissingField,
+                format!("missing field `{}`", FIELDS[i]),
+            )),
         }
     }
     fn wrong(i: usize, expected: &str, got: &Scalar<'_>) -> Reject {
         Reject::new(
             RejectReason::WrongType,
-            format!("field `{}` must be {expected}, got {}", FIELDS[i], got.kind()),
+            format!(
+                "field `{}` must be {expected}, got {}",
+                FIELDS[i],
+                got.kind()
+            ),
         )
     }
     fn string(&mut self, i: usize) -> Result<Cow<'a, str>, Reject> {
@@ -407,14 +438,22 @@ impl<'a> Fields<'a> {
 }
 
 fn code<T>(field: &str, value: &str, reason: RejectReason, found: Option<T>) -> Result<T, Reject> {
-    found.ok_or_else(|| Reject::new(reason, format!("field `{field}` has unknown code {value:?}")))
+    found.ok_or_else(|| {
+        Reject::new(
+            reason,
+            format!("field `{field}` has unknown code {value:?}"),
+        )
+    })
 }
 
 fn fare(field: &str, v: f64) -> Result<f64, Reject> {
     if v.is_finite() && v > 0.0 && v < 1.0e7 {
         Ok(v)
     } else {
-        Err(Reject::new(RejectReason::NegativeFare, format!("field `{field}` = {v} is not a positive fare")))
+        Err(Reject::new(
+            RejectReason::NegativeFare,
+            format!("field `{field}` = {v} is not a positive fare"),
+        ))
     }
 }
 
@@ -438,8 +477,12 @@ pub const MAX_EVENT_ID_LEN: usize = 64;
 /// then each field in [`FIELDS`] order (missing, type, range, code), then the
 /// cross-field rules (dates in order, origin ≠ destination).
 pub fn parse_line(line: &str) -> Result<Event, Reject> {
-    let raw: RawObject<'_> = serde_json::from_str(line)
-        .map_err(|e| Reject::new(RejectReason::MalformedJson, format!("not a JSON object: {e}")))?;
+    let raw: RawObject<'_> = serde_json::from_str(line).map_err(|e| {
+        Reject::new(
+            RejectReason::MalformedJson,
+            format!("not a JSON object: {e}"),
+        )
+    })?;
     if let Some(p) = raw.problem {
         return Err(p);
     }
@@ -454,20 +497,39 @@ pub fn parse_line(line: &str) -> Result<Event, Reject> {
     }
     let ts = f.string(1)?;
     let search_ts = calendar::parse_timestamp(&ts).ok_or_else(|| {
-        Reject::new(RejectReason::InvalidTimestamp, format!("field `search_ts` = {ts:?} is not an RFC 3339 instant"))
+        Reject::new(
+            RejectReason::InvalidTimestamp,
+            format!("field `search_ts` = {ts:?} is not an RFC 3339 instant"),
+        )
     })?;
     let o = f.string(2)?;
-    let origin = code("origin", &o, RejectReason::UnknownAirport, refdata::airport(&o).map(|a| a.code))?;
+    let origin = code(
+        "origin",
+        &o,
+        RejectReason::UnknownAirport,
+        refdata::airport(&o).map(|a| a.code),
+    )?;
     let d = f.string(3)?;
-    let destination = code("destination", &d, RejectReason::UnknownAirport, refdata::airport(&d).map(|a| a.code))?;
+    let destination = code(
+        "destination",
+        &d,
+        RejectReason::UnknownAirport,
+        refdata::airport(&d).map(|a| a.code),
+    )?;
     let dd = f.string(4)?;
     let departure_date = calendar::parse_date(&dd).ok_or_else(|| {
-        Reject::new(RejectReason::InvalidDate, format!("field `departure_date` = {dd:?} is not a YYYY-MM-DD date"))
+        Reject::new(
+            RejectReason::InvalidDate,
+            format!("field `departure_date` = {dd:?} is not a YYYY-MM-DD date"),
+        )
     })?;
     let return_date = match f.opt_string(5)? {
         None => None,
         Some(rd) => Some(calendar::parse_date(&rd).ok_or_else(|| {
-            Reject::new(RejectReason::InvalidDate, format!("field `return_date` = {rd:?} is not a YYYY-MM-DD date"))
+            Reject::new(
+                RejectReason::InvalidDate,
+                format!("field `return_date` = {rd:?} is not a YYYY-MM-DD date"),
+            )
         })?),
     };
     let c = f.string(6)?;
@@ -485,7 +547,10 @@ pub fn parse_line(line: &str) -> Result<Event, Reject> {
         _ => {
             return Err(Reject::new(
                 RejectReason::UnknownCode,
-                format!("field `fare_class` = {fc:?} is not a fare class of cabin {}", cabin.as_str()),
+                format!(
+                    "field `fare_class` = {fc:?} is not a fare class of cabin {}",
+                    cabin.as_str()
+                ),
             ))
         }
     };
@@ -493,16 +558,31 @@ pub fn parse_line(line: &str) -> Result<Event, Reject> {
     let duration_min = f.integer(10, 20, 4000)? as u32;
     let price = fare("price", f.number(11)?)?;
     let cur = f.string(12)?;
-    let currency = code("currency", &cur, RejectReason::UnknownCode, intern(refdata::CURRENCIES, &cur))?;
+    let currency = code(
+        "currency",
+        &cur,
+        RejectReason::UnknownCode,
+        intern(refdata::CURRENCIES, &cur),
+    )?;
     let competitor_price = match f.opt_number(13)? {
         None => None,
         Some(v) => Some(fare("competitor_price", v)?),
     };
     let seats_remaining = f.integer(14, 0, 1000)? as u32;
     let ch = f.string(15)?;
-    let channel = code("channel", &ch, RejectReason::UnknownCode, Channel::parse(&ch))?;
+    let channel = code(
+        "channel",
+        &ch,
+        RejectReason::UnknownCode,
+        Channel::parse(&ch),
+    )?;
     let pos = f.string(16)?;
-    let point_of_sale = code("point_of_sale", &pos, RejectReason::UnknownCode, country(&pos))?;
+    let point_of_sale = code(
+        "point_of_sale",
+        &pos,
+        RejectReason::UnknownCode,
+        country(&pos),
+    )?;
     let passengers = f.integer(17, 1, 9)? as u32;
     let booked = f.boolean(18)?;
 
@@ -510,22 +590,34 @@ pub fn parse_line(line: &str) -> Result<Event, Reject> {
     if departure_date < search_day {
         return Err(Reject::new(
             RejectReason::DepartureBeforeSearch,
-            format!("departure_date {dd} is before the search on {}", calendar::format_date(search_day)),
+            format!(
+                "departure_date {dd} is before the search on {}",
+                calendar::format_date(search_day)
+            ),
         ));
     }
     if departure_date - search_day > 400 {
-        return Err(Reject::new(RejectReason::OutOfRange, format!("departure_date {dd} is over 400 days after the search")));
+        return Err(Reject::new(
+            RejectReason::OutOfRange,
+            format!("departure_date {dd} is over 400 days after the search"),
+        ));
     }
     if let Some(r) = return_date {
         if r < departure_date {
             return Err(Reject::new(
                 RejectReason::ReturnBeforeDeparture,
-                format!("return_date {} is before departure_date {dd}", calendar::format_date(r)),
+                format!(
+                    "return_date {} is before departure_date {dd}",
+                    calendar::format_date(r)
+                ),
             ));
         }
     }
     if origin == destination {
-        return Err(Reject::new(RejectReason::SameOriginDestination, format!("origin and destination are both {origin}")));
+        return Err(Reject::new(
+            RejectReason::SameOriginDestination,
+            format!("origin and destination are both {origin}"),
+        ));
     }
     Ok(Event {
         event_id: event_id.into_owned(),
@@ -564,7 +656,9 @@ fn write_str_field(out: &mut Vec<u8>, name: &str, v: &str) {
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b"\":\"");
     // Event strings are codes and ids of [A-Za-z0-9_-]; anything else is escaped.
-    if v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+    if v.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
         out.extend_from_slice(v.as_bytes());
     } else {
         let s = serde_json::to_string(v).unwrap_or_default();
@@ -602,7 +696,11 @@ impl Event {
         write_str_field(out, "cabin", self.cabin.as_str());
         out.extend_from_slice(b",\"fare_class\":\"");
         out.push(self.fare_class);
-        let _ = write!(out, "\",\"stops\":{},\"duration_min\":{},\"price\":", self.stops, self.duration_min);
+        let _ = write!(
+            out,
+            "\",\"stops\":{},\"duration_min\":{},\"price\":",
+            self.stops, self.duration_min
+        );
         write_money(out, self.price);
         out.push(b',');
         write_str_field(out, "currency", self.currency);
@@ -615,7 +713,11 @@ impl Event {
         write_str_field(out, "channel", self.channel.as_str());
         out.push(b',');
         write_str_field(out, "point_of_sale", self.point_of_sale);
-        let _ = writeln!(out, ",\"passengers\":{},\"booked\":{}}}", self.passengers, self.booked);
+        let _ = writeln!(
+            out,
+            ",\"passengers\":{},\"booked\":{}}}",
+            self.passengers, self.booked
+        );
     }
 }
 
@@ -679,14 +781,38 @@ mod tests {
     #[test]
     fn each_problem_has_its_reason() {
         use serde_json::json;
-        assert_eq!(parse_line("{\"event_id\":").map_err(|r| r.reason), Err(RejectReason::MalformedJson));
-        assert_eq!(parse_line("[1,2]").map_err(|r| r.reason), Err(RejectReason::MalformedJson));
-        assert_eq!(reason_of(|m| drop(m.remove("price"))), RejectReason::MissingField);
-        assert_eq!(reason_of(|m| drop(m.insert("price".into(), json!("abc")))), RejectReason::WrongType);
-        assert_eq!(reason_of(|m| drop(m.insert("bogus".into(), json!(1)))), RejectReason::UnknownField);
-        assert_eq!(reason_of(|m| drop(m.insert("price".into(), json!(-5.0)))), RejectReason::NegativeFare);
-        assert_eq!(reason_of(|m| drop(m.insert("origin".into(), json!("XXX")))), RejectReason::UnknownAirport);
-        assert_eq!(reason_of(|m| drop(m.insert("carrier".into(), json!("ZZ")))), RejectReason::UnknownCarrier);
+        assert_eq!(
+            parse_line("{\"event_id\":").map_err(|r| r.reason),
+            Err(RejectReason::MalformedJson)
+        );
+        assert_eq!(
+            parse_line("[1,2]").map_err(|r| r.reason),
+            Err(RejectReason::MalformedJson)
+        );
+        assert_eq!(
+            reason_of(|m| drop(m.remove("price"))),
+            RejectReason::MissingField
+        );
+        assert_eq!(
+            reason_of(|m| drop(m.insert("price".into(), json!("abc")))),
+            RejectReason::WrongType
+        );
+        assert_eq!(
+            reason_of(|m| drop(m.insert("bogus".into(), json!(1)))),
+            RejectReason::UnknownField
+        );
+        assert_eq!(
+            reason_of(|m| drop(m.insert("price".into(), json!(-5.0)))),
+            RejectReason::NegativeFare
+        );
+        assert_eq!(
+            reason_of(|m| drop(m.insert("origin".into(), json!("XXX")))),
+            RejectReason::UnknownAirport
+        );
+        assert_eq!(
+            reason_of(|m| drop(m.insert("carrier".into(), json!("ZZ")))),
+            RejectReason::UnknownCarrier
+        );
         assert_eq!(
             reason_of(|m| drop(m.insert("return_date".into(), json!("2026-04-01")))),
             RejectReason::ReturnBeforeDeparture
@@ -695,12 +821,30 @@ mod tests {
             reason_of(|m| drop(m.insert("departure_date".into(), json!("2026-02-01")))),
             RejectReason::DepartureBeforeSearch
         );
-        assert_eq!(reason_of(|m| drop(m.insert("stops".into(), json!(9)))), RejectReason::OutOfRange);
-        assert_eq!(reason_of(|m| drop(m.insert("stops".into(), json!(1.5)))), RejectReason::WrongType);
-        assert_eq!(reason_of(|m| drop(m.insert("search_ts".into(), json!("yesterday")))), RejectReason::InvalidTimestamp);
-        assert_eq!(reason_of(|m| drop(m.insert("destination".into(), json!("JFK")))), RejectReason::SameOriginDestination);
-        assert_eq!(reason_of(|m| drop(m.insert("fare_class".into(), json!("F")))), RejectReason::UnknownCode);
+        assert_eq!(
+            reason_of(|m| drop(m.insert("stops".into(), json!(9)))),
+            RejectReason::OutOfRange
+        );
+        assert_eq!(
+            reason_of(|m| drop(m.insert("stops".into(), json!(1.5)))),
+            RejectReason::WrongType
+        );
+        assert_eq!(
+            reason_of(|m| drop(m.insert("search_ts".into(), json!("yesterday")))),
+            RejectReason::InvalidTimestamp
+        );
+        assert_eq!(
+            reason_of(|m| drop(m.insert("destination".into(), json!("JFK")))),
+            RejectReason::SameOriginDestination
+        );
+        assert_eq!(
+            reason_of(|m| drop(m.insert("fare_class".into(), json!("F")))),
+            RejectReason::UnknownCode
+        );
         let dup = line(&sample()).replacen("{", "{\"stops\":1,", 1);
-        assert_eq!(parse_line(&dup).map_err(|r| r.reason), Err(RejectReason::DuplicateField));
+        assert_eq!(
+            parse_line(&dup).map_err(|r| r.reason),
+            Err(RejectReason::DuplicateField)
+        );
     }
 }

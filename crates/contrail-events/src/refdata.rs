@@ -14,8 +14,22 @@ pub struct Airport {
     pub size: u8,
 }
 
-const fn ap(code: &'static str, city: &'static str, country: &'static str, lat: f64, lon: f64, size: u8) -> Airport {
-    Airport { code, city, country, lat, lon, size }
+const fn ap(
+    code: &'static str,
+    city: &'static str,
+    country: &'static str,
+    lat: f64,
+    lon: f64,
+    size: u8,
+) -> Airport {
+    Airport {
+        code,
+        city,
+        country,
+        lat,
+        lon,
+        size,
+    }
 }
 
 pub static AIRPORTS: &[Airport] = &[
@@ -79,8 +93,18 @@ pub struct Carrier {
     pub price_factor: f64,
 }
 
-const fn cr(code: &'static str, name: &'static str, country: &'static str, price_factor: f64) -> Carrier {
-    Carrier { code, name, country, price_factor }
+const fn cr(
+    code: &'static str,
+    name: &'static str,
+    country: &'static str,
+    price_factor: f64,
+) -> Carrier {
+    Carrier {
+        code,
+        name,
+        country,
+        price_factor,
+    }
 }
 
 pub static CARRIERS: &[Carrier] = &[
@@ -107,7 +131,9 @@ pub static CARRIERS: &[Carrier] = &[
 ];
 
 /// Currencies accepted in events (ISO 4217). The simulator quotes in USD.
-pub static CURRENCIES: &[&str] = &["USD", "EUR", "GBP", "CAD", "JPY", "AUD", "CHF", "SGD", "AED", "INR"];
+pub static CURRENCIES: &[&str] = &[
+    "USD", "EUR", "GBP", "CAD", "JPY", "AUD", "CHF", "SGD", "AED", "INR",
+];
 
 pub fn airport_index(code: &str) -> Option<usize> {
     AIRPORTS.iter().position(|a| a.code == code)
@@ -159,7 +185,10 @@ mod tests {
     #[test]
     fn distances() {
         let (jfk, lhr) = (airport("JFK"), airport("LHR"));
-        let d = jfk.zip(lhr).map(|(a, b)| great_circle_km(a, b)).unwrap_or(0.0);
+        let d = jfk
+            .zip(lhr)
+            .map(|(a, b)| great_circle_km(a, b))
+            .unwrap_or(0.0);
         assert!((d - 5540.0).abs() < 30.0, "JFK-LHR {d}");
     }
 }

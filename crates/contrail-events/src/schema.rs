@@ -3,8 +3,14 @@
 
 use std::sync::Arc;
 
-use arrow_array::builder::{BooleanBuilder, Date32Builder, Float64Builder, Int32Builder, StringBuilder, TimestampMillisecondBuilder};
-use arrow_array::{Array, ArrayRef, BooleanArray, Date32Array, Float64Array, Int32Array, RecordBatch, StringArray, TimestampMillisecondArray};
+use arrow_array::builder::{
+    BooleanBuilder, Date32Builder, Float64Builder, Int32Builder, StringBuilder,
+    TimestampMillisecondBuilder,
+};
+use arrow_array::{
+    Array, ArrayRef, BooleanArray, Date32Array, Float64Array, Int32Array, RecordBatch, StringArray,
+    TimestampMillisecondArray,
+};
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
 
 use crate::event::Event;
@@ -15,7 +21,11 @@ pub enum SchemaError {
     #[error("column `{column}` is missing")]
     MissingColumn { column: &'static str },
     #[error("column `{column}` has type {found}, expected {expected}")]
-    WrongType { column: &'static str, found: DataType, expected: DataType },
+    WrongType {
+        column: &'static str,
+        found: DataType,
+        expected: DataType,
+    },
     #[error("building the curated batch")]
     Arrow(#[source] ArrowError),
 }
@@ -117,13 +127,21 @@ pub fn events_to_batch(events: &[Event]) -> Result<RecordBatch, SchemaError> {
     RecordBatch::try_new(curated_schema(), cols).map_err(SchemaError::Arrow)
 }
 
-fn col<'a, T: 'static>(batch: &'a RecordBatch, name: &'static str, expected: DataType) -> Result<&'a T, SchemaError> {
-    let c = batch.column_by_name(name).ok_or(SchemaError::MissingColumn { column: name })?;
-    c.as_any().downcast_ref::<T>().ok_or_else(|| SchemaError::WrongType {
-        column: name,
-        found: c.data_type().clone(),
-        expected,
-    })
+fn col<'a, T: 'static>(
+    batch: &'a RecordBatch,
+    name: &'static str,
+    expected: DataType,
+) -> Result<&'a T, SchemaError> {
+    let c = batch
+        .column_by_name(name)
+        .ok_or(SchemaError::MissingColumn { column: name })?;
+    c.as_any()
+        .downcast_ref::<T>()
+        .ok_or_else(|| SchemaError::WrongType {
+            column: name,
+            found: c.data_type().clone(),
+            expected,
+        })
 }
 
 /// Typed access to the columns of a curated batch, checked once.

@@ -25,7 +25,11 @@ pub enum FeatureError {
     #[error("building the feature batch")]
     Arrow(#[source] ArrowError),
     #[error("row {row}: unknown {field} code {value:?} (not in the reference data)")]
-    UnknownCode { row: usize, field: &'static str, value: String },
+    UnknownCode {
+        row: usize,
+        field: &'static str,
+        value: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,13 +50,28 @@ pub struct FeatureDef {
 }
 
 const fn num(name: &'static str, definition: &'static str) -> FeatureDef {
-    FeatureDef { name, kind: Kind::Numeric, uses_price: false, definition }
+    FeatureDef {
+        name,
+        kind: Kind::Numeric,
+        uses_price: false,
+        definition,
+    }
 }
 const fn cat(name: &'static str, definition: &'static str) -> FeatureDef {
-    FeatureDef { name, kind: Kind::Categorical, uses_price: false, definition }
+    FeatureDef {
+        name,
+        kind: Kind::Categorical,
+        uses_price: false,
+        definition,
+    }
 }
 const fn priced(name: &'static str, definition: &'static str) -> FeatureDef {
-    FeatureDef { name, kind: Kind::Numeric, uses_price: true, definition }
+    FeatureDef {
+        name,
+        kind: Kind::Numeric,
+        uses_price: true,
+        definition,
+    }
 }
 
 /// Time constants of the rolling statistics.
@@ -114,7 +133,11 @@ pub fn feature_schema() -> SchemaRef {
 
 /// Names of the features a price model may use (those not computed from the price).
 pub fn price_free_features() -> Vec<&'static str> {
-    FEATURES.iter().filter(|f| !f.uses_price).map(|f| f.name).collect()
+    FEATURES
+        .iter()
+        .filter(|f| !f.uses_price)
+        .map(|f| f.name)
+        .collect()
 }
 
 /// Exponentially time-decayed sums.
@@ -199,14 +222,19 @@ impl FeatureBuilder {
         let mut nvals: Vec<Option<f64>> = Vec::with_capacity(32);
         let mut cvals: Vec<String> = Vec::with_capacity(8);
         for i in 0..n {
-            let unknown = |field: &'static str, value: &str| FeatureError::UnknownCode { row: i, field, value: value.to_string() };
+            let unknown = |field: &'static str, value: &str| FeatureError::UnknownCode {
+                row: i,
+                field,
+                value: value.to_string(),
+            };
             let ts = v.search_ts_ms.value(i).div_euclid(1000);
             let day = ts.div_euclid(86_400) as i32;
             let dep = v.departure_date.value(i);
             let ret = (!v.return_date.is_null(i)).then(|| v.return_date.value(i));
             let (o_code, d_code) = (v.origin.value(i), v.destination.value(i));
             let oi = refdata::airport_index(o_code).ok_or_else(|| unknown("origin", o_code))?;
-            let di = refdata::airport_index(d_code).ok_or_else(|| unknown("destination", d_code))?;
+            let di =
+                refdata::airport_index(d_code).ok_or_else(|| unknown("destination", d_code))?;
             let (o, d) = (&refdata::AIRPORTS[oi], &refdata::AIRPORTS[di]);
             let cabin_s = v.cabin.value(i);
             let cabin = cabin_of(cabin_s).ok_or_else(|| unknown("cabin", cabin_s))?;
@@ -225,7 +253,10 @@ impl FeatureBuilder {
             });
 
             // Rolling statistics: read before this row is added.
-            let rc = self.by_route_cabin.entry((oi as u16, di as u16, cabin as u8)).or_default();
+            let rc = self
+                .by_route_cabin
+                .entry((oi as u16, di as u16, cabin as u8))
+                .or_default();
             rc.day.decay_to(ts, DAY_SECS);
             rc.week.decay_to(ts, WEEK_SECS);
             let (mean24, mean7, std7) = (rc.day.mean(), rc.week.mean(), rc.week.std());
@@ -307,7 +338,10 @@ mod tests {
     fn value_order_matches_the_table() {
         // The numeric values are pushed in FEATURES order; check the counts agree.
         let numeric = FEATURES.iter().filter(|f| f.kind == Kind::Numeric).count();
-        let categorical = FEATURES.iter().filter(|f| f.kind == Kind::Categorical).count();
+        let categorical = FEATURES
+            .iter()
+            .filter(|f| f.kind == Kind::Categorical)
+            .count();
         assert_eq!(numeric, 30);
         assert_eq!(categorical, 8);
         assert!(FEATURES.len() >= 25);

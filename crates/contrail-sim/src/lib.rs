@@ -44,6 +44,16 @@ pub enum SimError {
     Worker(#[source] tokio::task::JoinError),
 }
 
+impl SimError {
+    pub fn is_user_error(&self) -> bool {
+        match self {
+            SimError::Config { .. } => true,
+            SimError::Store(e) => e.is_user_error(),
+            SimError::Compress { .. } | SimError::Stdout(_) | SimError::Worker(_) => false,
+        }
+    }
+}
+
 /// The kinds of bad record the simulator can inject, with their rates (each a share of
 /// all events).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -139,22 +149,32 @@ impl Default for SimConfig {
 
 impl SimConfig {
     pub fn validate(&self) -> Result<i32, SimError> {
-        let cfg = |field, reason: &str| SimError::Config { field, reason: reason.to_string() };
-        let start = calendar::parse_date(&self.start_date).ok_or_else(|| cfg("start_date", "not a YYYY-MM-DD date"))?;
+        let cfg = |field, reason: &str| SimError::Config {
+            field,
+            reason: reason.to_string(),
+        };
+        let start = calendar::parse_date(&self.start_date)
+            .ok_or_else(|| cfg("start_date", "not a YYYY-MM-DD date"))?;
         if self.days == 0 || self.days > 3660 {
             return Err(cfg("days", "must be 1..=3660"));
         }
         if self.routes == 0 {
             return Err(cfg("routes", "must be at least 1"));
         }
-        if !(self.searches_per_route_day.is_finite() && self.searches_per_route_day > 0.0 && self.searches_per_route_day <= 1e6) {
+        if !(self.searches_per_route_day.is_finite()
+            && self.searches_per_route_day > 0.0
+            && self.searches_per_route_day <= 1e6)
+        {
             return Err(cfg("searches_per_route_day", "must be in (0, 1e6]"));
         }
         if !(0.0..=0.5).contains(&self.anomaly_rate) {
             return Err(cfg("anomaly_rate", "must be in [0, 0.5]"));
         }
         if self.bad.as_array().iter().any(|r| !(0.0..=1.0).contains(r)) || self.bad.total() > 0.5 {
-            return Err(cfg("bad", "each rate must be in [0, 1] and their sum at most 0.5"));
+            return Err(cfg(
+                "bad",
+                "each rate must be in [0, 1] and their sum at most 0.5",
+            ));
         }
         if !(1..=12).contains(&self.gzip_level) {
             return Err(cfg("gzip_level", "must be 1..=12"));
@@ -195,7 +215,10 @@ impl SimCounts {
     }
     /// Injected count for one kind name.
     pub fn injected_of(&self, kind: &str) -> u64 {
-        BAD_KINDS.iter().position(|k| *k == kind).map_or(0, |i| self.injected[i])
+        BAD_KINDS
+            .iter()
+            .position(|k| *k == kind)
+            .map_or(0, |i| self.injected[i])
     }
 }
 
@@ -286,8 +309,16 @@ fn render(rng: &mut Rng, e: &Event, kind: Option<usize>, out: &mut Vec<u8>) {
                 serde_json::from_slice(&line).unwrap_or_default();
             match kind {
                 1 => {
-                    const REQUIRED: [&str; 8] =
-                        ["event_id", "search_ts", "origin", "price", "carrier", "cabin", "seats_remaining", "booked"];
+                    const REQUIRED: [&str; 8] = [
+                        "event_id",
+                        "search_ts",
+                        "origin",
+                        "price",
+                        "carrier",
+                        "cabin",
+                        "seats_remaining",
+                        "booked",
+                    ];
                     v.remove(REQUIRED[rng.below(REQUIRED.len() as u64) as usize]);
                 }
                 2 => {
@@ -310,34 +341,55 @@ fn render(rng: &mut Rng, e: &Event, kind: Option<usize>, out: &mut Vec<u8>) {
 }
 
 /// Generates one hour: every route's searches, sorted by time, rendered as JSON lines.
-pub fn generate_hour(cfg: &SimConfig, market: &Market, partition: Partition) -> Result<HourOutput, SimError> {
+pub fn generate_hour(
+    cfg: &SimConfig,
+    market: &Market,
+    partition: Partition,
+) -> Result<HourOutput, SimError> {
     let hour = partition.hour;
     let mut rng = Rng::derive(&[cfg.seed, hour as u64, 0x4_0_0_2]);
     let day = hour.div_euclid(24) as i32;
     let h = hour.rem_euclid(24) as usize;
     let dow = calendar::weekday(day) as usize;
     let (_, month, _) = calendar::civil_from_days(day);
-    let mean_w = market.routes.iter().map(|r| r.weight).sum::<f64>() / market.routes.len().max(1) as f64;
-    let scale = cfg.searches_per_route_day * market::DIURNAL[h] * market::SEARCH_DOW[dow] * market::SEARCH_SEASON[month as usize - 1];
+    let mean_w =
+        market.routes.iter().map(|r| r.weight).sum::<f64>() / market.routes.len().max(1) as f64;
+    let scale = cfg.searches_per_route_day
+        * market::DIURNAL[h]
+        * market::SEARCH_DOW[dow]
+        * market::SEARCH_SEASON[month as usize - 1];
 
     let mut events = Vec::new();
     for route in &market.routes {
         let n = rng.poisson(scale * route.weight / mean_w);
         for _ in 0..n {
             let ts = hour * 3600 + rng.below(3600) as i64;
-            events.push(market::search(&mut rng, market, route, ts, cfg.anomaly_rate));
+            events.push(market::search(
+                &mut rng,
+                market,
+                route,
+                ts,
+                cfg.anomaly_rate,
+            ));
         }
     }
     events.sort_by_key(|(e, _)| e.search_ts);
 
     let rates = cfg.bad.as_array();
     let seed_tag = (rng::mix(cfg.seed) >> 32) as u32;
-    let mut counts = SimCounts { partitions: 1, ..Default::default() };
+    let mut counts = SimCounts {
+        partitions: 1,
+        ..Default::default()
+    };
     let mut lines = Vec::with_capacity(events.len() * 430);
     let n = events.len();
     let mut ids = Vec::with_capacity(n);
-    let (mut fares, mut probs, mut anomalies, mut injected) =
-        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut fares, mut probs, mut anomalies, mut injected) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
     for (i, (mut e, t)) in events.into_iter().enumerate() {
         e.event_id = format!("{:08x}{:06x}{seed_tag:08x}", hour as u32, i as u32);
         let u = rng.f64();
@@ -381,7 +433,12 @@ pub fn generate_hour(cfg: &SimConfig, market: &Market, partition: Partition) -> 
         field: "truth",
         reason: e.to_string(),
     })?;
-    Ok(HourOutput { partition, lines, truth, counts })
+    Ok(HourOutput {
+        partition,
+        lines,
+        truth,
+        counts,
+    })
 }
 
 /// Gzip-compresses a buffer in one call (libdeflate).
@@ -402,14 +459,26 @@ struct Encoded {
     counts: SimCounts,
 }
 
-fn encode_hour(cfg: &SimConfig, market: &Market, p: Partition, sink: Sink, lake_url: &str) -> Result<Encoded, SimError> {
+fn encode_hour(
+    cfg: &SimConfig,
+    market: &Market,
+    p: Partition,
+    sink: Sink,
+    lake_url: &str,
+) -> Result<Encoded, SimError> {
     let mut out = generate_hour(cfg, market, p)?;
     let stem = file_stem(cfg.seed);
     let truth_rel = format!("{TRUTH_TABLE}/{}/{stem}.parquet", p.dir());
-    let truth = parquet_io::encode(truth_schema(), &[out.truth], &format!("{lake_url}/{truth_rel}"))?;
+    let truth = parquet_io::encode(
+        truth_schema(),
+        &[out.truth],
+        &format!("{lake_url}/{truth_rel}"),
+    )?;
     let (raw, lines) = match sink {
         Sink::Lake => {
-            let gz = gzip(cfg.gzip_level, &out.lines).ok_or_else(|| SimError::Compress { partition: p.to_string() })?;
+            let gz = gzip(cfg.gzip_level, &out.lines).ok_or_else(|| SimError::Compress {
+                partition: p.to_string(),
+            })?;
             out.counts.raw_bytes = gz.len() as u64;
             (Some(Bytes::from(gz)), None)
         }
@@ -418,7 +487,13 @@ fn encode_hour(cfg: &SimConfig, market: &Market, p: Partition, sink: Sink, lake_
             (None, Some(out.lines))
         }
     };
-    Ok(Encoded { partition: p, raw, lines, truth, counts: out.counts })
+    Ok(Encoded {
+        partition: p,
+        raw,
+        lines,
+        truth,
+        counts: out.counts,
+    })
 }
 
 /// Runs a simulation into `lake`. Hours are generated in parallel (rayon) in chunks while
@@ -427,7 +502,11 @@ pub async fn simulate(lake: &Lake, cfg: &SimConfig, sink: Sink) -> Result<SimMan
     let start = cfg.validate()?;
     let market = Arc::new(Market::new(cfg.seed, cfg.routes as usize));
     let first = Partition::from_ts(start as i64 * 86_400);
-    let hours: Vec<Partition> = (0..cfg.days as i64 * 24).map(|i| Partition { hour: first.hour + i }).collect();
+    let hours: Vec<Partition> = (0..cfg.days as i64 * 24)
+        .map(|i| Partition {
+            hour: first.hour + i,
+        })
+        .collect();
     let last = hours.last().copied().unwrap_or(first);
     let chunk = (rayon::current_num_threads() * 4).max(4);
     let stem = file_stem(cfg.seed);
@@ -438,7 +517,9 @@ pub async fn simulate(lake: &Lake, cfg: &SimConfig, sink: Sink) -> Result<SimMan
     let spawn = |c: Vec<Partition>| {
         let (cfg, market, url) = (cfg.clone(), market.clone(), lake.url().to_string());
         tokio::task::spawn_blocking(move || {
-            c.par_iter().map(|p| encode_hour(&cfg, &market, *p, sink, &url)).collect::<Result<Vec<_>, _>>()
+            c.par_iter()
+                .map(|p| encode_hour(&cfg, &market, *p, sink, &url))
+                .collect::<Result<Vec<_>, _>>()
         })
     };
     if let Some(c) = chunks.next() {
@@ -461,20 +542,33 @@ pub async fn simulate(lake: &Lake, cfg: &SimConfig, sink: Sink) -> Result<SimMan
             }
             writes.push((format!("{TRUTH_TABLE}/{dir}/{stem}.parquet"), e.truth));
         }
-        futures::future::try_join_all(writes.into_iter().map(|(rel, b)| async move { lake.put(&rel, b).await })).await?;
+        futures::future::try_join_all(
+            writes
+                .into_iter()
+                .map(|(rel, b)| async move { lake.put(&rel, b).await }),
+        )
+        .await?;
     }
     stdout.flush().map_err(SimError::Stdout)?;
-    let manifest =
-        SimManifest { config: cfg.clone(), counts: total, first_partition: first.to_string(), last_partition: last.to_string() };
+    let manifest = SimManifest {
+        config: cfg.clone(),
+        counts: total,
+        first_partition: first.to_string(),
+        last_partition: last.to_string(),
+    };
     let json = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
-    lake.put(&format!("meta/simulations/{stem}.json"), Bytes::from(json)).await?;
+    lake.put(&format!("meta/simulations/{stem}.json"), Bytes::from(json))
+        .await?;
     Ok(manifest)
 }
 
 /// Reads a simulation's manifest back.
 pub async fn read_manifest(lake: &Lake, seed: u64) -> Result<Option<SimManifest>, StoreError> {
     let rel = format!("meta/simulations/{}.json", file_stem(seed));
-    Ok(lake.get_opt(&rel).await?.and_then(|b| serde_json::from_slice(&b).ok()))
+    Ok(lake
+        .get_opt(&rel)
+        .await?
+        .and_then(|b| serde_json::from_slice(&b).ok()))
 }
 
 #[cfg(test)]
@@ -483,11 +577,18 @@ mod tests {
 
     #[test]
     fn an_hour_is_deterministic_and_valid() {
-        let cfg = SimConfig { routes: 10, ..Default::default() };
+        let cfg = SimConfig {
+            routes: 10,
+            ..Default::default()
+        };
         let market = Market::new(cfg.seed, 10);
         let p = Partition::from_parts(2026, 3, 2, 14).unwrap_or(Partition { hour: 0 });
-        let a = generate_hour(&cfg, &market, p).map(|o| o.lines).unwrap_or_default();
-        let b = generate_hour(&cfg, &market, p).map(|o| o.lines).unwrap_or_default();
+        let a = generate_hour(&cfg, &market, p)
+            .map(|o| o.lines)
+            .unwrap_or_default();
+        let b = generate_hour(&cfg, &market, p)
+            .map(|o| o.lines)
+            .unwrap_or_default();
         assert!(!a.is_empty());
         assert_eq!(a, b);
         for line in a.split(|c| *c == b'\n').filter(|l| !l.is_empty()) {
@@ -500,9 +601,15 @@ mod tests {
 
     #[test]
     fn injected_rows_are_counted() {
-        let cfg = SimConfig { routes: 30, bad: BadRates::uniform(0.2), ..Default::default() };
+        let cfg = SimConfig {
+            routes: 30,
+            bad: BadRates::uniform(0.2),
+            ..Default::default()
+        };
         let market = Market::new(cfg.seed, 30);
-        let out = generate_hour(&cfg, &market, Partition { hour: 491_000 }).map(|o| o.counts).unwrap_or_default();
+        let out = generate_hour(&cfg, &market, Partition { hour: 491_000 })
+            .map(|o| o.counts)
+            .unwrap_or_default();
         assert!(out.events > 200, "{out:?}");
         assert!(out.injected.iter().all(|&n| n > 0), "{out:?}");
         let bad: u64 = out.injected.iter().sum::<u64>() - out.injected[7];

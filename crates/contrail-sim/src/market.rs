@@ -49,7 +49,9 @@ impl Market {
         let mut rng = Rng::derive(&[seed, 0xA1_2_F0]);
         let w: Vec<f64> = AIRPORTS.iter().map(|a| (a.size as f64).powi(2)).collect();
         let n_air = AIRPORTS.len();
-        let max_routes = (0..n_air * n_air).filter(|k| k / n_air != k % n_air && !same_city(k / n_air, k % n_air)).count();
+        let max_routes = (0..n_air * n_air)
+            .filter(|k| k / n_air != k % n_air && !same_city(k / n_air, k % n_air))
+            .count();
         let n_routes = n_routes.min(max_routes);
         let mut routes: Vec<Route> = Vec::with_capacity(n_routes);
         let mut tries = 0usize;
@@ -62,14 +64,18 @@ impl Market {
             } else {
                 (rng.weighted(&w), rng.weighted(&w))
             };
-            if o == d || same_city(o, d) || routes.iter().any(|r| r.origin == o && r.destination == d) {
+            if o == d
+                || same_city(o, d)
+                || routes.iter().any(|r| r.origin == o && r.destination == d)
+            {
                 continue;
             }
             let (a, b) = (&AIRPORTS[o], &AIRPORTS[d]);
             let distance_km = refdata::great_circle_km(a, b);
             // Carriers: home carriers of either end, plus one foreign carrier for reach.
-            let mut cands: Vec<usize> =
-                (0..CARRIERS.len()).filter(|&c| CARRIERS[c].country == a.country || CARRIERS[c].country == b.country).collect();
+            let mut cands: Vec<usize> = (0..CARRIERS.len())
+                .filter(|&c| CARRIERS[c].country == a.country || CARRIERS[c].country == b.country)
+                .collect();
             let extra = rng.below(CARRIERS.len() as u64) as usize;
             if !cands.contains(&extra) {
                 cands.push(extra);
@@ -91,7 +97,8 @@ impl Market {
                     1 + rng.below(2) as u8
                 };
                 let flight_min = distance_km / 820.0 * 60.0 + 35.0;
-                let duration_min = (flight_min + stops as f64 * (95.0 + rng.uniform(0.0, 90.0))).round() as u32;
+                let duration_min =
+                    (flight_min + stops as f64 * (95.0 + rng.uniform(0.0, 90.0))).round() as u32;
                 services.push(Service {
                     carrier: c,
                     stops,
@@ -105,7 +112,15 @@ impl Market {
             }
             let base_fare = 40.0 + 0.06 * distance_km + 60.0 * (distance_km / 1000.0).sqrt();
             let weight = (a.size as f64 * b.size as f64) * rng.uniform(0.6, 1.4);
-            routes.push(Route { id: routes.len(), origin: o, destination: d, distance_km, weight, services, base_fare });
+            routes.push(Route {
+                id: routes.len(),
+                origin: o,
+                destination: d,
+                distance_km,
+                weight,
+                services,
+                base_fare,
+            });
         }
         Market { seed, routes }
     }
@@ -114,8 +129,8 @@ impl Market {
 /// Share of a day's searches in each UTC hour (sums to 1).
 pub const DIURNAL: [f64; 24] = {
     let raw = [
-        0.8, 0.5, 0.35, 0.3, 0.3, 0.45, 0.8, 1.3, 1.7, 1.9, 2.0, 2.0, 1.95, 1.9, 1.9, 1.95, 2.0, 2.05, 2.1, 2.2, 2.2,
-        1.9, 1.5, 1.1,
+        0.8, 0.5, 0.35, 0.3, 0.3, 0.45, 0.8, 1.3, 1.7, 1.9, 2.0, 2.0, 1.95, 1.9, 1.9, 1.95, 2.0,
+        2.05, 2.1, 2.2, 2.2, 1.9, 1.5, 1.1,
     ];
     let mut sum = 0.0;
     let mut i = 0;
@@ -137,9 +152,13 @@ pub const SEARCH_DOW: [f64; 7] = [1.12, 1.08, 1.02, 1.0, 0.95, 0.88, 0.95];
 /// Fare multiplier by weekday of departure (Monday first).
 pub const DEPARTURE_DOW: [f64; 7] = [0.98, 0.92, 0.92, 1.0, 1.12, 1.0, 1.10];
 /// Fare multiplier by month of departure.
-pub const SEASON: [f64; 12] = [0.90, 0.88, 0.97, 1.0, 1.02, 1.12, 1.22, 1.20, 0.98, 0.95, 0.92, 1.15];
+pub const SEASON: [f64; 12] = [
+    0.90, 0.88, 0.97, 1.0, 1.02, 1.12, 1.22, 1.20, 0.98, 0.95, 0.92, 1.15,
+];
 /// Search volume by month of the search.
-pub const SEARCH_SEASON: [f64; 12] = [1.05, 1.0, 1.05, 1.0, 1.0, 0.95, 0.9, 0.85, 0.95, 1.0, 1.0, 0.9];
+pub const SEARCH_SEASON: [f64; 12] = [
+    1.05, 1.0, 1.05, 1.0, 1.0, 0.95, 0.9, 0.85, 0.95, 1.0, 1.0, 0.9,
+];
 
 pub fn cabin_multiplier(c: Cabin) -> f64 {
     match c {
@@ -186,7 +205,11 @@ pub struct Truth {
 /// Per-flight state that is a pure function of the flight, so any partition can be
 /// generated alone (and in parallel) and still agree with every other partition.
 fn flight_final_lf(seed: u64, route: usize, carrier: usize, dep: i32, cabin: Cabin) -> f64 {
-    let h = mix(seed ^ mix(route as u64) ^ mix((carrier as u64) << 20) ^ mix((dep as i64 as u64) << 8) ^ cabin as u64);
+    let h = mix(seed
+        ^ mix(route as u64)
+        ^ mix((carrier as u64) << 20)
+        ^ mix((dep as i64 as u64) << 8)
+        ^ cabin as u64);
     0.68 + 0.32 * ((h >> 11) as f64 / (1u64 << 53) as f64)
 }
 
@@ -203,18 +226,36 @@ fn capacity(carrier: usize, cabin: Cabin) -> u32 {
 }
 
 /// Generates one search on `route` at instant `ts`.
-pub fn search(rng: &mut Rng, market: &Market, route: &Route, ts: i64, anomaly_rate: f64) -> (Event, Truth) {
+pub fn search(
+    rng: &mut Rng,
+    market: &Market,
+    route: &Route,
+    ts: i64,
+    anomaly_rate: f64,
+) -> (Event, Truth) {
     let day = ts.div_euclid(86_400) as i32;
     // Segment: business travellers search close in, leisure travellers far ahead.
     let business = rng.bernoulli(0.32);
-    let dtd = if business { rng.exp(6.0) } else { rng.exp(22.0) + rng.exp(22.0) };
+    let dtd = if business {
+        rng.exp(6.0)
+    } else {
+        rng.exp(22.0) + rng.exp(22.0)
+    };
     let dtd_days = (dtd.floor() as i32).min(330);
     let departure_date = day + dtd_days;
     let round_trip = rng.bernoulli(if business { 0.55 } else { 0.68 });
-    let stay = if business { 1 + rng.below(4) as i32 } else { 2 + rng.exp(6.0).floor().min(28.0) as i32 };
+    let stay = if business {
+        1 + rng.below(4) as i32
+    } else {
+        2 + rng.exp(6.0).floor().min(28.0) as i32
+    };
     let return_date = round_trip.then_some(departure_date + stay);
 
-    let cabin = Cabin::ALL[rng.weighted(if business { &[0.62, 0.08, 0.26, 0.04] } else { &[0.88, 0.07, 0.04, 0.01] })];
+    let cabin = Cabin::ALL[rng.weighted(if business {
+        &[0.62, 0.08, 0.26, 0.04]
+    } else {
+        &[0.88, 0.07, 0.04, 0.01]
+    })];
     let shares: Vec<f64> = route.services.iter().map(|s| s.share).collect();
     let svc = &route.services[rng.weighted(&shares)];
     let carrier = svc.carrier;
@@ -248,17 +289,24 @@ pub fn search(rng: &mut Rng, market: &Market, route: &Route, ts: i64, anomaly_ra
     if is_anomaly {
         // Error fares: mostly a missing digit or a wrong currency (far too cheap), some
         // fat-finger fares far too dear.
-        price *= if rng.bernoulli(0.85) { rng.uniform(0.05, 0.3) } else { rng.uniform(5.0, 12.0) };
+        price *= if rng.bernoulli(0.85) {
+            rng.uniform(0.05, 0.3)
+        } else {
+            rng.uniform(5.0, 12.0)
+        };
     }
     let price = (price * 100.0).round().max(1.0) / 100.0;
 
     // Competitors follow the market with their own noise; 6% of quotes have none.
     let competitor_price = (!rng.bernoulli(0.06)).then(|| {
-        let c = expected * (0.12 * rng.normal() - 0.0072).exp() * if svc.stops > 0 { 1.04 } else { 0.98 };
+        let c = expected
+            * (0.12 * rng.normal() - 0.0072).exp()
+            * if svc.stops > 0 { 1.04 } else { 0.98 };
         (c * 100.0).round().max(1.0) / 100.0
     });
 
-    let passengers = [1u32, 1, 1, 1, 1, 1, 1, 2, 2, 3][rng.below(10) as usize] + if rng.bernoulli(0.03) { 1 } else { 0 };
+    let passengers = [1u32, 1, 1, 1, 1, 1, 1, 2, 2, 3][rng.below(10) as usize]
+        + if rng.bernoulli(0.03) { 1 } else { 0 };
     let channel = Channel::ALL[rng.weighted(&[0.45, 0.30, 0.10, 0.15])];
     let o = &AIRPORTS[route.origin];
     let d = &AIRPORTS[route.destination];
@@ -278,11 +326,14 @@ pub fn search(rng: &mut Rng, market: &Market, route: &Route, ts: i64, anomaly_ra
         Channel::Agency => 0.45,
         Channel::Metasearch => -0.55,
     };
-    let u_own = channel_u - beta * (price / expected).ln() - 0.6 * level.ln() - 0.35 * svc.stops as f64
-        + 0.3 * (CARRIERS[carrier].price_factor - 1.0);
+    let u_own =
+        channel_u - beta * (price / expected).ln() - 0.6 * level.ln() - 0.35 * svc.stops as f64
+            + 0.3 * (CARRIERS[carrier].price_factor - 1.0);
     let u_none = 2.9 - 0.04 * (dtd_days.min(30) as f64 - 30.0) - if business { 0.6 } else { 0.0 };
     let e_own = u_own.exp();
-    let e_comp = competitor_price.map_or(0.0, |c| (-beta * (c / expected).ln() - 0.6 * level.ln()).exp());
+    let e_comp = competitor_price.map_or(0.0, |c| {
+        (-beta * (c / expected).ln() - 0.6 * level.ln()).exp()
+    });
     let booking_prob = e_own / (e_own + e_comp + u_none.exp());
     let booked = rng.bernoulli(booking_prob);
 
@@ -307,7 +358,14 @@ pub fn search(rng: &mut Rng, market: &Market, route: &Route, ts: i64, anomaly_ra
         passengers,
         booked,
     };
-    (event, Truth { expected_fare: expected, booking_prob, is_anomaly })
+    (
+        event,
+        Truth {
+            expected_fare: expected,
+            booking_prob,
+            is_anomaly,
+        },
+    )
 }
 
 #[cfg(test)]
@@ -322,11 +380,15 @@ mod tests {
             assert_ne!(r.origin, r.destination);
             assert!(!r.services.is_empty() && r.services.len() <= 3);
             assert!((r.services.iter().map(|s| s.share).sum::<f64>() - 1.0).abs() < 1e-9);
-            assert!(m.routes[..i].iter().all(|q| (q.origin, q.destination) != (r.origin, r.destination)));
+            assert!(m.routes[..i]
+                .iter()
+                .all(|q| (q.origin, q.destination) != (r.origin, r.destination)));
         }
         // Every route a market of this size can hold.
         let n = AIRPORTS.len();
-        let valid = (0..n * n).filter(|k| k / n != k % n && !same_city(k / n, k % n)).count();
+        let valid = (0..n * n)
+            .filter(|k| k / n != k % n && !same_city(k / n, k % n))
+            .count();
         assert_eq!(Market::new(1, 100_000).routes.len(), valid);
     }
 

@@ -37,7 +37,10 @@ impl Rng {
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        let r = self.s[0].wrapping_add(self.s[3]).rotate_left(23).wrapping_add(self.s[0]);
+        let r = self.s[0]
+            .wrapping_add(self.s[3])
+            .rotate_left(23)
+            .wrapping_add(self.s[0]);
         let t = self.s[1] << 17;
         self.s[2] ^= self.s[0];
         self.s[3] ^= self.s[1];
@@ -122,8 +125,14 @@ mod tests {
         let mut r = Rng::new(42);
         let v: Vec<u64> = (0..3).map(|_| r.next_u64() % 1000).collect();
         let mut again = Rng::new(42);
-        assert_eq!(v, (0..3).map(|_| again.next_u64() % 1000).collect::<Vec<_>>());
-        assert_ne!(Rng::derive(&[1, 2]).next_u64(), Rng::derive(&[2, 1]).next_u64());
+        assert_eq!(
+            v,
+            (0..3).map(|_| again.next_u64() % 1000).collect::<Vec<_>>()
+        );
+        assert_ne!(
+            Rng::derive(&[1, 2]).next_u64(),
+            Rng::derive(&[2, 1]).next_u64()
+        );
     }
 
     #[test]

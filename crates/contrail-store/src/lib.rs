@@ -27,7 +27,9 @@ use object_store::buffered::BufWriter;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig};
+use object_store::{
+    ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
+};
 
 pub use object_store;
 
@@ -37,21 +39,50 @@ pub enum StoreError {
     #[error("invalid lake URL {url:?}: {reason}")]
     InvalidUrl { url: String, reason: String },
     #[error("cannot create the lake folder {path}")]
-    CreateDir { path: String, #[source] source: std::io::Error },
+    CreateDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot configure the object store for {url}")]
-    Configure { url: String, #[source] source: object_store::Error },
+    Configure {
+        url: String,
+        #[source]
+        source: object_store::Error,
+    },
     #[error("{url} not found")]
-    NotFound { url: String, #[source] source: object_store::Error },
+    NotFound {
+        url: String,
+        #[source]
+        source: object_store::Error,
+    },
     #[error("{url} already exists")]
-    AlreadyExists { url: String, #[source] source: object_store::Error },
+    AlreadyExists {
+        url: String,
+        #[source]
+        source: object_store::Error,
+    },
     #[error("{op} {url} failed")]
-    Io { op: &'static str, url: String, #[source] source: object_store::Error },
+    Io {
+        op: &'static str,
+        url: String,
+        #[source]
+        source: object_store::Error,
+    },
     #[error("{url} is not a valid Parquet file: {reason}")]
     BadParquet { url: String, reason: String },
     #[error("reading Parquet {url}")]
-    Parquet { url: String, #[source] source: parquet::errors::ParquetError },
+    Parquet {
+        url: String,
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
     #[error("writing Parquet for {url}")]
-    ParquetWrite { url: String, #[source] source: parquet::errors::ParquetError },
+    ParquetWrite {
+        url: String,
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
 }
 
 impl StoreError {
@@ -126,23 +157,36 @@ impl Lake {
     /// `(key, value)` pairs of object_store's `AmazonS3ConfigKey` names (`aws_endpoint`,
     /// `aws_access_key_id`, `aws_secret_access_key`, `aws_region`, `aws_allow_http`, ...).
     pub fn open_with(url: &str, s3_options: &[(&str, &str)]) -> Result<Lake, StoreError> {
-        let bad = |reason: &str| StoreError::InvalidUrl { url: url.to_string(), reason: reason.to_string() };
+        let bad = |reason: &str| StoreError::InvalidUrl {
+            url: url.to_string(),
+            reason: reason.to_string(),
+        };
         if let Some(rest) = url.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() {
                 return Err(bad("no bucket name"));
             }
-            let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket).with_retry(retry_config());
+            let mut b = AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .with_retry(retry_config());
             if env("AWS_REGION").is_none() && env("AWS_DEFAULT_REGION").is_none() {
                 b = b.with_region("us-east-1");
             }
-            let option = |k: &str| s3_options.iter().find(|(key, _)| *key == k).map(|(_, v)| v.to_string());
+            let option = |k: &str| {
+                s3_options
+                    .iter()
+                    .find(|(key, _)| *key == k)
+                    .map(|(_, v)| v.to_string())
+            };
             let endpoint = option("aws_endpoint")
                 .or_else(|| env("AWS_ENDPOINT_URL_S3"))
                 .or_else(|| env("AWS_ENDPOINT_URL"))
                 .or_else(|| env("AWS_ENDPOINT"));
             for (k, v) in s3_options {
-                let key = k.parse().map_err(|source| StoreError::Configure { url: url.to_string(), source })?;
+                let key = k.parse().map_err(|source| StoreError::Configure {
+                    url: url.to_string(),
+                    source,
+                })?;
                 b = b.with_config(key, *v);
             }
             if let Some(ep) = endpoint {
@@ -152,7 +196,10 @@ impl Lake {
                     .with_allow_http(ep.starts_with("http://"))
                     .with_virtual_hosted_style_request(false);
             }
-            let store = b.build().map_err(|source| StoreError::Configure { url: url.to_string(), source })?;
+            let store = b.build().map_err(|source| StoreError::Configure {
+                url: url.to_string(),
+                source,
+            })?;
             return Ok(Lake {
                 store: Arc::new(store),
                 root: Path::from(prefix.trim_matches('/')),
@@ -162,21 +209,45 @@ impl Lake {
         }
         if let Some(name) = url.strip_prefix("memory://") {
             let mut stores = memory_stores().lock().unwrap_or_else(|e| e.into_inner());
-            let store = stores.entry(name.to_string()).or_insert_with(|| Arc::new(InMemory::new())).clone();
-            return Ok(Lake { store, root: Path::default(), url: url.to_string(), scheme: Scheme::Memory });
+            let store = stores
+                .entry(name.to_string())
+                .or_insert_with(|| Arc::new(InMemory::new()))
+                .clone();
+            return Ok(Lake {
+                store,
+                root: Path::default(),
+                url: url.to_string(),
+                scheme: Scheme::Memory,
+            });
         }
         if url.contains("://") && !url.starts_with("file://") {
-            return Err(bad("unsupported scheme: use a path, file://, s3:// or memory://"));
+            return Err(bad(
+                "unsupported scheme: use a path, file://, s3:// or memory://",
+            ));
         }
         let path = url.strip_prefix("file://").unwrap_or(url);
         if path.is_empty() {
             return Err(bad("empty path"));
         }
-        std::fs::create_dir_all(path).map_err(|source| StoreError::CreateDir { path: path.to_string(), source })?;
-        let abs = std::fs::canonicalize(path).map_err(|source| StoreError::CreateDir { path: path.to_string(), source })?;
-        let store = LocalFileSystem::new_with_prefix(&abs)
-            .map_err(|source| StoreError::Configure { url: url.to_string(), source })?;
-        Ok(Lake { store: Arc::new(store), root: Path::default(), url: url.trim_end_matches('/').to_string(), scheme: Scheme::File })
+        std::fs::create_dir_all(path).map_err(|source| StoreError::CreateDir {
+            path: path.to_string(),
+            source,
+        })?;
+        let abs = std::fs::canonicalize(path).map_err(|source| StoreError::CreateDir {
+            path: path.to_string(),
+            source,
+        })?;
+        let store =
+            LocalFileSystem::new_with_prefix(&abs).map_err(|source| StoreError::Configure {
+                url: url.to_string(),
+                source,
+            })?;
+        Ok(Lake {
+            store: Arc::new(store),
+            root: Path::default(),
+            url: url.trim_end_matches('/').to_string(),
+            scheme: Scheme::File,
+        })
     }
 
     pub fn url(&self) -> &str {
@@ -210,7 +281,9 @@ impl Lake {
         if root.is_empty() {
             p
         } else {
-            p.strip_prefix(root).map(|s| s.trim_start_matches('/')).unwrap_or(p)
+            p.strip_prefix(root)
+                .map(|s| s.trim_start_matches('/'))
+                .unwrap_or(p)
         }
     }
 
@@ -231,7 +304,10 @@ impl Lake {
     /// Writes `bytes` to `rel` only if nothing is there yet (a conditional create).
     /// [`StoreError::AlreadyExists`] when another writer got there first.
     pub async fn put_if_absent(&self, rel: &str, bytes: Bytes) -> Result<(), StoreError> {
-        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
         self.store
             .put_opts(&self.path(rel), PutPayload::from(bytes), opts)
             .await
@@ -247,7 +323,11 @@ impl Lake {
 
     pub async fn get(&self, rel: &str) -> Result<Bytes, StoreError> {
         let url = self.display(rel);
-        let r = self.store.get(&self.path(rel)).await.map_err(|e| classify("get", url.clone(), e))?;
+        let r = self
+            .store
+            .get(&self.path(rel))
+            .await
+            .map_err(|e| classify("get", url.clone(), e))?;
         r.bytes().await.map_err(|e| classify("get", url, e))
     }
 
@@ -261,11 +341,17 @@ impl Lake {
     }
 
     pub async fn get_range(&self, rel: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
-        self.store.get_range(&self.path(rel), range).await.map_err(|e| classify("get_range", self.display(rel), e))
+        self.store
+            .get_range(&self.path(rel), range)
+            .await
+            .map_err(|e| classify("get_range", self.display(rel), e))
     }
 
     pub async fn head(&self, rel: &str) -> Result<ObjectMeta, StoreError> {
-        self.store.head(&self.path(rel)).await.map_err(|e| classify("head", self.display(rel), e))
+        self.store
+            .head(&self.path(rel))
+            .await
+            .map_err(|e| classify("head", self.display(rel), e))
     }
 
     pub async fn delete(&self, rel: &str) -> Result<(), StoreError> {
@@ -279,8 +365,12 @@ impl Lake {
     /// empty list.
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
         let p = self.path(prefix);
-        let mut v: Vec<ObjectMeta> =
-            self.store.list(Some(&p)).try_collect().await.map_err(|e| classify("list", self.display(prefix), e))?;
+        let mut v: Vec<ObjectMeta> = self
+            .store
+            .list(Some(&p))
+            .try_collect()
+            .await
+            .map_err(|e| classify("list", self.display(prefix), e))?;
         v.sort_by(|a, b| a.location.cmp(&b.location));
         Ok(v)
     }
@@ -288,8 +378,16 @@ impl Lake {
     /// The immediate child folders of `prefix` (their relative paths), sorted.
     pub async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let p = self.path(prefix);
-        let r = self.store.list_with_delimiter(Some(&p)).await.map_err(|e| classify("list", self.display(prefix), e))?;
-        let mut v: Vec<String> = r.common_prefixes.iter().map(|c| self.relative(c).to_string()).collect();
+        let r = self
+            .store
+            .list_with_delimiter(Some(&p))
+            .await
+            .map_err(|e| classify("list", self.display(prefix), e))?;
+        let mut v: Vec<String> = r
+            .common_prefixes
+            .iter()
+            .map(|c| self.relative(c).to_string())
+            .collect();
         v.sort();
         Ok(v)
     }

@@ -41,7 +41,11 @@ impl LakeFileReader {
     /// Opens `rel` (one HEAD request for its size).
     pub async fn open(lake: &Lake, rel: &str) -> Result<LakeFileReader, StoreError> {
         let meta = lake.head(rel).await?;
-        Ok(LakeFileReader { store: lake.store().clone(), path: meta.location, size: meta.size })
+        Ok(LakeFileReader {
+            store: lake.store().clone(),
+            path: meta.location,
+            size: meta.size,
+        })
     }
 
     pub fn size(&self) -> u64 {
@@ -51,10 +55,17 @@ impl LakeFileReader {
     async fn metadata(&self) -> Result<ParquetMetaData, ParquetError> {
         let bad = |m: String| ParquetError::General(m);
         if self.size < 12 {
-            return Err(bad(format!("{} bytes is too small for a Parquet file", self.size)));
+            return Err(bad(format!(
+                "{} bytes is too small for a Parquet file",
+                self.size
+            )));
         }
         let start = self.size.saturating_sub(TAIL_PREFETCH);
-        let tail = self.store.get_range(&self.path, start..self.size).await.map_err(|e| ParquetError::External(Box::new(e)))?;
+        let tail = self
+            .store
+            .get_range(&self.path, start..self.size)
+            .await
+            .map_err(|e| ParquetError::External(Box::new(e)))?;
         if tail.len() as u64 != self.size - start {
             return Err(bad("short read of the footer".into()));
         }
@@ -88,7 +99,10 @@ impl LakeFileReader {
             for c in rg.columns() {
                 let (off, n) = c.byte_range();
                 if off.checked_add(n).is_none_or(|end| end > self.size) {
-                    return Err(bad(format!("column chunk {off}+{n} lies outside the {}-byte file", self.size)));
+                    return Err(bad(format!(
+                        "column chunk {off}+{n} lies outside the {}-byte file",
+                        self.size
+                    )));
                 }
             }
         }
@@ -100,19 +114,34 @@ impl AsyncFileReader for LakeFileReader {
     fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
         async move {
             if range.end > self.size || range.start > range.end {
-                return Err(ParquetError::General(format!("range {range:?} outside the {}-byte file", self.size)));
+                return Err(ParquetError::General(format!(
+                    "range {range:?} outside the {}-byte file",
+                    self.size
+                )));
             }
-            self.store.get_range(&self.path, range).await.map_err(|e| ParquetError::External(Box::new(e)))
+            self.store
+                .get_range(&self.path, range)
+                .await
+                .map_err(|e| ParquetError::External(Box::new(e)))
         }
         .boxed()
     }
 
-    fn get_byte_ranges(&mut self, ranges: Vec<Range<u64>>) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<Range<u64>>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
         async move {
             if let Some(r) = ranges.iter().find(|r| r.end > self.size || r.start > r.end) {
-                return Err(ParquetError::General(format!("range {r:?} outside the {}-byte file", self.size)));
+                return Err(ParquetError::General(format!(
+                    "range {r:?} outside the {}-byte file",
+                    self.size
+                )));
             }
-            self.store.get_ranges(&self.path, &ranges).await.map_err(|e| ParquetError::External(Box::new(e)))
+            self.store
+                .get_ranges(&self.path, &ranges)
+                .await
+                .map_err(|e| ParquetError::External(Box::new(e)))
         }
         .boxed()
     }
@@ -138,7 +167,11 @@ pub struct ScanOptions {
 
 impl Default for ScanOptions {
     fn default() -> Self {
-        ScanOptions { columns: None, batch_size: 65_536, read_ahead: 4 }
+        ScanOptions {
+            columns: None,
+            batch_size: 65_536,
+            read_ahead: 4,
+        }
     }
 }
 
@@ -146,10 +179,19 @@ fn parquet_err(url: &str, e: ParquetError) -> StoreError {
     match e {
         ParquetError::External(inner) => match inner.downcast::<object_store::Error>() {
             Ok(os) => crate::classify("read", url.to_string(), *os),
-            Err(other) => StoreError::Parquet { url: url.to_string(), source: ParquetError::External(other) },
+            Err(other) => StoreError::Parquet {
+                url: url.to_string(),
+                source: ParquetError::External(other),
+            },
         },
-        ParquetError::General(m) => StoreError::BadParquet { url: url.to_string(), reason: m },
-        e => StoreError::Parquet { url: url.to_string(), source: e },
+        ParquetError::General(m) => StoreError::BadParquet {
+            url: url.to_string(),
+            reason: m,
+        },
+        e => StoreError::Parquet {
+            url: url.to_string(),
+            source: e,
+        },
     }
 }
 
@@ -161,7 +203,9 @@ pub async fn open_stream(
 ) -> Result<parquet::arrow::async_reader::ParquetRecordBatchStream<LakeFileReader>, StoreError> {
     let url = lake.display(rel);
     let reader = LakeFileReader::open(lake, rel).await?;
-    let builder = ParquetRecordBatchStreamBuilder::new(reader).await.map_err(|e| parquet_err(&url, e))?;
+    let builder = ParquetRecordBatchStreamBuilder::new(reader)
+        .await
+        .map_err(|e| parquet_err(&url, e))?;
     let mask = match &opts.columns {
         None => ProjectionMask::all(),
         Some(cols) => {
@@ -177,14 +221,22 @@ pub async fn open_stream(
             ProjectionMask::roots(builder.parquet_schema(), idx)
         }
     };
-    builder.with_projection(mask).with_batch_size(opts.batch_size.max(1)).build().map_err(|e| parquet_err(&url, e))
+    builder
+        .with_projection(mask)
+        .with_batch_size(opts.batch_size.max(1))
+        .build()
+        .map_err(|e| parquet_err(&url, e))
 }
 
 /// Streams the batches of `files` (relative paths, read in the order given). A background
 /// task decodes at most `read_ahead` batches ahead of the consumer, so memory stays
 /// bounded however large the files. The first error ends the stream; nothing after a
 /// failed file is reported as read.
-pub fn scan(lake: &Lake, files: Vec<String>, opts: ScanOptions) -> impl Stream<Item = Result<RecordBatch, StoreError>> {
+pub fn scan(
+    lake: &Lake,
+    files: Vec<String>,
+    opts: ScanOptions,
+) -> impl Stream<Item = Result<RecordBatch, StoreError>> {
     let (tx, rx) = tokio::sync::mpsc::channel(opts.read_ahead.max(1));
     let lake = lake.clone();
     tokio::spawn(async move {
@@ -232,7 +284,10 @@ pub fn writer_properties() -> WriterProperties {
 
 /// Encodes batches as one Parquet file in memory.
 pub fn encode(schema: SchemaRef, batches: &[RecordBatch], url: &str) -> Result<Bytes, StoreError> {
-    let err = |source| StoreError::ParquetWrite { url: url.to_string(), source };
+    let err = |source| StoreError::ParquetWrite {
+        url: url.to_string(),
+        source,
+    };
     let mut buf = Vec::new();
     let mut w = ArrowWriter::try_new(&mut buf, schema, Some(writer_properties())).map_err(err)?;
     for b in batches {
@@ -243,7 +298,12 @@ pub fn encode(schema: SchemaRef, batches: &[RecordBatch], url: &str) -> Result<B
 }
 
 /// Encodes and writes batches to `rel` atomically.
-pub async fn write(lake: &Lake, rel: &str, schema: SchemaRef, batches: &[RecordBatch]) -> Result<u64, StoreError> {
+pub async fn write(
+    lake: &Lake,
+    rel: &str,
+    schema: SchemaRef,
+    batches: &[RecordBatch],
+) -> Result<u64, StoreError> {
     let bytes = encode(schema, batches, &lake.display(rel))?;
     let n = bytes.len() as u64;
     lake.put(rel, bytes).await?;

@@ -37,11 +37,17 @@ fn days_from(y: i64, m: u32, d: u32) -> i64 {
 
 impl Partition {
     pub fn from_ts(ts_secs: i64) -> Partition {
-        Partition { hour: ts_secs.div_euclid(3600) }
+        Partition {
+            hour: ts_secs.div_euclid(3600),
+        }
     }
 
     pub fn from_parts(year: i64, month: u32, day: u32, hour: u32) -> Option<Partition> {
-        if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || !(0..=9999).contains(&year) {
+        if !(1..=12).contains(&month)
+            || !(1..=31).contains(&day)
+            || hour > 23
+            || !(0..=9999).contains(&year)
+        {
             return None;
         }
         let days = days_from(year, month, day);
@@ -49,7 +55,9 @@ impl Partition {
         if civil(days) != (year, month, day) {
             return None;
         }
-        Some(Partition { hour: days * 24 + hour as i64 })
+        Some(Partition {
+            hour: days * 24 + hour as i64,
+        })
     }
 
     /// (year, month, day, hour).
@@ -83,8 +91,15 @@ impl Partition {
                 keys[slot] = Some(v.parse::<i64>().ok()?);
             }
         }
-        let [Some(y), Some(m), Some(d), Some(h)] = keys else { return None };
-        Partition::from_parts(y, u32::try_from(m).ok()?, u32::try_from(d).ok()?, u32::try_from(h).ok()?)
+        let [Some(y), Some(m), Some(d), Some(h)] = keys else {
+            return None;
+        };
+        Partition::from_parts(
+            y,
+            u32::try_from(m).ok()?,
+            u32::try_from(d).ok()?,
+            u32::try_from(h).ok()?,
+        )
     }
 }
 
@@ -123,31 +138,49 @@ fn key_value(dir: &str, key: &str) -> Option<i64> {
 /// (year, month, day, hour) and never descends into a year, month or day outside the
 /// range, so a narrow range costs a few listings however large the table. Folders whose
 /// names are not partition keys are ignored.
-pub async fn list_partitions(lake: &Lake, table: &str, range: HourRange) -> Result<Vec<Partition>, StoreError> {
+pub async fn list_partitions(
+    lake: &Lake,
+    table: &str,
+    range: HourRange,
+) -> Result<Vec<Partition>, StoreError> {
     let mut out = Vec::new();
     for ydir in lake.list_dirs(table).await? {
-        let Some(y) = key_value(&ydir, "year") else { continue };
+        let Some(y) = key_value(&ydir, "year") else {
+            continue;
+        };
         let (lo, hi) = (days_from(y, 1, 1) * 24, days_from(y + 1, 1, 1) * 24 - 1);
         if !range.overlaps(lo, hi) {
             continue;
         }
         for mdir in lake.list_dirs(&ydir).await? {
-            let Some(m) = key_value(&mdir, "month").and_then(|m| u32::try_from(m).ok()).filter(|m| (1..=12).contains(m))
+            let Some(m) = key_value(&mdir, "month")
+                .and_then(|m| u32::try_from(m).ok())
+                .filter(|m| (1..=12).contains(m))
             else {
                 continue;
             };
-            let next = if m == 12 { days_from(y + 1, 1, 1) } else { days_from(y, m + 1, 1) };
+            let next = if m == 12 {
+                days_from(y + 1, 1, 1)
+            } else {
+                days_from(y, m + 1, 1)
+            };
             if !range.overlaps(days_from(y, m, 1) * 24, next * 24 - 1) {
                 continue;
             }
             for ddir in lake.list_dirs(&mdir).await? {
-                let Some(d) = key_value(&ddir, "day").and_then(|d| u32::try_from(d).ok()) else { continue };
-                let Some(p0) = Partition::from_parts(y, m, d, 0) else { continue };
+                let Some(d) = key_value(&ddir, "day").and_then(|d| u32::try_from(d).ok()) else {
+                    continue;
+                };
+                let Some(p0) = Partition::from_parts(y, m, d, 0) else {
+                    continue;
+                };
                 if !range.overlaps(p0.hour, p0.hour + 23) {
                     continue;
                 }
                 for hdir in lake.list_dirs(&ddir).await? {
-                    let Some(p) = Partition::parse_path(&hdir) else { continue };
+                    let Some(p) = Partition::parse_path(&hdir) else {
+                        continue;
+                    };
                     if range.contains(p.hour) {
                         out.push(p);
                     }
@@ -167,14 +200,28 @@ mod tests {
     #[test]
     fn dirs_round_trip() {
         for hour in (0..24 * 366 * 3).step_by(7) {
-            let p = Partition { hour: 490_000 + hour };
-            assert_eq!(Partition::parse_path(&format!("raw/t/{}/x.jsonl.gz", p.dir())), Some(p));
+            let p = Partition {
+                hour: 490_000 + hour,
+            };
+            assert_eq!(
+                Partition::parse_path(&format!("raw/t/{}/x.jsonl.gz", p.dir())),
+                Some(p)
+            );
         }
-        assert_eq!(Partition::parse_path("year=2026/month=02/day=30/hour=00"), None);
-        assert_eq!(Partition::parse_path("year=2026/month=02/day=3/hour=24"), None);
+        assert_eq!(
+            Partition::parse_path("year=2026/month=02/day=30/hour=00"),
+            None
+        );
+        assert_eq!(
+            Partition::parse_path("year=2026/month=02/day=3/hour=24"),
+            None
+        );
         assert_eq!(Partition::parse_path("year=2026/month=02/day=03"), None);
         let p = Partition::from_parts(2026, 3, 1, 8);
-        assert_eq!(p.map(|p| p.dir()), Some("year=2026/month=03/day=01/hour=08".into()));
+        assert_eq!(
+            p.map(|p| p.dir()),
+            Some("year=2026/month=03/day=01/hour=08".into())
+        );
         assert_eq!(p.map(|p| p.to_string()), Some("2026-03-01T08".into()));
     }
 }

@@ -47,7 +47,11 @@ fn find_binary() -> Option<PathBuf> {
         return Some(PathBuf::from(p));
     }
     let in_path = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|d| d.join("s3s-fs")).collect::<Vec<_>>())
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("s3s-fs"))
+                .collect::<Vec<_>>()
+        })
         .unwrap_or_default();
     let home = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin/s3s-fs"));
     in_path.into_iter().chain(home).find(|p| p.is_file())
@@ -65,7 +69,9 @@ impl S3Server {
     pub fn start(bucket: &str) -> Option<S3Server> {
         let Some(bin) = find_binary() else {
             if s3_required() {
-                panic!("CONTRAIL_REQUIRE_S3=1 but s3s-fs was not found (set S3S_FS_BIN or install it)");
+                panic!(
+                    "CONTRAIL_REQUIRE_S3=1 but s3s-fs was not found (set S3S_FS_BIN or install it)"
+                );
             }
             eprintln!("skipped: the S3 part of this test needs s3s-fs (cargo install s3s-fs --version 0.14.1 --features binary --locked)");
             return None;
@@ -74,9 +80,22 @@ impl S3Server {
         let root = dir.0.clone();
         std::fs::create_dir_all(root.join(bucket)).ok()?;
         // Bind port 0 to find a free port, then hand it to the server.
-        let port = TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
         let child = Command::new(&bin)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--access-key",
+                ACCESS_KEY,
+                "--secret-key",
+                SECRET_KEY,
+            ])
             .arg(&root)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -91,7 +110,12 @@ impl S3Server {
                 return None;
             }
         };
-        let server = S3Server { child, port, root, _dir: dir };
+        let server = S3Server {
+            child,
+            port,
+            root,
+            _dir: dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             if Instant::now() > deadline {

@@ -1,0 +1,238 @@
+//! End-to-end tests of the `contrail` binary.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use contrail::store::testkit::{S3Server, TempDir};
+
+fn contrail(dir: &Path, args: &[&str], env: &[(&str, String)]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_contrail"));
+    c.current_dir(dir).args(args).env_remove("CONTRAIL_LAKE");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("run contrail")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Every file under `root`, relative path to contents.
+fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(root).expect("prefix").display().to_string();
+                out.insert(rel, std::fs::read(&p).expect("read"));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn quickstart_runs_on_a_fresh_folder() {
+    let dir = TempDir::new("cli-qs").expect("tmp");
+    let out = contrail(
+        &dir.0,
+        &["quickstart", "--days", "2", "--routes", "12"],
+        &[],
+    );
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    for want in [
+        "curated/flight_searches",
+        "quarantine reason",
+        "balanced",
+        "lead_time_days",
+        "busiest routes",
+    ] {
+        assert!(stdout.contains(want), "missing {want:?} in:\n{stdout}");
+    }
+    assert!(stderr.contains("etl:"), "logs go to stderr:\n{stderr}");
+    assert!(!stdout.contains("INFO"), "logs leaked to stdout");
+    assert!(dir.0.join("lake/meta/etl/summary.json").is_file());
+    // Quiet mode: no logs.
+    let out = contrail(&dir.0, &["-q", "summary"], &[]);
+    assert!(out.status.success());
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("raw/flight_searches"));
+}
+
+#[test]
+fn simulation_is_deterministic_for_a_seed_and_any_thread_count() {
+    let dir = TempDir::new("cli-det").expect("tmp");
+    let args = |lake: &str| -> Vec<String> {
+        [
+            "simulate",
+            "--lake",
+            lake,
+            "--days",
+            "2",
+            "--routes",
+            "10",
+            "--seed",
+            "11",
+            "--bad-rate",
+            "0.05",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let run = |lake: &str, threads: &str| {
+        let a = args(lake);
+        let a: Vec<&str> = a.iter().map(|s| s.as_str()).collect();
+        let out = contrail(&dir.0, &a, &[("RAYON_NUM_THREADS", threads.to_string())]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        tree(&dir.0.join(lake))
+    };
+    let one = run("l1", "1");
+    let two = run("l2", "2");
+    let again = run("l3", "2");
+    assert!(
+        one.keys().any(|k| k.ends_with(".jsonl.gz")) && one.keys().any(|k| k.starts_with("truth/"))
+    );
+    assert_eq!(one, two, "1 vs 2 threads");
+    assert_eq!(two, again, "same seed twice");
+    let other = {
+        let out = contrail(
+            &dir.0,
+            &[
+                "simulate", "--lake", "l4", "--days", "2", "--routes", "10", "--seed", "12",
+            ],
+            &[],
+        );
+        assert!(out.status.success());
+        tree(&dir.0.join("l4"))
+    };
+    assert_ne!(one, other);
+}
+
+#[test]
+fn simulate_stdout_pipes_into_ingest() {
+    let dir = TempDir::new("cli-pipe").expect("tmp");
+    let sim = contrail(
+        &dir.0,
+        &[
+            "simulate",
+            "--stdout",
+            "--lake",
+            "truth-lake",
+            "--days",
+            "1",
+            "--routes",
+            "8",
+        ],
+        &[],
+    );
+    assert!(sim.status.success(), "{}", text(&sim.stderr));
+    let lines = sim.stdout.iter().filter(|&&c| c == b'\n').count();
+    assert!(lines > 1000);
+    let mut ingest = Command::new(env!("CARGO_BIN_EXE_contrail"))
+        .current_dir(&dir.0)
+        .args(["ingest", "--lake", "ingested"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ingest");
+    ingest
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&sim.stdout)
+        .expect("pipe");
+    let out = ingest.wait_with_output().expect("wait");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("json report on stdout");
+    assert_eq!(report["events"].as_u64(), Some(lines as u64));
+    let etl = contrail(&dir.0, &["etl", "--lake", "ingested"], &[]);
+    assert!(etl.status.success(), "{}", text(&etl.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&etl.stdout).expect("json");
+    assert_eq!(r["run"]["rows_read"].as_u64(), Some(lines as u64));
+    assert_eq!(r["run"]["curated"].as_u64(), Some(lines as u64));
+}
+
+#[test]
+fn bad_input_gives_clear_errors_and_user_exit_codes() {
+    let dir = TempDir::new("cli-bad").expect("tmp");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["simulate", "--days", "0"], "days"),
+        (vec!["simulate", "--start-date", "2026-02-30"], "start_date"),
+        (vec!["etl", "--from", "2026-01-01T25"], "invalid hour"),
+        (vec!["etl", "--partition", "2026-01-01T04"], "2026-01-01T04"),
+        (vec!["summary", "--lake", "ftp://x"], "unsupported scheme"),
+        (vec!["simulate", "--config", "missing.toml"], "missing.toml"),
+    ];
+    for (args, want) in cases {
+        let out = contrail(&dir.0, &args, &[]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    std::fs::write(dir.0.join("bad.toml"), "[simulate]\ndays = 2\nbogus = 1\n").expect("write");
+    let out = contrail(&dir.0, &["simulate", "--config", "bad.toml"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("bogus"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn the_whole_job_runs_against_s3() {
+    let Some(server) = S3Server::start("lake") else {
+        return;
+    };
+    let dir = TempDir::new("cli-s3").expect("tmp");
+    let out = contrail(
+        &dir.0,
+        &[
+            "quickstart",
+            "--lake",
+            "s3://lake/qs",
+            "--days",
+            "1",
+            "--routes",
+            "6",
+        ],
+        &server.env(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("balanced"));
+    assert!(server.root.join("lake/qs/meta/etl/summary.json").is_file());
+    // A bucket that does not exist: a clear error naming it, user exit code.
+    let out = contrail(
+        &dir.0,
+        &["summary", "--lake", "s3://no-such-bucket"],
+        &server.env(),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("s3://no-such-bucket"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn every_shipped_config_parses() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).expect("configs/") {
+        let p = e.expect("entry").path();
+        if p.extension().is_some_and(|x| x == "toml") {
+            contrail::config::JobConfig::load(&p)
+                .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            n += 1;
+        }
+    }
+    assert!(n >= 1);
+}
