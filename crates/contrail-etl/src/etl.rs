@@ -173,7 +173,14 @@ fn inflate(name: &str, data: &[u8], limit: u64) -> (Vec<u8>, Option<String>) {
     if !name.ends_with(".gz") {
         return (data.to_vec(), None);
     }
-    let mut out = Vec::with_capacity(data.len().saturating_mul(4).min(limit as usize));
+    // Size hint from the gzip trailer (the last member's size mod 2^32): trusted only as a
+    // first reservation, capped at 64 MiB; the buffer grows with what actually inflates.
+    let hint = data
+        .len()
+        .checked_sub(4)
+        .map(|i| u32::from_le_bytes([data[i], data[i + 1], data[i + 2], data[i + 3]]) as usize)
+        .unwrap_or(0);
+    let mut out = Vec::with_capacity(hint.max(data.len() * 4).min(64 << 20).min(limit as usize));
     let mut dec = flate2::read::MultiGzDecoder::new(data).take(limit + 1);
     match dec.read_to_end(&mut out) {
         Ok(_) if out.len() as u64 > limit => {

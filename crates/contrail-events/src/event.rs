@@ -335,8 +335,17 @@ impl<'de> Deserialize<'de> for RawObject<'de> {
                     values: Default::default(),
                     problem: None,
                 };
+                // Writers almost always emit the fields in FIELDS order: try the next
+                // expected name first, then search.
+                let mut next = 0usize;
                 while let Some(key) = a.next_key::<Cow<'de, str>>()? {
-                    match FIELDS.iter().position(|f| *f == key) {
+                    let found = if FIELDS.get(next).is_some_and(|f| *f == key) {
+                        Some(next)
+                    } else {
+                        FIELDS.iter().position(|f| *f == key)
+                    };
+                    next = found.map_or(next, |i| i + 1);
+                    match found {
                         Some(i) => {
                             let v = a.next_value::<Scalar<'de>>()?;
                             if obj.values[i].is_some() {
@@ -461,14 +470,6 @@ fn intern(list: &'static [&'static str], s: &str) -> Option<&'static str> {
     list.iter().copied().find(|c| *c == s)
 }
 
-fn country(s: &str) -> Option<&'static str> {
-    refdata::AIRPORTS
-        .iter()
-        .map(|a| a.country)
-        .chain(refdata::CARRIERS.iter().map(|c| c.country))
-        .find(|c| *c == s)
-}
-
 /// The longest event id accepted.
 pub const MAX_EVENT_ID_LEN: usize = 64;
 
@@ -581,7 +582,7 @@ pub fn parse_line(line: &str) -> Result<Event, Reject> {
         "point_of_sale",
         &pos,
         RejectReason::UnknownCode,
-        country(&pos),
+        refdata::country(&pos),
     )?;
     let passengers = f.integer(17, 1, 9)? as u32;
     let booked = f.boolean(18)?;

@@ -135,21 +135,87 @@ pub static CURRENCIES: &[&str] = &[
     "USD", "EUR", "GBP", "CAD", "JPY", "AUD", "CHF", "SGD", "AED", "INR",
 ];
 
+fn alpha3(code: &str) -> Option<usize> {
+    match code.as_bytes() {
+        [a, b, c] if a.is_ascii_uppercase() && b.is_ascii_uppercase() && c.is_ascii_uppercase() => {
+            Some(((a - b'A') as usize * 26 + (b - b'A') as usize) * 26 + (c - b'A') as usize)
+        }
+        _ => None,
+    }
+}
+
+fn alnum(c: u8) -> Option<usize> {
+    match c {
+        b'A'..=b'Z' => Some((c - b'A') as usize),
+        b'0'..=b'9' => Some(26 + (c - b'0') as usize),
+        _ => None,
+    }
+}
+
+fn alnum2(code: &str) -> Option<usize> {
+    match code.as_bytes() {
+        [a, b] => Some(alnum(*a)? * 36 + alnum(*b)?),
+        _ => None,
+    }
+}
+
+/// Direct-indexed lookup tables (the validator looks codes up for every row).
+struct Tables {
+    airports: Vec<u8>,
+    carriers: Vec<u8>,
+    countries: Vec<Option<&'static str>>,
+}
+
+fn tables() -> &'static Tables {
+    static T: std::sync::OnceLock<Tables> = std::sync::OnceLock::new();
+    T.get_or_init(|| {
+        let mut t = Tables {
+            airports: vec![u8::MAX; 26 * 26 * 26],
+            carriers: vec![u8::MAX; 36 * 36],
+            countries: vec![None; 36 * 36],
+        };
+        for (i, a) in AIRPORTS.iter().enumerate() {
+            if let Some(k) = alpha3(a.code) {
+                t.airports[k] = i as u8;
+            }
+            if let Some(k) = alnum2(a.country) {
+                t.countries[k] = Some(a.country);
+            }
+        }
+        for (i, c) in CARRIERS.iter().enumerate() {
+            if let Some(k) = alnum2(c.code) {
+                t.carriers[k] = i as u8;
+            }
+            if let Some(k) = alnum2(c.country) {
+                t.countries[k] = Some(c.country);
+            }
+        }
+        t
+    })
+}
+
 pub fn airport_index(code: &str) -> Option<usize> {
-    AIRPORTS.iter().position(|a| a.code == code)
+    let i = tables().airports[alpha3(code)?];
+    (i != u8::MAX).then_some(i as usize)
 }
 
 pub fn airport(code: &str) -> Option<&'static Airport> {
-    AIRPORTS.iter().find(|a| a.code == code)
+    airport_index(code).map(|i| &AIRPORTS[i])
 }
 
 pub fn carrier_index(code: &str) -> Option<usize> {
-    CARRIERS.iter().position(|c| c.code == code)
+    let i = tables().carriers[alnum2(code)?];
+    (i != u8::MAX).then_some(i as usize)
+}
+
+/// The interned ISO 3166 alpha-2 code, if a known airport or carrier uses it.
+pub fn country(code: &str) -> Option<&'static str> {
+    tables().countries[alnum2(code)?]
 }
 
 /// True if `code` is an ISO 3166 alpha-2 country used by an airport or carrier.
 pub fn known_country(code: &str) -> bool {
-    AIRPORTS.iter().any(|a| a.country == code) || CARRIERS.iter().any(|c| c.country == code)
+    country(code).is_some()
 }
 
 /// Great-circle distance in kilometres (haversine, mean Earth radius 6371.0088 km).
@@ -179,7 +245,13 @@ mod tests {
         for (i, c) in CARRIERS.iter().enumerate() {
             assert_eq!(c.code.len(), 2);
             assert_eq!(carrier_index(c.code), Some(i));
+            assert_eq!(country(c.country), Some(c.country));
         }
+        for bad in ["", "jfk", "JF", "JFKX", "ZZZ", "Z9", "é"] {
+            assert_eq!(airport_index(bad), None);
+            assert_eq!(carrier_index(bad), None);
+        }
+        assert_eq!(country("XX"), None);
     }
 
     #[test]

@@ -163,6 +163,8 @@ pub struct ScanOptions {
     pub batch_size: usize,
     /// Batches decoded ahead of the consumer (at least 1).
     pub read_ahead: usize,
+    /// Files read concurrently (at least 1).
+    pub files_in_flight: usize,
 }
 
 impl Default for ScanOptions {
@@ -171,6 +173,7 @@ impl Default for ScanOptions {
             columns: None,
             batch_size: 65_536,
             read_ahead: 4,
+            files_in_flight: 8,
         }
     }
 }
@@ -228,10 +231,13 @@ pub async fn open_stream(
         .map_err(|e| parquet_err(&url, e))
 }
 
-/// Streams the batches of `files` (relative paths, read in the order given). A background
-/// task decodes at most `read_ahead` batches ahead of the consumer, so memory stays
-/// bounded however large the files. The first error ends the stream; nothing after a
-/// failed file is reported as read.
+/// Streams the batches of `files` (relative paths), in the order given.
+///
+/// Up to `files_in_flight` files are read at once, each by its own task that decodes at
+/// most two batches ahead, and their batches are passed on strictly in file order through
+/// a channel of `read_ahead` batches: memory stays bounded however large the files, and
+/// the round trips of an object store overlap instead of adding up. The first error ends
+/// the stream; nothing after a failed file is reported as read.
 pub fn scan(
     lake: &Lake,
     files: Vec<String>,
@@ -239,19 +245,36 @@ pub fn scan(
 ) -> impl Stream<Item = Result<RecordBatch, StoreError>> {
     let (tx, rx) = tokio::sync::mpsc::channel(opts.read_ahead.max(1));
     let lake = lake.clone();
+    let in_flight = opts.files_in_flight.max(1);
     tokio::spawn(async move {
-        for rel in files {
-            let url = lake.display(&rel);
-            let mut s = match open_stream(&lake, &rel, &opts).await {
-                Ok(s) => s,
-                Err(e) => {
-                    let _ = tx.send(Err(e)).await;
-                    return;
+        let opts = Arc::new(opts);
+        let per_file = futures::stream::iter(files).map(|rel| {
+            let (ftx, frx) = tokio::sync::mpsc::channel::<Result<RecordBatch, StoreError>>(2);
+            let (lake, opts) = (lake.clone(), opts.clone());
+            let task = tokio::spawn(async move {
+                let url = lake.display(&rel);
+                let mut s = match open_stream(&lake, &rel, &opts).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = ftx.send(Err(e)).await;
+                        return;
+                    }
+                };
+                while let Some(b) = s.next().await {
+                    let failed = b.is_err();
+                    if ftx.send(b.map_err(|e| parquet_err(&url, e))).await.is_err() || failed {
+                        return;
+                    }
                 }
-            };
-            while let Some(b) = s.next().await {
+            });
+            futures::future::ready((frx, task))
+        });
+        let mut per_file = std::pin::pin!(per_file.buffered(in_flight));
+        while let Some((mut frx, task)) = per_file.next().await {
+            while let Some(b) = frx.recv().await {
                 let failed = b.is_err();
-                if tx.send(b.map_err(|e| parquet_err(&url, e))).await.is_err() || failed {
+                if tx.send(b).await.is_err() || failed {
+                    task.abort();
                     return;
                 }
             }

@@ -169,6 +169,7 @@ async fn parquet_round_trip(lake: &Lake) {
         columns: Some(vec!["value".into(), "id".into()]),
         batch_size: 8192,
         read_ahead: 2,
+        files_in_flight: 2,
     };
     let files = vec![
         "pq/t/part-0.parquet".to_string(),

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The test command: installs the S3-compatible test server if missing, then runs every
+# test (unit, integration, end-to-end, and each benchmark once in test mode).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+S3S_VERSION=0.14.1
+if ! command -v s3s-fs >/dev/null 2>&1 && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs" ]; then
+  echo "installing s3s-fs $S3S_VERSION (the S3-compatible server the tests run against)" >&2
+  cargo install s3s-fs --version "$S3S_VERSION" --features binary --locked
+fi
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+
+cargo test --workspace --all-targets --locked "$@"
