@@ -1,0 +1,373 @@
+//! The boosting loop and the trained model.
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::bin::{BinMapper, Binned};
+use crate::data::{Column, Dataset, FeatureKind};
+use crate::metric;
+use crate::objective::Objective;
+use crate::train::{grow_tree, quantise, renew_leaves, Params};
+use crate::tree::Tree;
+use crate::GbdtError;
+
+/// A trained model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Booster {
+    pub feature_names: Vec<String>,
+    pub feature_kinds: Vec<FeatureKind>,
+    pub mappers: Vec<BinMapper>,
+    pub objective: Objective,
+    pub init_score: f64,
+    pub trees: Vec<Tree>,
+    pub params: Params,
+    /// 1-based iteration with the best validation score (0 without validation).
+    pub best_iteration: usize,
+}
+
+/// One line of the training log.
+#[derive(Debug, Clone, Serialize)]
+pub struct IterationLog {
+    pub iteration: usize,
+    /// (dataset, metric, value): dataset is "train" or "valid".
+    pub values: Vec<(String, String, f64)>,
+}
+
+impl IterationLog {
+    /// The familiar `[12]\ttrain-rmse:0.41\tvalid-rmse:0.47` form.
+    pub fn line(&self) -> String {
+        let mut s = format!("[{}]", self.iteration);
+        for (d, m, v) in &self.values {
+            s.push_str(&format!("\t{d}-{m}:{v:.6}"));
+        }
+        s
+    }
+}
+
+/// Deterministic per-row hash for bagging.
+fn row_hash(seed: u64, round: u64, row: u64) -> u64 {
+    let mut z =
+        seed ^ round.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ row.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn feature_subset(n: usize, fraction: f64, seed: u64, iter: u64) -> Vec<usize> {
+    if fraction >= 1.0 {
+        return (0..n).collect();
+    }
+    let k = ((n as f64 * fraction).round() as usize).clamp(1, n);
+    let mut keyed: Vec<(u64, usize)> = (0..n)
+        .map(|f| (row_hash(seed ^ 0xFEA7, iter, f as u64), f))
+        .collect();
+    keyed.sort();
+    let mut f: Vec<usize> = keyed[..k].iter().map(|x| x.1).collect();
+    f.sort();
+    f
+}
+
+/// Trains a model. `on_iteration` sees every iteration's metrics (for logs and files).
+pub fn train(
+    train: &Dataset,
+    valid: Option<&Dataset>,
+    params: &Params,
+    on_iteration: &mut (dyn FnMut(&IterationLog) + Send),
+) -> Result<Booster, GbdtError> {
+    params.validate()?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(params.num_threads)
+        .build()
+        .map_err(|e| GbdtError::Param {
+            name: "num_threads",
+            reason: e.to_string(),
+        })?;
+    pool.install(|| train_in_pool(train, valid, params, on_iteration))
+}
+
+fn train_in_pool(
+    train: &Dataset,
+    valid: Option<&Dataset>,
+    params: &Params,
+    on_iteration: &mut (dyn FnMut(&IterationLog) + Send),
+) -> Result<Booster, GbdtError> {
+    let n = train.n_rows();
+    if n == 0 {
+        return Err(GbdtError::Data {
+            what: "training data".into(),
+            reason: "no rows".into(),
+        });
+    }
+    let obj = params.objective;
+    obj.check_labels(&train.target)?;
+    let binned = Binned::fit(train, params.max_bin);
+    let vbinned = match valid {
+        Some(v) => {
+            if v.names != train.names || v.kinds() != train.kinds() {
+                return Err(GbdtError::Data {
+                    what: "validation data".into(),
+                    reason: "its features differ from the training data's".into(),
+                });
+            }
+            obj.check_labels(&v.target)?;
+            Some(Binned::with_mappers(v, binned.mappers.clone()))
+        }
+        None => None,
+    };
+    let w = train.weights.as_deref();
+    let init = obj.init_score(&train.target, w);
+    let mut score = vec![init; n];
+    let mut vscore = valid.map(|v| vec![init; v.n_rows()]);
+    let metrics: Vec<String> = if params.metric.is_empty() {
+        vec![obj.default_metric().to_string()]
+    } else {
+        params.metric.clone()
+    };
+    let mut booster = Booster {
+        feature_names: train.names.clone(),
+        feature_kinds: train.kinds(),
+        mappers: binned.mappers.clone(),
+        objective: obj,
+        init_score: init,
+        trees: Vec::new(),
+        params: params.clone(),
+        best_iteration: 0,
+    };
+    let mut best: Option<(f64, usize)> = None;
+    let all_rows: Vec<u32> = (0..n as u32).collect();
+    let mut bag: Vec<u32> = all_rows.clone();
+    let bagging = params.bagging_fraction < 1.0 && params.bagging_freq > 0;
+    for it in 0..params.num_iterations {
+        // Gradients (weighted), quantised.
+        let (gf, hf): (Vec<f64>, Vec<f64>) = (0..n)
+            .into_par_iter()
+            .map(|i| {
+                let (g, h) = obj.grad_hess(score[i], train.target[i]);
+                match w {
+                    Some(w) => (g * w[i], h * w[i]),
+                    None => (g, h),
+                }
+            })
+            .unzip();
+        let (gq, sg) = quantise(&gf);
+        let (hq, sh) = quantise(&hf);
+        if bagging && it % params.bagging_freq == 0 {
+            let cut = (params.bagging_fraction * u64::MAX as f64) as u64;
+            let round = (it / params.bagging_freq) as u64;
+            bag = all_rows
+                .par_iter()
+                .copied()
+                .filter(|&r| row_hash(params.seed, round, r as u64) <= cut)
+                .collect();
+        }
+        let mut rows = if bagging {
+            bag.clone()
+        } else {
+            all_rows.clone()
+        };
+        let feats = feature_subset(
+            binned.n_features,
+            params.feature_fraction,
+            params.seed,
+            it as u64,
+        );
+        let mut grown = grow_tree(&binned, params, &feats, &mut rows, &gq, &hq, sg, sh);
+        if let Some(q) = obj.renew_quantile() {
+            renew_leaves(
+                &mut grown,
+                &rows,
+                &train.target,
+                &score,
+                w,
+                q,
+                params.learning_rate,
+            );
+        }
+        // Update training scores: in-bag rows by their leaf ranges, the rest by traversal.
+        let tree = &grown.tree;
+        if bagging {
+            let leaf_of: Vec<u32> = (0..n)
+                .into_par_iter()
+                .map(|r| tree.leaf_of_binned(&binned, r) as u32)
+                .collect();
+            score
+                .par_iter_mut()
+                .enumerate()
+                .for_each(|(r, s)| *s += tree.leaf_value[leaf_of[r] as usize]);
+        } else {
+            let mut leaf_of = vec![0u32; n];
+            for (leaf, &(b, len)) in grown.leaf_rows.iter().enumerate() {
+                for &r in &rows[b..b + len] {
+                    leaf_of[r as usize] = leaf as u32;
+                }
+            }
+            score
+                .par_iter_mut()
+                .zip(leaf_of.par_iter())
+                .for_each(|(s, l)| *s += tree.leaf_value[*l as usize]);
+        }
+        if let (Some(vs), Some(vb)) = (vscore.as_mut(), vbinned.as_ref()) {
+            vs.par_iter_mut()
+                .enumerate()
+                .for_each(|(r, s)| *s += tree.leaf_value[tree.leaf_of_binned(vb, r)]);
+        }
+        booster.trees.push(grown.tree);
+        // Metrics, computed sequentially so they are the same whatever the thread count.
+        let mut log = IterationLog {
+            iteration: it + 1,
+            values: Vec::new(),
+        };
+        let resp: Vec<f64> = score.par_iter().map(|s| obj.transform(*s)).collect();
+        for m in &metrics {
+            log.values.push((
+                "train".into(),
+                m.clone(),
+                metric::evaluate(m, &train.target, &resp, w, &obj),
+            ));
+        }
+        if let (Some(v), Some(vs)) = (valid, vscore.as_ref()) {
+            let vresp: Vec<f64> = vs.par_iter().map(|s| obj.transform(*s)).collect();
+            for m in &metrics {
+                log.values.push((
+                    "valid".into(),
+                    m.clone(),
+                    metric::evaluate(m, &v.target, &vresp, v.weights.as_deref(), &obj),
+                ));
+            }
+            let first = &metrics[0];
+            let val = log
+                .values
+                .iter()
+                .find(|(d, m, _)| d == "valid" && m == first)
+                .map_or(f64::NAN, |x| x.2);
+            let improved = best.is_none_or(|(b, _)| {
+                if metric::higher_is_better(first) {
+                    val > b
+                } else {
+                    val < b
+                }
+            });
+            if improved {
+                best = Some((val, it + 1));
+            }
+        }
+        on_iteration(&log);
+        if let Some((_, bi)) = best {
+            if params.early_stopping_round > 0 && it + 1 - bi >= params.early_stopping_round {
+                break;
+            }
+        }
+    }
+    if let Some((_, bi)) = best {
+        booster.best_iteration = bi;
+        if params.early_stopping_round > 0 {
+            booster.trees.truncate(bi);
+        }
+    }
+    Ok(booster)
+}
+
+impl Booster {
+    pub fn n_features(&self) -> usize {
+        self.feature_names.len()
+    }
+
+    /// Row-major raw features from a dataset whose feature names match the model's
+    /// (by name, in any order): numbers for numeric features, category bins for
+    /// categorical ones (unseen categories go to the "other" bin, missing to NaN).
+    pub fn prepare(&self, data: &Dataset) -> Result<Vec<f64>, GbdtError> {
+        let n = data.n_rows_or_len();
+        let nf = self.n_features();
+        let mut x = vec![f64::NAN; n * nf];
+        for (f, name) in self.feature_names.iter().enumerate() {
+            let Some(ci) = data.names.iter().position(|c| c == name) else {
+                return Err(GbdtError::Data {
+                    what: "input".into(),
+                    reason: format!("column `{name}` the model needs is missing"),
+                });
+            };
+            match (&self.mappers[f], &data.columns[ci]) {
+                (BinMapper::Numeric { .. }, Column::Numeric(v)) => {
+                    for (r, val) in v.iter().enumerate() {
+                        x[r * nf + f] = *val;
+                    }
+                }
+                (m @ BinMapper::Categorical { categories }, Column::Categorical(v)) => {
+                    let idx = m.category_index();
+                    for (r, val) in v.iter().enumerate() {
+                        x[r * nf + f] = match val {
+                            None => f64::NAN,
+                            Some(s) => *idx.get(s.as_str()).unwrap_or(&categories.len()) as f64,
+                        };
+                    }
+                }
+                (m, _) => {
+                    let want = if m.is_categorical() {
+                        "categorical (strings)"
+                    } else {
+                        "numeric"
+                    };
+                    return Err(GbdtError::Data {
+                        what: "input".into(),
+                        reason: format!("column `{name}` must be {want}"),
+                    });
+                }
+            }
+        }
+        Ok(x)
+    }
+
+    /// Raw scores for row-major prepared features, with the first `n_trees` trees
+    /// (all if `None`).
+    pub fn predict_raw(&self, x: &[f64], n_trees: Option<usize>) -> Vec<f64> {
+        let nf = self.n_features().max(1);
+        let trees = &self.trees[..n_trees.unwrap_or(self.trees.len()).min(self.trees.len())];
+        x.par_chunks(nf * 256)
+            .flat_map_iter(|block| {
+                let rows = block.len() / nf;
+                let mut out = vec![self.init_score; rows];
+                for t in trees {
+                    for (r, o) in out.iter_mut().enumerate() {
+                        *o += t.leaf_value
+                            [t.leaf_of_raw(&block[r * nf..(r + 1) * nf], &self.mappers)];
+                    }
+                }
+                out
+            })
+            .collect()
+    }
+
+    /// Predictions on the response scale (probability for binary, expected count for
+    /// Poisson), as LightGBM's `predict`.
+    pub fn predict(&self, data: &Dataset) -> Result<Vec<f64>, GbdtError> {
+        let x = self.prepare(data)?;
+        Ok(self
+            .predict_raw(&x, None)
+            .into_iter()
+            .map(|s| self.objective.transform(s))
+            .collect())
+    }
+
+    /// Total gain and number of splits per feature.
+    pub fn importance(&self) -> (Vec<f64>, Vec<u64>) {
+        let mut gain = vec![0.0; self.n_features()];
+        let mut splits = vec![0u64; self.n_features()];
+        for t in &self.trees {
+            for (f, g) in t.feature.iter().zip(&t.gain) {
+                gain[*f as usize] += g;
+                splits[*f as usize] += 1;
+            }
+        }
+        (gain, splits)
+    }
+}
+
+impl Dataset {
+    fn n_rows_or_len(&self) -> usize {
+        if !self.target.is_empty() {
+            self.target.len()
+        } else {
+            self.columns.first().map_or(0, |c| c.len())
+        }
+    }
+}

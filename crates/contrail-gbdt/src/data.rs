@@ -1,0 +1,288 @@
+//! Training data: feature columns (numeric or categorical), a target and optional
+//! sample weights, taken from Arrow batches by column name.
+
+use std::collections::HashMap;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{
+    Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type, UInt16Type, UInt32Type,
+    UInt64Type, UInt8Type,
+};
+use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_schema::DataType;
+
+use crate::GbdtError;
+
+/// One feature column.
+#[derive(Debug, Clone)]
+pub enum Column {
+    /// Values as f64; NaN is missing.
+    Numeric(Vec<f64>),
+    /// Category strings; `None` is missing.
+    Categorical(Vec<Option<String>>),
+}
+
+impl Column {
+    pub fn len(&self) -> usize {
+        match self {
+            Column::Numeric(v) => v.len(),
+            Column::Categorical(v) => v.len(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FeatureKind {
+    Numeric,
+    Categorical,
+}
+
+/// Feature columns plus target and weights, all of one length.
+#[derive(Debug, Clone, Default)]
+pub struct Dataset {
+    pub names: Vec<String>,
+    pub columns: Vec<Column>,
+    pub target: Vec<f64>,
+    pub weights: Option<Vec<f64>>,
+}
+
+impl Dataset {
+    pub fn n_rows(&self) -> usize {
+        self.target.len()
+    }
+    pub fn n_features(&self) -> usize {
+        self.columns.len()
+    }
+    pub fn kinds(&self) -> Vec<FeatureKind> {
+        self.columns
+            .iter()
+            .map(|c| match c {
+                Column::Numeric(_) => FeatureKind::Numeric,
+                Column::Categorical(_) => FeatureKind::Categorical,
+            })
+            .collect()
+    }
+}
+
+/// Reads one Arrow column as f64 (NaN for nulls), if it is numeric or boolean.
+pub fn numeric_values(a: &ArrayRef) -> Option<Vec<f64>> {
+    macro_rules! prim {
+        ($t:ty) => {{
+            let p = a.as_primitive::<$t>();
+            Some(
+                (0..p.len())
+                    .map(|i| {
+                        if p.is_null(i) {
+                            f64::NAN
+                        } else {
+                            p.value(i) as f64
+                        }
+                    })
+                    .collect(),
+            )
+        }};
+    }
+    match a.data_type() {
+        DataType::Float64 => prim!(Float64Type),
+        DataType::Float32 => prim!(Float32Type),
+        DataType::Int8 => prim!(Int8Type),
+        DataType::Int16 => prim!(Int16Type),
+        DataType::Int32 => prim!(Int32Type),
+        DataType::Int64 => prim!(Int64Type),
+        DataType::UInt8 => prim!(UInt8Type),
+        DataType::UInt16 => prim!(UInt16Type),
+        DataType::UInt32 => prim!(UInt32Type),
+        DataType::UInt64 => prim!(UInt64Type),
+        DataType::Date32 => {
+            let p = a.as_primitive::<arrow_array::types::Date32Type>();
+            Some(
+                (0..p.len())
+                    .map(|i| {
+                        if p.is_null(i) {
+                            f64::NAN
+                        } else {
+                            p.value(i) as f64
+                        }
+                    })
+                    .collect(),
+            )
+        }
+        DataType::Boolean => {
+            let b = a.as_boolean();
+            Some(
+                (0..b.len())
+                    .map(|i| {
+                        if b.is_null(i) {
+                            f64::NAN
+                        } else if b.value(i) {
+                            1.0
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect(),
+            )
+        }
+        _ => None,
+    }
+}
+
+/// Reads one Arrow column as category strings, if it is a string or dictionary column.
+pub fn string_values(a: &ArrayRef) -> Option<Vec<Option<String>>> {
+    match a.data_type() {
+        DataType::Utf8 => Some(
+            a.as_string::<i32>()
+                .iter()
+                .map(|v| v.map(str::to_string))
+                .collect(),
+        ),
+        DataType::LargeUtf8 => Some(
+            a.as_string::<i64>()
+                .iter()
+                .map(|v| v.map(str::to_string))
+                .collect(),
+        ),
+        DataType::Utf8View => Some(
+            a.as_string_view()
+                .iter()
+                .map(|v| v.map(str::to_string))
+                .collect(),
+        ),
+        DataType::Dictionary(_, v) if matches!(**v, DataType::Utf8 | DataType::LargeUtf8) => {
+            let cast = arrow_array::cast::as_dictionary_array::<Int32Type>;
+            if let DataType::Dictionary(k, _) = a.data_type() {
+                if **k == DataType::Int32 {
+                    let d = cast(a);
+                    let values = d.values().as_string::<i32>();
+                    return Some(
+                        d.keys()
+                            .iter()
+                            .map(|k| k.map(|k| values.value(k as usize).to_string()))
+                            .collect(),
+                    );
+                }
+            }
+            None
+        }
+        _ => None,
+    }
+}
+
+/// How to take a dataset from batches.
+#[derive(Debug, Clone, Default)]
+pub struct Columns {
+    pub target: String,
+    /// Features to use; `None` means every column but the target and weight.
+    pub features: Option<Vec<String>>,
+    /// Columns to treat as categorical even if numeric.
+    pub categorical: Vec<String>,
+    pub weight: Option<String>,
+}
+
+/// Builds a dataset from batches of one schema. String columns are categorical; numeric
+/// and boolean columns numeric unless listed in `categorical`. A target that is missing
+/// or not finite is a typed error naming the row.
+pub fn from_batches(
+    batches: &[RecordBatch],
+    cols: &Columns,
+    source: &str,
+) -> Result<Dataset, GbdtError> {
+    let Some(first) = batches.first() else {
+        return Err(GbdtError::Data {
+            what: source.into(),
+            reason: "no rows".into(),
+        });
+    };
+    let schema = first.schema();
+    let names: Vec<String> = match &cols.features {
+        Some(f) => f.clone(),
+        None => schema
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .filter(|n| *n != cols.target && Some(n) != cols.weight.as_ref())
+            .collect(),
+    };
+    let col_err = |name: &str, reason: &str| GbdtError::Data {
+        what: source.into(),
+        reason: format!("column `{name}`: {reason}"),
+    };
+    let mut columns: Vec<Column> = Vec::with_capacity(names.len());
+    for name in &names {
+        let idx = schema
+            .index_of(name)
+            .map_err(|_| col_err(name, "not in the data"))?;
+        let dt = schema.field(idx).data_type().clone();
+        let as_cat = cols.categorical.contains(name);
+        let mut col = match (string_values(first.column(idx)).is_some(), as_cat) {
+            (true, _) => Column::Categorical(Vec::new()),
+            (false, true) => Column::Categorical(Vec::new()),
+            (false, false) => Column::Numeric(Vec::new()),
+        };
+        for b in batches {
+            let a = b.column(idx);
+            match &mut col {
+                Column::Numeric(v) => v.extend(numeric_values(a).ok_or_else(|| {
+                    col_err(name, &format!("type {dt} is neither numeric nor string"))
+                })?),
+                Column::Categorical(v) => match string_values(a) {
+                    Some(s) => v.extend(s),
+                    None => v.extend(
+                        numeric_values(a)
+                            .ok_or_else(|| {
+                                col_err(name, &format!("type {dt} cannot be categorical"))
+                            })?
+                            .into_iter()
+                            .map(|x| (!x.is_nan()).then(|| format!("{x}"))),
+                    ),
+                },
+            }
+        }
+        columns.push(col);
+    }
+    let read_f64 = |name: &str| -> Result<Vec<f64>, GbdtError> {
+        let idx = schema
+            .index_of(name)
+            .map_err(|_| col_err(name, "not in the data"))?;
+        let mut v = Vec::new();
+        for b in batches {
+            v.extend(
+                numeric_values(b.column(idx)).ok_or_else(|| col_err(name, "must be numeric"))?,
+            );
+        }
+        Ok(v)
+    };
+    let target = read_f64(&cols.target)?;
+    if let Some(i) = target.iter().position(|t| !t.is_finite()) {
+        return Err(col_err(
+            &cols.target,
+            &format!("row {i} is missing or not finite"),
+        ));
+    }
+    let weights = match &cols.weight {
+        Some(w) => {
+            let v = read_f64(w)?;
+            if let Some(i) = v.iter().position(|x| !(x.is_finite() && *x >= 0.0)) {
+                return Err(col_err(
+                    w,
+                    &format!("row {i}: weights must be finite and >= 0"),
+                ));
+            }
+            Some(v)
+        }
+        None => None,
+    };
+    Ok(Dataset {
+        names,
+        columns,
+        target,
+        weights,
+    })
+}
+
+/// Category strings to indices, for one categorical feature.
+pub type CategoryIndex = HashMap<String, u32>;

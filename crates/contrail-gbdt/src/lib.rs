@@ -1,0 +1,34 @@
+//! Histogram gradient-boosted trees on the CPU.
+//!
+//! - [`data`]: datasets from Arrow batches (numeric and categorical columns by name).
+//! - [`bin`]: quantile binning and the row-major bin matrix (u8, or u16 past 256 bins).
+//! - [`train`]: fixed-point histograms, split finding (numeric with learned missing
+//!   direction, categorical by gradient ordering), leaf-wise and depth-wise growth.
+//! - [`booster`]: the boosting loop (bagging, feature fraction, early stopping) and the
+//!   trained [`booster::Booster`] with prediction and importances.
+//! - [`objective`], [`metric`]: LightGBM's objectives and metrics.
+//! - [`package`]: the model package (safetensors), validated on load.
+
+pub mod bin;
+pub mod booster;
+pub mod data;
+pub mod metric;
+pub mod objective;
+pub mod package;
+pub mod train;
+pub mod tree;
+
+pub use booster::{train, Booster, IterationLog};
+pub use data::{Column, Dataset};
+pub use objective::Objective;
+pub use train::{GrowPolicy, Params};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GbdtError {
+    #[error("invalid parameter `{name}`: {reason}")]
+    Param { name: &'static str, reason: String },
+    #[error("{what}: {reason}")]
+    Data { what: String, reason: String },
+    #[error("model package {path}: {reason}")]
+    Package { path: String, reason: String },
+}

@@ -1,0 +1,366 @@
+//! Training tests: differential checks of split gains against a naive reference,
+//! invariants, objectives, determinism across thread counts.
+
+use contrail_gbdt::bin::Binned;
+use contrail_gbdt::data::{Column, Dataset};
+use contrail_gbdt::train::{build_histogram, grow_tree, quantise, GrowPolicy};
+use contrail_gbdt::{metric, train, Objective, Params};
+
+/// A small deterministic generator for test data.
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> f64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+fn synthetic(n: usize, seed: u64, missing: f64) -> Dataset {
+    let mut r = Lcg(seed);
+    let cats = ["JFK", "LHR", "CDG", "FRA", "AMS", "DXB", "SIN", "HND"];
+    let mut x0 = Vec::new();
+    let mut x1 = Vec::new();
+    let mut x2 = Vec::new();
+    let mut c = Vec::new();
+    let mut y = Vec::new();
+    for _ in 0..n {
+        let a = r.next() * 10.0;
+        let b = r.next() * 4.0 - 2.0;
+        let d = (r.next() * 50.0).floor();
+        let k = (r.next() * cats.len() as f64) as usize;
+        let cat_effect = [3.0, -1.0, 0.5, 2.0, -2.0, 4.0, 0.0, 1.0][k];
+        let yv = (a * 0.8).sin() * 3.0 + b * b + cat_effect + 0.01 * d + r.next() * 0.5;
+        x0.push(if r.next() < missing { f64::NAN } else { a });
+        x1.push(b);
+        x2.push(d);
+        c.push(if r.next() < missing {
+            None
+        } else {
+            Some(cats[k].to_string())
+        });
+        y.push(yv);
+    }
+    Dataset {
+        names: vec!["a".into(), "b".into(), "d".into(), "airport".into()],
+        columns: vec![
+            Column::Numeric(x0),
+            Column::Numeric(x1),
+            Column::Numeric(x2),
+            Column::Categorical(c),
+        ],
+        target: y,
+        weights: None,
+    }
+}
+
+fn params(iters: usize) -> Params {
+    Params {
+        num_iterations: iters,
+        num_leaves: 15,
+        min_data_in_leaf: 5,
+        min_data_per_group: 5,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn learns_and_beats_the_constant() {
+    let tr = synthetic(5000, 1, 0.1);
+    let te = synthetic(2000, 2, 0.1);
+    let b = train(&tr, Some(&te), &params(200), &mut |_| {}).expect("train");
+    let p = b.predict(&te).expect("predict");
+    let rmse = metric::evaluate("rmse", &te.target, &p, None, &Objective::Regression);
+    let mean = tr.target.iter().sum::<f64>() / tr.target.len() as f64;
+    let base = metric::evaluate(
+        "rmse",
+        &te.target,
+        &vec![mean; te.target.len()],
+        None,
+        &Objective::Regression,
+    );
+    assert!(rmse < 0.35 * base, "rmse {rmse} vs constant {base}");
+    let r2 = metric::evaluate("r2", &te.target, &p, None, &Objective::Regression);
+    assert!(r2 > 0.85, "r2 {r2}");
+    // Importance: the categorical and the sine feature matter most.
+    let (gain, splits) = b.importance();
+    assert!(gain.iter().all(|g| *g >= 0.0) && splits.iter().sum::<u64>() > 0);
+}
+
+#[test]
+fn deterministic_across_thread_counts_and_runs() {
+    let tr = synthetic(20_000, 3, 0.05);
+    let mut p = params(30);
+    p.bagging_fraction = 0.7;
+    p.bagging_freq = 1;
+    p.feature_fraction = 0.75;
+    p.num_threads = 1;
+    let a = train(&tr, None, &p, &mut |_| {}).expect("1 thread");
+    p.num_threads = 2;
+    let b = train(&tr, None, &p, &mut |_| {}).expect("2 threads");
+    let c = train(&tr, None, &p, &mut |_| {}).expect("again");
+    p.num_threads = 1;
+    assert_eq!(a.trees, b.trees);
+    assert_eq!(b.trees, c.trees);
+    let bits = |m: &contrail_gbdt::Booster| {
+        m.trees
+            .iter()
+            .flat_map(|t| t.leaf_value.iter().map(|v| v.to_bits()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(bits(&a), bits(&b));
+}
+
+/// The naive reference: best numeric split gain of one feature by brute force over raw
+/// thresholds, missing values tried on both sides.
+fn naive_best_gain(x: &[f64], g: &[f64], h: &[f64], l2: f64, min_data: usize) -> f64 {
+    let score = |gs: f64, hs: f64| gs * gs / (hs + l2);
+    let (gt, ht): (f64, f64) = (g.iter().sum(), h.iter().sum());
+    let parent = score(gt, ht);
+    let mut vals: Vec<f64> = x.iter().copied().filter(|v| !v.is_nan()).collect();
+    vals.sort_by(f64::total_cmp);
+    vals.dedup();
+    let mut best = f64::MIN;
+    for &t in &vals {
+        for miss_left in [false, true] {
+            let (mut gl, mut hl, mut nl) = (0.0, 0.0, 0usize);
+            for i in 0..x.len() {
+                let left = if x[i].is_nan() { miss_left } else { x[i] <= t };
+                if left {
+                    gl += g[i];
+                    hl += h[i];
+                    nl += 1;
+                }
+            }
+            let nr = x.len() - nl;
+            if nl < min_data || nr < min_data {
+                continue;
+            }
+            best = best.max(score(gl, hl) + score(gt - gl, ht - hl) - parent);
+        }
+    }
+    best
+}
+
+#[test]
+fn split_gains_match_a_naive_reference() {
+    for seed in 0..20u64 {
+        let mut r = Lcg(seed + 100);
+        let n = 300;
+        let x: Vec<f64> = (0..n)
+            .map(|_| {
+                if r.next() < 0.1 {
+                    f64::NAN
+                } else {
+                    (r.next() * 40.0).floor()
+                }
+            })
+            .collect();
+        let g: Vec<f64> = (0..n).map(|_| r.next() * 2.0 - 1.0).collect();
+        let h: Vec<f64> = (0..n).map(|_| 0.5 + r.next()).collect();
+        let data = Dataset {
+            names: vec!["x".into()],
+            columns: vec![Column::Numeric(x.clone())],
+            target: vec![0.0; n],
+            weights: None,
+        };
+        let binned = Binned::fit(&data, 255);
+        let (gq, sg) = quantise(&g);
+        let (hq, sh) = quantise(&h);
+        let p = Params {
+            num_leaves: 2,
+            min_data_in_leaf: 3,
+            lambda_l2: 1.0,
+            min_sum_hessian_in_leaf: 0.0,
+            learning_rate: 1.0,
+            ..Default::default()
+        };
+        let mut rows: Vec<u32> = (0..n as u32).collect();
+        let grown = grow_tree(&binned, &p, &[0], &mut rows, &gq, &hq, sg, sh);
+        let want = naive_best_gain(&x, &g, &h, 1.0, 3);
+        let got = grown.tree.gain[0];
+        assert!(
+            (got - want).abs() <= 1e-9 * want.abs().max(1.0),
+            "seed {seed}: {got} vs {want}"
+        );
+        // The histogram sums equal the direct sums.
+        let hist = build_histogram(&binned, &[0], &rows, &gq, &hq);
+        assert_eq!(
+            hist.iter().map(|b| b.g).sum::<i64>(),
+            gq.iter().sum::<i64>()
+        );
+    }
+}
+
+#[test]
+fn a_constant_target_gives_a_constant_model() {
+    let mut d = synthetic(1000, 5, 0.0);
+    d.target = vec![42.5; 1000];
+    let b = train(&d, None, &params(10), &mut |_| {}).expect("train");
+    assert!(b.trees.iter().all(|t| t.n_nodes() == 0));
+    assert!(b
+        .predict(&d)
+        .expect("predict")
+        .iter()
+        .all(|p| (*p - 42.5).abs() < 1e-12));
+}
+
+#[test]
+fn objectives_train_and_transform() {
+    let base = synthetic(4000, 9, 0.05);
+    let cases: Vec<(Objective, Box<dyn Fn(f64) -> f64>, &str)> = vec![
+        (
+            Objective::Binary,
+            Box::new(|y: f64| if y > 6.0 { 1.0 } else { 0.0 }),
+            "auc",
+        ),
+        (
+            Objective::Poisson,
+            Box::new(|y: f64| (y.max(0.0) / 2.0).floor()),
+            "poisson",
+        ),
+        (
+            Objective::Tweedie { rho: 1.5 },
+            Box::new(|y: f64| (y - 4.0).max(0.0)),
+            "tweedie",
+        ),
+        (Objective::Gamma, Box::new(|y: f64| y.abs() + 0.5), "gamma"),
+        (Objective::RegressionL1, Box::new(|y| y), "mae"),
+        (
+            Objective::Quantile { alpha: 0.8 },
+            Box::new(|y| y),
+            "quantile",
+        ),
+        (Objective::Huber { alpha: 1.0 }, Box::new(|y| y), "huber"),
+    ];
+    for (obj, f, m) in cases {
+        let mut d = base.clone();
+        d.target = d.target.iter().map(|y| f(*y)).collect();
+        let p = Params {
+            objective: obj,
+            metric: vec![m.to_string()],
+            ..params(60)
+        };
+        let mut first = None;
+        let mut last = 0.0;
+        let b = train(&d, None, &p, &mut |l| {
+            let v = l.values[0].2;
+            first.get_or_insert(v);
+            last = v;
+        })
+        .expect("train");
+        let first = first.expect("logged");
+        if m == "auc" {
+            assert!(
+                last > 0.9 && last >= first,
+                "{}: auc {first} -> {last}",
+                obj.name()
+            );
+        } else {
+            assert!(last < first, "{}: {m} {first} -> {last}", obj.name());
+        }
+        let pred = b.predict(&d).expect("predict");
+        match obj {
+            Objective::Binary => assert!(pred.iter().all(|p| (0.0..=1.0).contains(p))),
+            Objective::Poisson | Objective::Tweedie { .. } | Objective::Gamma => {
+                assert!(pred.iter().all(|p| *p > 0.0))
+            }
+            Objective::Quantile { alpha } => {
+                let below = d.target.iter().zip(&pred).filter(|(y, p)| *y <= *p).count() as f64
+                    / d.target.len() as f64;
+                assert!((below - alpha).abs() < 0.06, "coverage {below}");
+            }
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn early_stopping_keeps_the_best_iteration() {
+    let tr = synthetic(600, 11, 0.0);
+    let va = synthetic(600, 12, 0.0);
+    let p = Params {
+        num_iterations: 500,
+        learning_rate: 0.5,
+        num_leaves: 31,
+        min_data_in_leaf: 2,
+        early_stopping_round: 10,
+        ..Default::default()
+    };
+    let mut curve = Vec::new();
+    let b = train(&tr, Some(&va), &p, &mut |l| curve.push(l.values[1].2)).expect("train");
+    assert!(curve.len() < 500, "never stopped");
+    let best = curve
+        .iter()
+        .copied()
+        .enumerate()
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|x| x.0 + 1)
+        .expect("curve");
+    assert_eq!(b.best_iteration, best);
+    assert_eq!(b.trees.len(), best);
+    assert_eq!(curve.len(), best + 10);
+}
+
+#[test]
+fn depth_wise_growth_respects_max_depth() {
+    let tr = synthetic(3000, 13, 0.0);
+    let p = Params {
+        grow_policy: GrowPolicy::DepthWise,
+        max_depth: 3,
+        num_leaves: 1000,
+        ..params(5)
+    };
+    let b = train(&tr, None, &p, &mut |_| {}).expect("train");
+    for t in &b.trees {
+        assert!(t.n_leaves() <= 8);
+        fn depth(t: &contrail_gbdt::tree::Tree, n: i32) -> usize {
+            if n < 0 {
+                0
+            } else {
+                1 + depth(t, t.left[n as usize]).max(depth(t, t.right[n as usize]))
+            }
+        }
+        assert!(depth(t, 0) <= 3);
+    }
+    let leafwise = train(
+        &tr,
+        None,
+        &Params {
+            max_depth: 3,
+            ..params(5)
+        },
+        &mut |_| {},
+    )
+    .expect("train");
+    assert!(leafwise.trees.iter().all(|t| t.n_leaves() <= 8));
+}
+
+#[test]
+fn bad_labels_and_params_are_typed_errors() {
+    let d = synthetic(100, 1, 0.0);
+    let e = train(
+        &d,
+        None,
+        &Params {
+            objective: Objective::Binary,
+            ..params(2)
+        },
+        &mut |_| {},
+    )
+    .expect_err("labels");
+    assert!(e.to_string().contains("row 0"), "{e}");
+    let e = train(
+        &d,
+        None,
+        &Params {
+            num_leaves: 1,
+            ..params(2)
+        },
+        &mut |_| {},
+    )
+    .expect_err("leaves");
+    assert!(e.to_string().contains("num_leaves"), "{e}");
+}
