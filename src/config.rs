@@ -31,6 +31,9 @@ pub struct JobConfig {
     pub lake: Option<String>,
     #[serde(default)]
     pub simulate: Option<SimSection>,
+    /// A model trained on the curated lake (`contrail train --config`).
+    #[serde(default)]
+    pub train: Option<crate::models::LakeTrainConfig>,
 }
 
 /// Simulation settings; every key optional, missing ones keep their defaults.

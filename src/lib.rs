@@ -9,12 +9,15 @@
 //! | [`sim`] | contrail-sim | market simulator with known truth |
 //! | [`etl`] | contrail-etl | ingest and raw-to-curated ETL with quarantine |
 //! | [`features`] | contrail-features | the shared feature function |
+//! | [`gbdt`] | contrail-gbdt | histogram gradient-boosted trees |
 
 pub use contrail_etl as etl;
 pub use contrail_events as events;
 pub use contrail_features as features;
+pub use contrail_gbdt as gbdt;
 pub use contrail_sim as sim;
 pub use contrail_store as store;
 
 pub mod config;
+pub mod models;
 pub mod summary;

@@ -11,6 +11,8 @@ use clap::{Args, Parser, Subcommand};
 use contrail::config::{JobConfig, QUICKSTART};
 use contrail::etl::etl::{self as etl_job, EtlOptions};
 use contrail::etl::ingest::{self, IngestOptions};
+use contrail::gbdt::{GrowPolicy, Params};
+use contrail::models::{self, LakeTrainConfig};
 use contrail::sim::{self, SimConfig, Sink};
 use contrail::store::partition::{HourRange, Partition};
 use contrail::store::Lake;
@@ -65,6 +67,129 @@ struct SimArgs {
     anomaly_rate: Option<f64>,
 }
 
+#[derive(Args, Default)]
+struct TrainArgs {
+    /// Parquet file or folder (any URL) to train on.
+    #[arg(long)]
+    data: Option<String>,
+    /// Column to predict.
+    #[arg(long)]
+    target: Option<String>,
+    /// Validation Parquet (early stopping and valid-* metrics).
+    #[arg(long)]
+    valid: Option<String>,
+    /// Columns to treat as categorical (string columns always are).
+    #[arg(long, value_delimiter = ',')]
+    categorical: Vec<String>,
+    /// Feature columns (default: every column but the target and weight).
+    #[arg(long, value_delimiter = ',')]
+    features: Vec<String>,
+    /// Sample-weight column.
+    #[arg(long)]
+    weight: Option<String>,
+    /// A TOML job config with a [train] section: trains on the curated lake.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Where to write the model package.
+    #[arg(long)]
+    out: Option<String>,
+    /// A JSON-lines file of per-iteration metrics.
+    #[arg(long)]
+    metrics_file: Option<PathBuf>,
+    /// regression, regression_l1, huber, quantile, binary, poisson, tweedie, gamma.
+    #[arg(long)]
+    objective: Option<String>,
+    /// Quantile level (quantile) or threshold (huber).
+    #[arg(long)]
+    alpha: Option<f64>,
+    #[arg(long)]
+    tweedie_variance_power: Option<f64>,
+    #[arg(long)]
+    num_iterations: Option<usize>,
+    #[arg(long)]
+    learning_rate: Option<f64>,
+    #[arg(long)]
+    num_leaves: Option<usize>,
+    #[arg(long, allow_negative_numbers = true)]
+    max_depth: Option<i32>,
+    /// leafwise (LightGBM) or depthwise (XGBoost).
+    #[arg(long)]
+    grow_policy: Option<String>,
+    #[arg(long)]
+    min_data_in_leaf: Option<usize>,
+    #[arg(long)]
+    min_sum_hessian_in_leaf: Option<f64>,
+    #[arg(long)]
+    lambda_l1: Option<f64>,
+    #[arg(long)]
+    lambda_l2: Option<f64>,
+    #[arg(long)]
+    min_gain_to_split: Option<f64>,
+    #[arg(long)]
+    bagging_fraction: Option<f64>,
+    #[arg(long)]
+    bagging_freq: Option<usize>,
+    #[arg(long)]
+    feature_fraction: Option<f64>,
+    #[arg(long)]
+    max_bin: Option<usize>,
+    #[arg(long)]
+    early_stopping_round: Option<usize>,
+    #[arg(long)]
+    seed: Option<u64>,
+    #[arg(long)]
+    num_threads: Option<usize>,
+    /// Metrics to report (the first drives early stopping).
+    #[arg(long, value_delimiter = ',')]
+    metric: Vec<String>,
+}
+
+impl TrainArgs {
+    fn apply(&self, p: &mut Params) -> Result<()> {
+        if let Some(o) = &self.objective {
+            p.objective =
+                contrail::gbdt::Objective::parse(o, self.alpha, self.tweedie_variance_power)?;
+        }
+        macro_rules! set {
+            ($($f:ident),*) => {$( if let Some(v) = self.$f { p.$f = v; } )*};
+        }
+        set!(
+            num_iterations,
+            learning_rate,
+            num_leaves,
+            max_depth,
+            min_data_in_leaf,
+            min_sum_hessian_in_leaf,
+            lambda_l1,
+            lambda_l2,
+            min_gain_to_split,
+            bagging_fraction,
+            bagging_freq,
+            feature_fraction,
+            max_bin,
+            early_stopping_round,
+            seed,
+            num_threads
+        );
+        if let Some(g) = &self.grow_policy {
+            p.grow_policy = match g.as_str() {
+                "leafwise" | "leaf-wise" | "lossguide" => GrowPolicy::LeafWise,
+                "depthwise" | "depth-wise" => GrowPolicy::DepthWise,
+                other => {
+                    return Err(UsageError(format!(
+                        "--grow-policy {other:?}: use leafwise or depthwise"
+                    ))
+                    .into())
+                }
+            };
+        }
+        if !self.metric.is_empty() {
+            p.metric = self.metric.clone();
+        }
+        Ok(())
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Simulate flight-shopping events into raw/ (with truth/ and a manifest).
@@ -113,7 +238,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Simulate a small market into ./lake, run the ETL and summarise the lake.
+    /// Train gradient-boosted trees on a Parquet file, or on the lake with --config.
+    Train(Box<TrainArgs>),
+    /// Predict with a model package; writes the input columns plus `prediction`.
+    Predict {
+        #[arg(long)]
+        model: String,
+        #[arg(long)]
+        data: String,
+        #[arg(long)]
+        out: String,
+    },
+    /// Print a model's manifest and feature importances.
+    Inspect { model: String },
+    /// Simulate a small market into ./lake, run the ETL, summarise the lake and train the
+    /// fare model.
     Quickstart {
         #[command(flatten)]
         lake: LakeArg,
@@ -182,7 +321,120 @@ async fn simulate(lake: &Lake, cfg: &SimConfig, sink: Sink) -> Result<sim::SimMa
     Ok(m)
 }
 
+/// Per-iteration lines on stderr (unless quiet) and, optionally, a JSON-lines file.
+fn iteration_sink(
+    quiet: bool,
+    file: Option<&PathBuf>,
+) -> Result<impl FnMut(&contrail::gbdt::IterationLog) + Send> {
+    let mut f = match file {
+        Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p).map_err(
+            |source| models::ModelError::Write {
+                path: p.display().to_string(),
+                source,
+            },
+        )?)),
+        None => None,
+    };
+    Ok(move |l: &contrail::gbdt::IterationLog| {
+        if !quiet {
+            eprintln!("{}", l.line());
+        }
+        if let Some(f) = f.as_mut() {
+            use std::io::Write;
+            let _ = serde_json::to_writer(&mut *f, l);
+            let _ = f.write_all(b"\n");
+            let _ = f.flush();
+        }
+    })
+}
+
+/// Trains the model a config's [train] section describes, on the curated lake, and
+/// reports test metrics, against the observed target and (for the fare) the simulator's
+/// true expected fare.
+async fn train_on_lake(
+    lake: &Lake,
+    cfg: &LakeTrainConfig,
+    args: &TrainArgs,
+    quiet: bool,
+) -> Result<()> {
+    let mut params = Params::default();
+    cfg.params.apply(&mut params)?;
+    args.apply(&mut params)?;
+    let splits = models::lake_splits(lake, cfg).await?;
+    info!(
+        "training on {}: {} train, {} valid, {} test rows, {} features",
+        lake.url(),
+        splits.train.n_rows(),
+        splits.valid.n_rows(),
+        splits.test.n_rows(),
+        splits.train.n_features()
+    );
+    let out = args.out.clone().unwrap_or_else(|| cfg.out.clone());
+    let mut sink = iteration_sink(quiet, args.metrics_file.as_ref())?;
+    let lineage = std::collections::BTreeMap::from([
+        ("lake".to_string(), lake.url().to_string()),
+        ("target".to_string(), cfg.target.clone()),
+    ]);
+    let t = std::time::Instant::now();
+    let (b, _) = models::train_and_save(
+        &splits.train,
+        Some(&splits.valid),
+        &params,
+        &out,
+        lineage,
+        &mut sink,
+    )
+    .await?;
+    let secs = t.elapsed().as_secs_f64();
+    let test = models::score_metrics(&b, &splits.test, "test")?;
+    println!(
+        "\nmodel {out}: {} trees (best iteration {}), trained in {secs:.1}s",
+        b.trees.len(),
+        b.best_iteration
+    );
+    for (k, v) in &test {
+        println!("{k:<24} {v:>12.4}");
+    }
+    if cfg.target == "price" {
+        let truth = models::truth_fares(lake).await?;
+        let pred = b.predict(&splits.test)?;
+        let (mut y, mut p, mut obs) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, id) in splits.test_ids.iter().enumerate() {
+            if let Some(t) = truth.get(id) {
+                y.push(*t);
+                p.push(pred[i]);
+                obs.push(splits.test.target[i]);
+            }
+        }
+        if !y.is_empty() {
+            let o = contrail::gbdt::Objective::Regression;
+            let e = |m: &str, a: &[f64]| contrail::gbdt::metric::evaluate(m, &y, a, None, &o);
+            println!(
+                "\nagainst the true expected fare ({} test events):",
+                y.len()
+            );
+            println!("{:<24} {:>12.4} {:>12.4} {:>8.4}", "", "rmse", "mae", "r2");
+            println!(
+                "{:<24} {:>12.4} {:>12.4} {:>8.4}",
+                "model",
+                e("rmse", &p),
+                e("mae", &p),
+                e("r2", &p)
+            );
+            println!(
+                "{:<24} {:>12.4} {:>12.4} {:>8.4}",
+                "observed price (noise)",
+                e("rmse", &obs),
+                e("mae", &obs),
+                e("r2", &obs)
+            );
+        }
+    }
+    Ok(())
+}
+
 async fn run(cli: Cli) -> Result<()> {
+    let quiet = cli.quiet;
     match cli.command {
         Command::Simulate {
             lake,
@@ -249,6 +501,91 @@ async fn run(cli: Cli) -> Result<()> {
             log_etl(&r);
             println!("{}", serde_json::to_string_pretty(&r)?);
         }
+        Command::Train(args) => {
+            if let Some(path) = &args.config {
+                let cfg = JobConfig::load(path)?;
+                let train = cfg.train.clone().ok_or_else(|| {
+                    UsageError(format!("{} has no [train] section", path.display()))
+                })?;
+                let url = std::env::var("CONTRAIL_LAKE")
+                    .ok()
+                    .or(cfg.lake.clone())
+                    .unwrap_or_else(|| "./lake".into());
+                let lake = Lake::open(&url)?;
+                return train_on_lake(&lake, &train, &args, quiet).await;
+            }
+            let (Some(data), Some(target), Some(out)) = (&args.data, &args.target, &args.out)
+            else {
+                return Err(UsageError(
+                    "train needs --data, --target and --out (or --config)".into(),
+                )
+                .into());
+            };
+            let mut params = Params::default();
+            args.apply(&mut params)?;
+            let cols = contrail::gbdt::data::Columns {
+                target: target.clone(),
+                features: (!args.features.is_empty()).then(|| args.features.clone()),
+                categorical: args.categorical.clone(),
+                weight: args.weight.clone(),
+            };
+            let train = models::dataset(data, &cols).await?;
+            let valid = match &args.valid {
+                Some(v) => Some(models::dataset(v, &cols).await?),
+                None => None,
+            };
+            info!(
+                "training on {data}: {} rows, {} features",
+                train.n_rows(),
+                train.n_features()
+            );
+            let mut sink = iteration_sink(quiet, args.metrics_file.as_ref())?;
+            let lineage = std::collections::BTreeMap::from([
+                ("data".to_string(), data.clone()),
+                ("target".to_string(), target.clone()),
+            ]);
+            let t = std::time::Instant::now();
+            let (b, m) =
+                models::train_and_save(&train, valid.as_ref(), &params, out, lineage, &mut sink)
+                    .await?;
+            info!(
+                "trained {} trees in {:.2}s; wrote {out}",
+                b.trees.len(),
+                t.elapsed().as_secs_f64()
+            );
+            println!("{}", serde_json::to_string_pretty(&m.metrics)?);
+        }
+        Command::Predict { model, data, out } => {
+            let (b, _) = models::load_model(&model).await?;
+            let t = std::time::Instant::now();
+            let n = models::predict_file(&b, &data, &out).await?;
+            let secs = t.elapsed().as_secs_f64();
+            info!(
+                "predicted {n} rows in {secs:.2}s ({:.0} rows/s); wrote {out}",
+                n as f64 / secs.max(1e-9)
+            );
+        }
+        Command::Inspect { model } => {
+            let (b, m) = models::load_model(&model).await?;
+            println!("{}", serde_json::to_string_pretty(&m)?);
+            let (gain, splits) = b.importance();
+            let total: f64 = gain.iter().sum::<f64>().max(1e-300);
+            let mut order: Vec<usize> = (0..gain.len()).collect();
+            order.sort_by(|a, b| gain[*b].total_cmp(&gain[*a]).then(a.cmp(b)));
+            println!(
+                "\n{:<32} {:>14} {:>8} {:>8}",
+                "feature", "gain", "share", "splits"
+            );
+            for f in order {
+                println!(
+                    "{:<32} {:>14.2} {:>7.2}% {:>8}",
+                    b.feature_names[f],
+                    gain[f],
+                    100.0 * gain[f] / total,
+                    splits[f]
+                );
+            }
+        }
         Command::Summary { lake, json } => {
             let lake = Lake::open(&lake.lake)?;
             let s = contrail::summary::summarize(&lake).await?;
@@ -284,6 +621,18 @@ async fn run(cli: Cli) -> Result<()> {
                 total.duplicates,
                 t.elapsed().as_secs_f64()
             );
+            let needed = base
+                .train
+                .as_ref()
+                .map_or(0, |t| t.valid_days + t.test_days + 1);
+            if base.train.is_some() && cfg.days < needed {
+                println!("\nfare model skipped: training needs at least {needed} simulated days (--days {})", cfg.days);
+            } else if let Some(train) = &base.train {
+                let mut train = train.clone();
+                train.out = format!("{}/models/fare_price.ctm", lake.url().trim_end_matches('/'));
+                train_on_lake(&lake, &train, &TrainArgs::default(), true).await?;
+            }
+            println!("\ntotal {:.1}s", t.elapsed().as_secs_f64());
         }
     }
     Ok(())
@@ -320,6 +669,12 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         }
         if let Some(s) = cause.downcast_ref::<contrail::summary::SummaryError>() {
             return code(s.is_user_error());
+        }
+        if let Some(s) = cause.downcast_ref::<models::ModelError>() {
+            return code(s.is_user_error());
+        }
+        if cause.is::<contrail::gbdt::GbdtError>() {
+            return 2;
         }
     }
     1

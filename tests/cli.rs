@@ -207,6 +207,7 @@ fn the_whole_job_runs_against_s3() {
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("balanced"));
+    assert!(text(&out.stdout).contains("fare model skipped"));
     assert!(server.root.join("lake/qs/meta/etl/summary.json").is_file());
     // A bucket that does not exist: a clear error naming it, user exit code.
     let out = contrail(
@@ -235,4 +236,138 @@ fn every_shipped_config_parses() {
         }
     }
     assert!(n >= 1);
+}
+
+#[test]
+fn train_predict_inspect_on_a_parquet_file() {
+    let dir = TempDir::new("cli-gbdt").expect("tmp");
+    // A plain Parquet file a user brings: numeric, string and boolean columns.
+    let n = 4000;
+    let x: Vec<f64> = (0..n).map(|i| (i % 97) as f64 / 9.7).collect();
+    let c: Vec<&str> = (0..n).map(|i| ["BA", "AF", "LH", "KL"][i % 4]).collect();
+    let flag: Vec<bool> = (0..n).map(|i| i % 3 == 0).collect();
+    let y: Vec<f64> = (0..n)
+        .map(|i| {
+            x[i] * 2.0 + if c[i] == "LH" { 5.0 } else { 0.0 } + if flag[i] { 1.0 } else { 0.0 }
+        })
+        .collect();
+    let batch = arrow_array::RecordBatch::try_from_iter([
+        (
+            "x",
+            std::sync::Arc::new(arrow_array::Float64Array::from(x)) as arrow_array::ArrayRef,
+        ),
+        (
+            "carrier",
+            std::sync::Arc::new(arrow_array::StringArray::from(c)) as arrow_array::ArrayRef,
+        ),
+        (
+            "flag",
+            std::sync::Arc::new(arrow_array::BooleanArray::from(flag)) as arrow_array::ArrayRef,
+        ),
+        (
+            "fare",
+            std::sync::Arc::new(arrow_array::Float64Array::from(y)) as arrow_array::ArrayRef,
+        ),
+    ])
+    .expect("batch");
+    let bytes = contrail::store::parquet_io::encode(batch.schema(), &[batch], "data.parquet")
+        .expect("encode");
+    std::fs::write(dir.0.join("data.parquet"), &bytes).expect("write");
+    let out = contrail(
+        &dir.0,
+        &[
+            "train",
+            "--data",
+            "data.parquet",
+            "--target",
+            "fare",
+            "--num-iterations",
+            "50",
+            "--num-leaves",
+            "8",
+            "--out",
+            "m.ctm",
+            "--metrics-file",
+            "m.jsonl",
+        ],
+        &[],
+    );
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("[50]\ttrain-rmse:"),
+        "per-iteration lines on stderr:\n{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.0.join("m.jsonl"))
+            .expect("metrics")
+            .lines()
+            .count(),
+        50
+    );
+    let metrics: serde_json::Value = serde_json::from_slice(&out.stdout).expect("metrics json");
+    assert!(
+        metrics["train-r2"].as_f64().expect("r2") > 0.99,
+        "{metrics}"
+    );
+    let out = contrail(
+        &dir.0,
+        &[
+            "predict",
+            "--model",
+            "m.ctm",
+            "--data",
+            "data.parquet",
+            "--out",
+            "pred.parquet",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let pred = std::fs::read(dir.0.join("pred.parquet")).expect("pred");
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        bytes::Bytes::from(pred),
+    )
+    .expect("parquet")
+    .build()
+    .expect("reader");
+    let batches: Vec<_> = reader.collect::<Result<_, _>>().expect("batches");
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), n);
+    assert!(
+        batches[0].column_by_name("prediction").is_some()
+            && batches[0].column_by_name("carrier").is_some()
+    );
+    let out = contrail(&dir.0, &["inspect", "m.ctm"], &[]);
+    let stdout = text(&out.stdout);
+    assert!(
+        out.status.success()
+            && stdout.contains("\"format_version\": 1")
+            && stdout.contains("carrier"),
+        "{stdout}"
+    );
+    // A corrupt model file is a user error naming the file.
+    std::fs::write(dir.0.join("bad.ctm"), b"\x10\0\0\0\0\0\0\0not json at all!").expect("write");
+    let out = contrail(&dir.0, &["inspect", "bad.ctm"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("bad.ctm"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Input without a column the model needs.
+    let out = contrail(
+        &dir.0,
+        &[
+            "train",
+            "--data",
+            "data.parquet",
+            "--target",
+            "nope",
+            "--out",
+            "x.ctm",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("nope"));
 }

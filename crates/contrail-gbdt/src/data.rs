@@ -256,7 +256,11 @@ pub fn from_batches(
         }
         Ok(v)
     };
-    let target = read_f64(&cols.target)?;
+    let target = if cols.target.is_empty() {
+        Vec::new()
+    } else {
+        read_f64(&cols.target)?
+    };
     if let Some(i) = target.iter().position(|t| !t.is_finite()) {
         return Err(col_err(
             &cols.target,
@@ -282,6 +286,20 @@ pub fn from_batches(
         target,
         weights,
     })
+}
+
+/// The feature columns of one batch, without a target (for prediction).
+pub fn features_only(
+    batch: &RecordBatch,
+    cols: &Columns,
+    source: &str,
+) -> Result<Dataset, GbdtError> {
+    let c = Columns {
+        target: String::new(),
+        weight: None,
+        ..cols.clone()
+    };
+    from_batches(std::slice::from_ref(batch), &c, source)
 }
 
 /// Category strings to indices, for one categorical feature.

@@ -392,3 +392,44 @@ impl Lake {
         Ok(v)
     }
 }
+
+/// Splits an object URL into the lake holding it and its path in that lake:
+/// `s3://bucket/a/b.parquet` → (`s3://bucket/a`, `b.parquet`); a bare path likewise.
+pub fn split_url(url: &str) -> (String, String) {
+    let trimmed = url.trim_end_matches('/');
+    match trimmed.rsplit_once('/') {
+        Some((base, name)) if !base.ends_with(':') && !base.ends_with("//") => {
+            (base.to_string(), name.to_string())
+        }
+        Some((base, name)) => (format!("{base}/"), name.to_string()),
+        None => (".".to_string(), trimmed.to_string()),
+    }
+}
+
+/// The Parquet files a URL names: the file itself, or every `*.parquet` under a folder or
+/// prefix (sorted). The error names the URL when there are none.
+pub async fn resolve_parquet(url: &str) -> Result<(Lake, Vec<String>), StoreError> {
+    if url.ends_with(".parquet") {
+        let (base, name) = split_url(url);
+        let lake = Lake::open(&base)?;
+        lake.head(&name).await?;
+        return Ok((lake, vec![name]));
+    }
+    let lake = Lake::open(url)?;
+    let files: Vec<String> = lake
+        .list("")
+        .await?
+        .iter()
+        .map(|m| lake.relative(&m.location).to_string())
+        .filter(|r| {
+            r.ends_with(".parquet") && !r.rsplit('/').next().unwrap_or("").starts_with(['_', '.'])
+        })
+        .collect();
+    if files.is_empty() {
+        return Err(StoreError::InvalidUrl {
+            url: url.to_string(),
+            reason: "no Parquet files there".into(),
+        });
+    }
+    Ok((lake, files))
+}

@@ -1,0 +1,432 @@
+//! Model jobs: train on any Parquet file or on the curated lake, predict, inspect.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use arrow_array::{Array, ArrayRef, Float64Array, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema};
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::etl::etl::curated_files;
+use crate::features::{price_free_features, FeatureBuilder};
+use crate::gbdt::data::{from_batches, Columns, Dataset};
+use crate::gbdt::package;
+use crate::gbdt::{metric, Booster, GbdtError, IterationLog, Params};
+use crate::store::parquet_io::{self, ScanOptions};
+use crate::store::partition::{HourRange, Partition};
+use crate::store::{resolve_parquet, split_url, Lake, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Gbdt(#[from] GbdtError),
+    #[error(transparent)]
+    Etl(#[from] crate::etl::EtlError),
+    #[error("computing features")]
+    Features(#[from] crate::features::FeatureError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("writing {path}")]
+    Write {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ModelError {
+    pub fn is_user_error(&self) -> bool {
+        match self {
+            ModelError::Store(e) => e.is_user_error(),
+            ModelError::Etl(e) => e.is_user_error(),
+            ModelError::Gbdt(_) | ModelError::Invalid(_) | ModelError::Features(_) => true,
+            ModelError::Write { .. } => true,
+        }
+    }
+}
+
+/// Reads every batch of the Parquet file(s) at `url`.
+pub async fn read_parquet(url: &str) -> Result<Vec<RecordBatch>, ModelError> {
+    let (lake, files) = resolve_parquet(url).await?;
+    let mut out = Vec::new();
+    let mut s = std::pin::pin!(parquet_io::scan(&lake, files, ScanOptions::default()));
+    while let Some(b) = s.next().await {
+        out.push(b?);
+    }
+    Ok(out)
+}
+
+pub async fn write_bytes(url: &str, bytes: Vec<u8>) -> Result<(), ModelError> {
+    let (base, name) = split_url(url);
+    Lake::open(&base)?.put(&name, Bytes::from(bytes)).await?;
+    Ok(())
+}
+
+pub async fn read_bytes(url: &str) -> Result<Bytes, ModelError> {
+    let (base, name) = split_url(url);
+    Ok(Lake::open(&base)?.get(&name).await?)
+}
+
+pub async fn load_model(url: &str) -> Result<(Booster, package::Manifest), ModelError> {
+    let bytes = read_bytes(url).await?;
+    Ok(package::from_bytes(&bytes, url)?)
+}
+
+/// Final metrics of a model on a dataset (response scale).
+pub fn score_metrics(
+    b: &Booster,
+    d: &Dataset,
+    prefix: &str,
+) -> Result<BTreeMap<String, f64>, ModelError> {
+    let p = b.predict(d)?;
+    let names: Vec<&str> = match b.objective {
+        crate::gbdt::Objective::Binary => vec!["logloss", "auc"],
+        crate::gbdt::Objective::Poisson => vec!["poisson", "rmse", "mae"],
+        crate::gbdt::Objective::Tweedie { .. } => vec!["tweedie", "rmse", "mae"],
+        crate::gbdt::Objective::Gamma => vec!["gamma", "rmse", "mae"],
+        crate::gbdt::Objective::Quantile { .. } => vec!["quantile", "mae"],
+        _ => vec!["rmse", "mae", "r2", "mape"],
+    };
+    Ok(names
+        .into_iter()
+        .map(|m| {
+            (
+                format!("{prefix}-{m}"),
+                metric::evaluate(m, &d.target, &p, d.weights.as_deref(), &b.objective),
+            )
+        })
+        .collect())
+}
+
+/// Trains and writes a package; returns the booster and its manifest.
+pub async fn train_and_save(
+    train: &Dataset,
+    valid: Option<&Dataset>,
+    params: &Params,
+    out: &str,
+    lineage: BTreeMap<String, String>,
+    on_iteration: &mut (dyn FnMut(&IterationLog) + Send),
+) -> Result<(Booster, package::Manifest), ModelError> {
+    let t = train.clone();
+    let v = valid.cloned();
+    let p = params.clone();
+    // Training is CPU-bound: run it off the async workers.
+    let booster =
+        tokio::task::block_in_place(|| crate::gbdt::train(&t, v.as_ref(), &p, on_iteration))?;
+    let mut metrics = score_metrics(&booster, train, "train")?;
+    if let Some(v) = valid {
+        metrics.extend(score_metrics(&booster, v, "valid")?);
+    }
+    let m = package::manifest(&booster, metrics, package::fingerprint(train), lineage);
+    let bytes = package::to_bytes(&booster, &m)?;
+    write_bytes(out, bytes).await?;
+    Ok((booster, m))
+}
+
+/// Reads Parquet and builds a dataset.
+pub async fn dataset(url: &str, cols: &Columns) -> Result<Dataset, ModelError> {
+    let batches = read_parquet(url).await?;
+    Ok(from_batches(&batches, cols, url)?)
+}
+
+/// Predicts for the rows at `data` and writes them, with a `prediction` column, to `out`.
+pub async fn predict_file(model: &Booster, data: &str, out: &str) -> Result<usize, ModelError> {
+    let batches = read_parquet(data).await?;
+    let Some(first) = batches.first() else {
+        return Err(ModelError::Invalid(format!("{data}: no rows")));
+    };
+    let schema = first.schema();
+    if schema.index_of("prediction").is_ok() {
+        return Err(ModelError::Invalid(format!(
+            "{data} already has a `prediction` column"
+        )));
+    }
+    let cols = Columns {
+        target: String::new(),
+        features: Some(model.feature_names.clone()),
+        categorical: model_categoricals(model),
+        weight: None,
+    };
+    let mut out_batches = Vec::with_capacity(batches.len());
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new("prediction", DataType::Float64, false));
+    let out_schema = Arc::new(Schema::new(fields));
+    let mut rows = 0;
+    for b in &batches {
+        let d = crate::gbdt::data::features_only(b, &cols, data)?;
+        let p = model.predict(&d)?;
+        rows += p.len();
+        let mut c: Vec<ArrayRef> = b.columns().to_vec();
+        c.push(Arc::new(Float64Array::from(p)));
+        out_batches.push(
+            RecordBatch::try_new(out_schema.clone(), c)
+                .map_err(|e| ModelError::Invalid(format!("building output: {e}")))?,
+        );
+    }
+    let bytes = parquet_io::encode(out_schema, &out_batches, out)?;
+    write_bytes(out, bytes.to_vec()).await?;
+    Ok(rows)
+}
+
+fn model_categoricals(model: &Booster) -> Vec<String> {
+    model
+        .feature_names
+        .iter()
+        .zip(&model.feature_kinds)
+        .filter(|(_, k)| **k == crate::gbdt::data::FeatureKind::Categorical)
+        .map(|(n, _)| n.clone())
+        .collect()
+}
+
+/// `configs/*.toml` `[train]`: a model on the curated lake.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LakeTrainConfig {
+    /// Column of the curated table to predict: `price` (fare model) or `booked`.
+    pub target: String,
+    /// Features from docs/features.md; empty means every feature that does not use the
+    /// row's own price.
+    #[serde(default)]
+    pub features: Vec<String>,
+    /// Days at the end held out: the last `test_days` for test, the `valid_days` before
+    /// them for validation (early stopping).
+    pub valid_days: u32,
+    pub test_days: u32,
+    pub out: String,
+    #[serde(default)]
+    pub params: ParamsToml,
+}
+
+/// Parameters in a config file, LightGBM's names; missing ones keep their defaults.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ParamsToml {
+    pub objective: Option<String>,
+    pub alpha: Option<f64>,
+    pub tweedie_variance_power: Option<f64>,
+    pub num_iterations: Option<usize>,
+    pub learning_rate: Option<f64>,
+    pub num_leaves: Option<usize>,
+    pub max_depth: Option<i32>,
+    pub min_data_in_leaf: Option<usize>,
+    pub lambda_l2: Option<f64>,
+    pub feature_fraction: Option<f64>,
+    pub bagging_fraction: Option<f64>,
+    pub bagging_freq: Option<usize>,
+    pub max_bin: Option<usize>,
+    pub early_stopping_round: Option<usize>,
+    pub seed: Option<u64>,
+}
+
+impl ParamsToml {
+    pub fn apply(&self, p: &mut Params) -> Result<(), GbdtError> {
+        if let Some(o) = &self.objective {
+            p.objective =
+                crate::gbdt::Objective::parse(o, self.alpha, self.tweedie_variance_power)?;
+        }
+        macro_rules! set {
+            ($($f:ident),*) => {$( if let Some(v) = self.$f { p.$f = v; } )*};
+        }
+        set!(
+            num_iterations,
+            learning_rate,
+            num_leaves,
+            max_depth,
+            min_data_in_leaf,
+            lambda_l2,
+            feature_fraction,
+            bagging_fraction,
+            bagging_freq,
+            max_bin,
+            early_stopping_round,
+            seed
+        );
+        Ok(())
+    }
+}
+
+/// The three time splits of the lake, as datasets, plus test event ids.
+pub struct LakeSplits {
+    pub train: Dataset,
+    pub valid: Dataset,
+    pub test: Dataset,
+    pub test_ids: Vec<String>,
+}
+
+fn append(
+    d: &mut Dataset,
+    f: &RecordBatch,
+    names: &[String],
+    target: &[f64],
+) -> Result<(), ModelError> {
+    let cols = Columns {
+        target: String::new(),
+        features: Some(names.to_vec()),
+        categorical: vec![],
+        weight: None,
+    };
+    let part = crate::gbdt::data::features_only(f, &cols, "features")?;
+    if d.names.is_empty() {
+        d.names = part.names.clone();
+        d.columns = part.columns;
+    } else {
+        for (a, b) in d.columns.iter_mut().zip(part.columns) {
+            match (a, b) {
+                (crate::gbdt::Column::Numeric(x), crate::gbdt::Column::Numeric(y)) => x.extend(y),
+                (crate::gbdt::Column::Categorical(x), crate::gbdt::Column::Categorical(y)) => {
+                    x.extend(y)
+                }
+                _ => {
+                    return Err(ModelError::Invalid(
+                        "feature kinds changed between batches".into(),
+                    ))
+                }
+            }
+        }
+    }
+    d.target.extend_from_slice(target);
+    Ok(())
+}
+
+/// Reads the curated lake in time order, computes features with the shared feature
+/// function, and splits by time.
+pub async fn lake_splits(lake: &Lake, cfg: &LakeTrainConfig) -> Result<LakeSplits, ModelError> {
+    let files = curated_files(lake, HourRange::all()).await?;
+    if files.is_empty() {
+        return Err(ModelError::Invalid(format!(
+            "{}: the curated table is empty (run `contrail etl` first)",
+            lake.url()
+        )));
+    }
+    let last_hour = files
+        .iter()
+        .filter_map(|f| Partition::parse_path(f))
+        .map(|p| p.hour)
+        .max()
+        .unwrap_or(0);
+    let last_day = last_hour.div_euclid(24);
+    let test_from = (last_day - cfg.test_days as i64 + 1) * 24;
+    let valid_from = test_from - cfg.valid_days as i64 * 24;
+    let names: Vec<String> = if cfg.features.is_empty() {
+        price_free_features()
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    } else {
+        cfg.features.clone()
+    };
+    for n in &names {
+        if !crate::features::FEATURES.iter().any(|f| f.name == n) {
+            return Err(ModelError::Invalid(format!(
+                "unknown feature `{n}` (see docs/features.md)"
+            )));
+        }
+    }
+    let mut fb = FeatureBuilder::new();
+    let (mut train, mut valid, mut test) =
+        (Dataset::default(), Dataset::default(), Dataset::default());
+    let mut test_ids = Vec::new();
+    let mut s = std::pin::pin!(parquet_io::scan(
+        lake,
+        files.clone(),
+        ScanOptions::default()
+    ));
+    let mut file_idx = 0usize;
+    let mut rows_in_file = 0usize;
+    let file_rows: Vec<u64> = {
+        let mut v = Vec::new();
+        for f in &files {
+            v.push(parquet_io::row_count(lake, f).await?);
+        }
+        v
+    };
+    while let Some(b) = s.next().await {
+        let b = b?;
+        // Which file (and so which hour) this batch came from.
+        while file_idx < files.len() && rows_in_file as u64 >= file_rows[file_idx] {
+            rows_in_file = 0;
+            file_idx += 1;
+        }
+        let hour = files
+            .get(file_idx)
+            .and_then(|f| Partition::parse_path(f))
+            .map_or(0, |p| p.hour);
+        rows_in_file += b.num_rows();
+        let f = fb.compute(&b)?;
+        let target: Vec<f64> = match b.column_by_name(&cfg.target) {
+            Some(c) => crate::gbdt::data::numeric_values(c).ok_or_else(|| {
+                ModelError::Invalid(format!("target `{}` is not numeric", cfg.target))
+            })?,
+            None => {
+                return Err(ModelError::Invalid(format!(
+                    "the curated table has no column `{}`",
+                    cfg.target
+                )))
+            }
+        };
+        let dest = if hour >= test_from {
+            if let Some(ids) = b
+                .column_by_name("event_id")
+                .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+            {
+                test_ids.extend(ids.iter().map(|v| v.unwrap_or("").to_string()));
+            }
+            &mut test
+        } else if hour >= valid_from {
+            &mut valid
+        } else {
+            &mut train
+        };
+        append(dest, &f, &names, &target)?;
+    }
+    if train.n_rows() == 0 || valid.n_rows() == 0 || test.n_rows() == 0 {
+        return Err(ModelError::Invalid(format!(
+            "not enough days in the lake for {} validation and {} test days (rows: train {}, valid {}, test {})",
+            cfg.valid_days,
+            cfg.test_days,
+            train.n_rows(),
+            valid.n_rows(),
+            test.n_rows()
+        )));
+    }
+    Ok(LakeSplits {
+        train,
+        valid,
+        test,
+        test_ids,
+    })
+}
+
+/// The simulator's true expected fare of each event id in the truth table.
+pub async fn truth_fares(lake: &Lake) -> Result<HashMap<String, f64>, ModelError> {
+    let files: Vec<String> = lake
+        .list(crate::sim::TRUTH_TABLE)
+        .await?
+        .iter()
+        .map(|m| lake.relative(&m.location).to_string())
+        .filter(|r| r.ends_with(".parquet"))
+        .collect();
+    let opts = ScanOptions {
+        columns: Some(vec!["event_id".into(), "true_expected_fare".into()]),
+        ..Default::default()
+    };
+    let mut out = HashMap::new();
+    let mut s = std::pin::pin!(parquet_io::scan(lake, files, opts));
+    while let Some(b) = s.next().await {
+        let b = b?;
+        let (Some(ids), Some(f)) = (
+            b.column(0).as_any().downcast_ref::<StringArray>(),
+            b.column(1).as_any().downcast_ref::<Float64Array>(),
+        ) else {
+            continue;
+        };
+        for i in 0..ids.len() {
+            out.insert(ids.value(i).to_string(), f.value(i));
+        }
+    }
+    Ok(out)
+}
