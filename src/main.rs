@@ -249,6 +249,20 @@ enum Command {
         #[arg(long)]
         out: String,
     },
+    /// Write the train/valid/test feature tables of a lake model (a config's [train]
+    /// section) as Parquet, for training other libraries on the same rows.
+    ExportFeatures {
+        #[command(flatten)]
+        lake: LakeArg,
+        #[arg(long)]
+        config: PathBuf,
+        /// Override the config's target column (e.g. `booked`).
+        #[arg(long)]
+        target: Option<String>,
+        /// Folder (URL) to write train.parquet, valid.parquet and test.parquet into.
+        #[arg(long)]
+        out: String,
+    },
     /// Print a model's manifest and feature importances.
     Inspect { model: String },
     /// Simulate a small market into ./lake, run the ETL, summarise the lake and train the
@@ -563,6 +577,26 @@ async fn run(cli: Cli) -> Result<()> {
             info!(
                 "predicted {n} rows in {secs:.2}s ({:.0} rows/s); wrote {out}",
                 n as f64 / secs.max(1e-9)
+            );
+        }
+        Command::ExportFeatures {
+            lake,
+            config,
+            target,
+            out,
+        } => {
+            let cfg = JobConfig::load(&config)?;
+            let mut train = cfg.train.ok_or_else(|| {
+                UsageError(format!("{} has no [train] section", config.display()))
+            })?;
+            if let Some(t) = target {
+                train.target = t;
+            }
+            let lake = Lake::open(&lake.lake)?;
+            let n = models::export_splits(&lake, &train, &out).await?;
+            println!(
+                "{}",
+                serde_json::json!({"train": n[0], "valid": n[1], "test": n[2], "out": out})
             );
         }
         Command::Inspect { model } => {

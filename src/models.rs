@@ -111,12 +111,9 @@ pub async fn train_and_save(
     lineage: BTreeMap<String, String>,
     on_iteration: &mut (dyn FnMut(&IterationLog) + Send),
 ) -> Result<(Booster, package::Manifest), ModelError> {
-    let t = train.clone();
-    let v = valid.cloned();
-    let p = params.clone();
     // Training is CPU-bound: run it off the async workers.
     let booster =
-        tokio::task::block_in_place(|| crate::gbdt::train(&t, v.as_ref(), &p, on_iteration))?;
+        tokio::task::block_in_place(|| crate::gbdt::train(train, valid, params, on_iteration))?;
     let mut metrics = score_metrics(&booster, train, "train")?;
     if let Some(v) = valid {
         metrics.extend(score_metrics(&booster, v, "valid")?);
@@ -277,8 +274,42 @@ fn append(
         for (a, b) in d.columns.iter_mut().zip(part.columns) {
             match (a, b) {
                 (crate::gbdt::Column::Numeric(x), crate::gbdt::Column::Numeric(y)) => x.extend(y),
-                (crate::gbdt::Column::Categorical(x), crate::gbdt::Column::Categorical(y)) => {
-                    x.extend(y)
+                (
+                    crate::gbdt::Column::Categorical {
+                        codes: xc,
+                        dict: xd,
+                    },
+                    crate::gbdt::Column::Categorical {
+                        codes: yc,
+                        dict: yd,
+                    },
+                ) => {
+                    // Re-intern the new batch's categories into the column's dictionary.
+                    let index: HashMap<&str, u32> = xd
+                        .iter()
+                        .enumerate()
+                        .map(|(i, s)| (s.as_str(), i as u32))
+                        .collect();
+                    let mut added: Vec<String> = Vec::new();
+                    let mut remap = Vec::with_capacity(yd.len());
+                    for s in yd {
+                        let code = match index.get(s.as_str()) {
+                            Some(c) => *c,
+                            None => {
+                                added.push(s);
+                                (xd.len() + added.len() - 1) as u32
+                            }
+                        };
+                        remap.push(code);
+                    }
+                    drop(index);
+                    xd.extend(added);
+                    xc.extend(yc.iter().map(|c| {
+                        remap
+                            .get(*c as usize)
+                            .copied()
+                            .unwrap_or(crate::gbdt::data::MISSING)
+                    }));
                 }
                 _ => {
                     return Err(ModelError::Invalid(
@@ -429,4 +460,54 @@ pub async fn truth_fares(lake: &Lake) -> Result<HashMap<String, f64>, ModelError
         }
     }
     Ok(out)
+}
+
+/// A dataset as one Arrow batch: features (Float64 or Utf8) and the target.
+pub fn dataset_to_batch(d: &Dataset, target: &str) -> Result<RecordBatch, ModelError> {
+    let mut fields = Vec::new();
+    let mut cols: Vec<ArrayRef> = Vec::new();
+    for (name, c) in d.names.iter().zip(&d.columns) {
+        match c {
+            crate::gbdt::Column::Numeric(v) => {
+                fields.push(Field::new(name, DataType::Float64, true));
+                cols.push(Arc::new(Float64Array::from(
+                    v.iter()
+                        .map(|x| (!x.is_nan()).then_some(*x))
+                        .collect::<Vec<_>>(),
+                )));
+            }
+            crate::gbdt::Column::Categorical { .. } => {
+                fields.push(Field::new(name, DataType::Utf8, true));
+                cols.push(Arc::new(StringArray::from(
+                    (0..c.len()).map(|r| c.category(r)).collect::<Vec<_>>(),
+                )));
+            }
+        }
+    }
+    fields.push(Field::new(target, DataType::Float64, false));
+    cols.push(Arc::new(Float64Array::from(d.target.clone())));
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)
+        .map_err(|e| ModelError::Invalid(format!("building batch: {e}")))
+}
+
+/// Writes the train/valid/test splits of a lake model as Parquet files under `out`
+/// (`train.parquet`, `valid.parquet`, `test.parquet`), so other libraries can train on
+/// the very same rows and features.
+pub async fn export_splits(
+    lake: &Lake,
+    cfg: &LakeTrainConfig,
+    out: &str,
+) -> Result<[usize; 3], ModelError> {
+    let s = lake_splits(lake, cfg).await?;
+    let dest = Lake::open(out)?;
+    let mut n = [0; 3];
+    for (i, (name, d)) in [("train", &s.train), ("valid", &s.valid), ("test", &s.test)]
+        .into_iter()
+        .enumerate()
+    {
+        let b = dataset_to_batch(d, &cfg.target)?;
+        parquet_io::write(&dest, &format!("{name}.parquet"), b.schema(), &[b]).await?;
+        n[i] = d.n_rows();
+    }
+    Ok(n)
 }

@@ -94,17 +94,37 @@ impl BinMapper {
         BinMapper::Numeric { upper }
     }
 
-    fn categorical(values: &[Option<String>], max_bin: usize) -> BinMapper {
-        let mut counts: HashMap<&str, usize> = HashMap::new();
-        for v in values.iter().flatten() {
-            *counts.entry(v.as_str()).or_default() += 1;
+    fn categorical(codes: &[u32], dict: &[String], max_bin: usize) -> BinMapper {
+        let mut counts = vec![0usize; dict.len()];
+        for &c in codes {
+            if let Some(n) = counts.get_mut(c as usize) {
+                *n += 1;
+            }
         }
-        let mut c: Vec<(&str, usize)> = counts.into_iter().collect();
+        let mut c: Vec<(&str, usize)> = dict
+            .iter()
+            .map(String::as_str)
+            .zip(counts)
+            .filter(|x| x.1 > 0)
+            .collect();
         c.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
         c.truncate(max_bin.saturating_sub(1).max(1));
         BinMapper::Categorical {
             categories: c.into_iter().map(|(s, _)| s.to_string()).collect(),
         }
+    }
+
+    /// For a categorical mapper: the bin of each code of `dict` (unknown categories go to
+    /// the "other" bin).
+    pub fn code_bins(&self, dict: &[String]) -> Vec<u16> {
+        let idx = self.category_index();
+        let other = match self {
+            BinMapper::Categorical { categories } => categories.len(),
+            BinMapper::Numeric { .. } => 0,
+        };
+        dict.iter()
+            .map(|s| *idx.get(s.as_str()).unwrap_or(&other) as u16)
+            .collect()
     }
 
     /// Index from category to bin, for a categorical mapper.
@@ -143,7 +163,10 @@ pub struct Binned {
     pub mappers: Vec<BinMapper>,
     /// Offset of each feature's first bin in a histogram; the last entry is the total.
     pub offsets: Vec<usize>,
+    /// Row-major: the histogram pass reads a whole row at once.
     pub bins: Bins,
+    /// Feature-major copy: partitioning a leaf reads one feature of many rows.
+    pub columns: Vec<Vec<u16>>,
 }
 
 /// Bins a column with an existing mapper.
@@ -153,14 +176,12 @@ pub fn bin_column(m: &BinMapper, col: &Column) -> Vec<u16> {
             .par_iter()
             .map(|x| BinMapper::bin_value(upper, *x) as u16)
             .collect(),
-        (BinMapper::Categorical { categories }, Column::Categorical(v)) => {
-            let idx = m.category_index();
-            let other = categories.len();
-            v.par_iter()
-                .map(|s| match s {
-                    None => (other + 1) as u16,
-                    Some(s) => *idx.get(s.as_str()).unwrap_or(&other) as u16,
-                })
+        (BinMapper::Categorical { categories }, Column::Categorical { codes, dict }) => {
+            let table = m.code_bins(dict);
+            let missing = (categories.len() + 1) as u16;
+            codes
+                .par_iter()
+                .map(|c| table.get(*c as usize).copied().unwrap_or(missing))
                 .collect()
         }
         // Kinds are checked by the caller; a mismatch bins everything as missing.
@@ -176,7 +197,7 @@ impl Binned {
             .par_iter()
             .map(|c| match c {
                 Column::Numeric(v) => BinMapper::numeric(v, max_bin),
-                Column::Categorical(v) => BinMapper::categorical(v, max_bin),
+                Column::Categorical { codes, dict } => BinMapper::categorical(codes, dict, max_bin),
             })
             .collect();
         Binned::with_mappers(data, mappers)
@@ -226,6 +247,7 @@ impl Binned {
             mappers,
             offsets,
             bins,
+            columns: cols,
         }
     }
 

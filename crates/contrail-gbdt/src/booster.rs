@@ -7,7 +7,7 @@ use crate::bin::{BinMapper, Binned};
 use crate::data::{Column, Dataset, FeatureKind};
 use crate::metric;
 use crate::objective::Objective;
-use crate::train::{grow_tree, quantise, renew_leaves, Params};
+use crate::train::{grow_tree_pooled, quantise_into, renew_leaves, HistPool, Params};
 use crate::tree::Tree;
 use crate::GbdtError;
 
@@ -136,21 +136,26 @@ fn train_in_pool(
     let mut best: Option<(f64, usize)> = None;
     let all_rows: Vec<u32> = (0..n as u32).collect();
     let mut bag: Vec<u32> = all_rows.clone();
+    let mut rows: Vec<u32> = Vec::with_capacity(n);
+    let (mut gf, mut hf) = (vec![0.0f64; n], vec![0.0f64; n]);
+    let (mut gq, mut hq) = (vec![0i64; n], vec![0i64; n]);
+    let mut resp = vec![0.0f64; n];
+    let mut leaf_of = vec![0u32; n];
+    let mut pool = HistPool::default();
     let bagging = params.bagging_fraction < 1.0 && params.bagging_freq > 0;
     for it in 0..params.num_iterations {
-        // Gradients (weighted), quantised.
-        let (gf, hf): (Vec<f64>, Vec<f64>) = (0..n)
-            .into_par_iter()
-            .map(|i| {
-                let (g, h) = obj.grad_hess(score[i], train.target[i]);
-                match w {
-                    Some(w) => (g * w[i], h * w[i]),
-                    None => (g, h),
-                }
-            })
-            .unzip();
-        let (gq, sg) = quantise(&gf);
-        let (hq, sh) = quantise(&hf);
+        // Gradients (weighted), quantised, into reused buffers.
+        gf.par_iter_mut()
+            .zip(hf.par_iter_mut())
+            .enumerate()
+            .for_each(|(i, (g, h))| {
+                let (gi, hi) = obj.grad_hess(score[i], train.target[i]);
+                let wi = w.map_or(1.0, |w| w[i]);
+                *g = gi * wi;
+                *h = hi * wi;
+            });
+        let sg = quantise_into(&gf, &mut gq);
+        let sh = quantise_into(&hf, &mut hq);
         if bagging && it % params.bagging_freq == 0 {
             let cut = (params.bagging_fraction * u64::MAX as f64) as u64;
             let round = (it / params.bagging_freq) as u64;
@@ -160,18 +165,17 @@ fn train_in_pool(
                 .filter(|&r| row_hash(params.seed, round, r as u64) <= cut)
                 .collect();
         }
-        let mut rows = if bagging {
-            bag.clone()
-        } else {
-            all_rows.clone()
-        };
+        rows.clear();
+        rows.extend_from_slice(if bagging { &bag } else { &all_rows });
         let feats = feature_subset(
             binned.n_features,
             params.feature_fraction,
             params.seed,
             it as u64,
         );
-        let mut grown = grow_tree(&binned, params, &feats, &mut rows, &gq, &hq, sg, sh);
+        let mut grown = grow_tree_pooled(
+            &binned, params, &feats, &mut rows, &gq, &hq, sg, sh, &mut pool,
+        );
         if let Some(q) = obj.renew_quantile() {
             renew_leaves(
                 &mut grown,
@@ -195,7 +199,6 @@ fn train_in_pool(
                 .enumerate()
                 .for_each(|(r, s)| *s += tree.leaf_value[leaf_of[r] as usize]);
         } else {
-            let mut leaf_of = vec![0u32; n];
             for (leaf, &(b, len)) in grown.leaf_rows.iter().enumerate() {
                 for &r in &rows[b..b + len] {
                     leaf_of[r as usize] = leaf as u32;
@@ -217,7 +220,9 @@ fn train_in_pool(
             iteration: it + 1,
             values: Vec::new(),
         };
-        let resp: Vec<f64> = score.par_iter().map(|s| obj.transform(*s)).collect();
+        resp.par_iter_mut()
+            .zip(score.par_iter())
+            .for_each(|(r, s)| *r = obj.transform(*s));
         for m in &metrics {
             log.values.push((
                 "train".into(),
@@ -292,13 +297,10 @@ impl Booster {
                         x[r * nf + f] = *val;
                     }
                 }
-                (m @ BinMapper::Categorical { categories }, Column::Categorical(v)) => {
-                    let idx = m.category_index();
-                    for (r, val) in v.iter().enumerate() {
-                        x[r * nf + f] = match val {
-                            None => f64::NAN,
-                            Some(s) => *idx.get(s.as_str()).unwrap_or(&categories.len()) as f64,
-                        };
+                (m @ BinMapper::Categorical { .. }, Column::Categorical { codes, dict }) => {
+                    let table = m.code_bins(dict);
+                    for (r, c) in codes.iter().enumerate() {
+                        x[r * nf + f] = table.get(*c as usize).map_or(f64::NAN, |b| *b as f64);
                     }
                 }
                 (m, _) => {

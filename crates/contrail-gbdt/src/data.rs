@@ -18,19 +18,107 @@ use crate::GbdtError;
 pub enum Column {
     /// Values as f64; NaN is missing.
     Numeric(Vec<f64>),
-    /// Category strings; `None` is missing.
-    Categorical(Vec<Option<String>>),
+    /// Categories as codes into `dict`; [`MISSING`] is missing.
+    Categorical { codes: Vec<u32>, dict: Vec<String> },
+}
+
+/// The code of a missing category.
+pub const MISSING: u32 = u32::MAX;
+
+/// Builds a categorical column, interning each category once.
+#[derive(Debug, Default)]
+pub struct CatBuilder {
+    codes: Vec<u32>,
+    dict: Vec<String>,
+    index: HashMap<String, u32>,
+}
+
+impl CatBuilder {
+    #[inline]
+    pub fn push(&mut self, v: Option<&str>) {
+        let code = match v {
+            None => MISSING,
+            Some(s) => match self.index.get(s) {
+                Some(c) => *c,
+                None => {
+                    let c = self.dict.len() as u32;
+                    self.dict.push(s.to_string());
+                    self.index.insert(s.to_string(), c);
+                    c
+                }
+            },
+        };
+        self.codes.push(code);
+    }
+    /// Appends a string or dictionary array; false if the array is neither.
+    pub fn extend_arrow(&mut self, a: &ArrayRef) -> bool {
+        match a.data_type() {
+            DataType::Utf8 => a.as_string::<i32>().iter().for_each(|v| self.push(v)),
+            DataType::LargeUtf8 => a.as_string::<i64>().iter().for_each(|v| self.push(v)),
+            DataType::Utf8View => a.as_string_view().iter().for_each(|v| self.push(v)),
+            DataType::Dictionary(k, v) if **k == DataType::Int32 && **v == DataType::Utf8 => {
+                let d = arrow_array::cast::as_dictionary_array::<Int32Type>(a);
+                let values = d.values().as_string::<i32>();
+                let local: Vec<u32> = (0..values.len())
+                    .map(|i| {
+                        self.push(Some(values.value(i)));
+                        self.codes.pop().unwrap_or(MISSING)
+                    })
+                    .collect();
+                for k in d.keys().iter() {
+                    self.codes.push(
+                        k.and_then(|k| local.get(k as usize).copied())
+                            .unwrap_or(MISSING),
+                    );
+                }
+            }
+            _ => return false,
+        }
+        true
+    }
+    pub fn finish(self) -> Column {
+        Column::Categorical {
+            codes: self.codes,
+            dict: self.dict,
+        }
+    }
+}
+
+/// True for the Arrow types read as categories.
+pub fn is_string_type(dt: &DataType) -> bool {
+    match dt {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => true,
+        DataType::Dictionary(k, v) => **k == DataType::Int32 && **v == DataType::Utf8,
+        _ => false,
+    }
 }
 
 impl Column {
     pub fn len(&self) -> usize {
         match self {
             Column::Numeric(v) => v.len(),
-            Column::Categorical(v) => v.len(),
+            Column::Categorical { codes, .. } => codes.len(),
         }
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+    /// A categorical column from optional strings.
+    pub fn categorical<S: AsRef<str>>(values: &[Option<S>]) -> Column {
+        let mut b = CatBuilder::default();
+        for v in values {
+            b.push(v.as_ref().map(|s| s.as_ref()));
+        }
+        b.finish()
+    }
+    /// The category of a row of a categorical column.
+    pub fn category(&self, row: usize) -> Option<&str> {
+        match self {
+            Column::Categorical { codes, dict } => {
+                dict.get(*codes.get(row)? as usize).map(String::as_str)
+            }
+            Column::Numeric(_) => None,
+        }
     }
 }
 
@@ -62,7 +150,7 @@ impl Dataset {
             .iter()
             .map(|c| match c {
                 Column::Numeric(_) => FeatureKind::Numeric,
-                Column::Categorical(_) => FeatureKind::Categorical,
+                Column::Categorical { .. } => FeatureKind::Categorical,
             })
             .collect()
     }
@@ -218,30 +306,29 @@ pub fn from_batches(
             .map_err(|_| col_err(name, "not in the data"))?;
         let dt = schema.field(idx).data_type().clone();
         let as_cat = cols.categorical.contains(name);
-        let mut col = match (string_values(first.column(idx)).is_some(), as_cat) {
-            (true, _) => Column::Categorical(Vec::new()),
-            (false, true) => Column::Categorical(Vec::new()),
-            (false, false) => Column::Numeric(Vec::new()),
-        };
-        for b in batches {
-            let a = b.column(idx);
-            match &mut col {
-                Column::Numeric(v) => v.extend(numeric_values(a).ok_or_else(|| {
-                    col_err(name, &format!("type {dt} is neither numeric nor string"))
-                })?),
-                Column::Categorical(v) => match string_values(a) {
-                    Some(s) => v.extend(s),
-                    None => v.extend(
-                        numeric_values(a)
-                            .ok_or_else(|| {
-                                col_err(name, &format!("type {dt} cannot be categorical"))
-                            })?
-                            .into_iter()
-                            .map(|x| (!x.is_nan()).then(|| format!("{x}"))),
-                    ),
-                },
+        let col = if is_string_type(&dt) || as_cat {
+            let mut cb = CatBuilder::default();
+            for b in batches {
+                let a = b.column(idx);
+                if !cb.extend_arrow(a) {
+                    let v = numeric_values(a).ok_or_else(|| {
+                        col_err(name, &format!("type {dt} cannot be categorical"))
+                    })?;
+                    for x in v {
+                        cb.push((!x.is_nan()).then(|| format!("{x}")).as_deref());
+                    }
+                }
             }
-        }
+            cb.finish()
+        } else {
+            let mut v = Vec::new();
+            for b in batches {
+                v.extend(numeric_values(b.column(idx)).ok_or_else(|| {
+                    col_err(name, &format!("type {dt} is neither numeric nor string"))
+                })?);
+            }
+            Column::Numeric(v)
+        };
         columns.push(col);
     }
     let read_f64 = |name: &str| -> Result<Vec<f64>, GbdtError> {

@@ -81,9 +81,13 @@ pub fn fingerprint(data: &crate::data::Dataset) -> DataFingerprint {
     for col in &data.columns {
         match col {
             crate::data::Column::Numeric(v) => v.iter().for_each(|x| c.update(&x.to_le_bytes())),
-            crate::data::Column::Categorical(v) => v
-                .iter()
-                .for_each(|x| c.update(x.as_deref().unwrap_or("\u{0}").as_bytes())),
+            crate::data::Column::Categorical { codes, dict } => codes.iter().for_each(|x| {
+                c.update(
+                    dict.get(*x as usize)
+                        .map_or("\u{0}", String::as_str)
+                        .as_bytes(),
+                )
+            }),
         }
     }
     DataFingerprint {

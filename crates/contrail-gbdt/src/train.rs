@@ -150,9 +150,16 @@ impl Params {
     }
 }
 
-/// One histogram bin: quantised gradient and hessian sums and the row count.
+/// One histogram bin: quantised gradient and hessian sums (16 bytes).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HistBin {
+    pub g: i64,
+    pub h: i64,
+}
+
+/// Sums of a leaf or a split side, with its (exact or estimated) row count.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sums {
     pub g: i64,
     pub h: i64,
     pub n: i64,
@@ -163,35 +170,52 @@ impl HistBin {
     fn add(&mut self, o: &HistBin) {
         self.g += o.g;
         self.h += o.h;
-        self.n += o.n;
     }
     #[inline]
     fn sub(&self, o: &HistBin) -> HistBin {
         HistBin {
             g: self.g - o.g,
             h: self.h - o.h,
-            n: self.n - o.n,
         }
+    }
+}
+
+/// The sums of a histogram range with the row count estimated from its hessian, as
+/// LightGBM does (`n ≈ h · n_leaf / h_leaf`): exact whenever the hessian is constant.
+#[inline]
+fn sums(b: &HistBin, cnt_factor: f64) -> Sums {
+    Sums {
+        g: b.g,
+        h: b.h,
+        n: (b.h as f64 * cnt_factor).round() as i64,
     }
 }
 
 /// Quantises values to i64 with a power-of-two scale such that the sum of up to `n`
 /// of them stays below 2^62 in magnitude.
 pub fn quantise(v: &[f64]) -> (Vec<i64>, f64) {
+    let mut out = vec![0; v.len()];
+    let scale = quantise_into(v, &mut out);
+    (out, scale)
+}
+
+/// [`quantise`] into a buffer of the same length; returns the scale.
+pub fn quantise_into(v: &[f64], out: &mut [i64]) -> f64 {
     let max = v.iter().fold(0.0f64, |m, x| m.max(x.abs()));
     if max == 0.0 || !max.is_finite() {
-        return (vec![0; v.len()], 1.0);
+        out.iter_mut().for_each(|x| *x = 0);
+        return 1.0;
     }
     let n_bits = (v.len().max(1) as f64).log2().ceil() + 1.0;
     let exp = (62.0 - n_bits - max.log2()).floor();
     let scale = 2f64.powi(exp as i32);
-    (
-        v.par_iter().map(|x| (x * scale).round() as i64).collect(),
-        scale,
-    )
+    out.par_iter_mut()
+        .zip(v.par_iter())
+        .for_each(|(o, x)| *o = (x * scale).round() as i64);
+    scale
 }
 
-const CHUNK: usize = 8192;
+const CHUNK: usize = 2048;
 
 fn accumulate<T: Copy + Into<usize> + Sync>(
     bins: &[T],
@@ -199,29 +223,55 @@ fn accumulate<T: Copy + Into<usize> + Sync>(
     offsets: &[usize],
     feats: &[usize],
     rows: &[u32],
-    g: &[i64],
-    h: &[i64],
+    gh: &[[i64; 2]],
     hist: &mut [HistBin],
 ) {
-    let all = feats.len() == nf;
-    for &r in rows {
-        let r = r as usize;
-        let (gr, hr) = (g[r], h[r]);
-        let row = &bins[r * nf..r * nf + nf];
-        if all {
-            for (f, b) in row.iter().enumerate() {
-                let e = &mut hist[offsets[f] + (*b).into()];
+    let offsets = &offsets[..nf];
+    if feats.len() == nf {
+        for &r in rows {
+            let r = r as usize;
+            let [gr, hr] = gh[r];
+            let row = &bins[r * nf..r * nf + nf];
+            for (b, off) in row.iter().zip(offsets) {
+                let e = &mut hist[off + (*b).into()];
                 e.g += gr;
                 e.h += hr;
-                e.n += 1;
             }
-        } else {
+        }
+    } else {
+        for &r in rows {
+            let r = r as usize;
+            let [gr, hr] = gh[r];
+            let row = &bins[r * nf..r * nf + nf];
             for &f in feats {
                 let e = &mut hist[offsets[f] + row[f].into()];
                 e.g += gr;
                 e.h += hr;
-                e.n += 1;
             }
+        }
+    }
+}
+
+/// Histogram buffers kept between leaves and trees, so they are not allocated (and
+/// zeroed by the kernel) for every split.
+#[derive(Debug, Default)]
+pub struct HistPool {
+    free: Vec<Vec<HistBin>>,
+}
+
+impl HistPool {
+    fn get(&mut self, total: usize) -> Vec<HistBin> {
+        match self.free.pop() {
+            Some(mut v) if v.len() == total => {
+                v.fill(HistBin::default());
+                v
+            }
+            _ => vec![HistBin::default(); total],
+        }
+    }
+    fn put(&mut self, v: Vec<HistBin>) {
+        if self.free.len() < 1024 {
+            self.free.push(v);
         }
     }
 }
@@ -234,33 +284,55 @@ pub fn build_histogram(
     g: &[i64],
     h: &[i64],
 ) -> Vec<HistBin> {
+    let gh: Vec<[i64; 2]> = g.iter().zip(h).map(|(g, h)| [*g, *h]).collect();
+    build_histogram_gh(data, feats, rows, &gh)
+}
+
+/// [`build_histogram`] with gradients and hessians interleaved (one cache line per row).
+pub fn build_histogram_gh(
+    data: &Binned,
+    feats: &[usize],
+    rows: &[u32],
+    gh: &[[i64; 2]],
+) -> Vec<HistBin> {
+    build_histogram_pooled(data, feats, rows, gh, &mut HistPool::default())
+}
+
+fn build_histogram_pooled(
+    data: &Binned,
+    feats: &[usize],
+    rows: &[u32],
+    gh: &[[i64; 2]],
+    pool: &mut HistPool,
+) -> Vec<HistBin> {
     let total = data.total_bins();
     let run = |rows: &[u32], hist: &mut [HistBin]| match &data.bins {
-        Bins::U8(b) => accumulate(b, data.n_features, &data.offsets, feats, rows, g, h, hist),
-        Bins::U16(b) => accumulate(b, data.n_features, &data.offsets, feats, rows, g, h, hist),
+        Bins::U8(b) => accumulate(b, data.n_features, &data.offsets, feats, rows, gh, hist),
+        Bins::U16(b) => accumulate(b, data.n_features, &data.offsets, feats, rows, gh, hist),
     };
-    if rows.len() <= 2 * CHUNK {
-        let mut hist = vec![HistBin::default(); total];
+    let parts = rayon::current_num_threads().max(1);
+    if rows.len() <= 2 * CHUNK || parts == 1 {
+        let mut hist = pool.get(total);
         run(rows, &mut hist);
         return hist;
     }
-    rows.par_chunks(CHUNK)
-        .fold(
-            || vec![HistBin::default(); total],
-            |mut hist, c| {
-                run(c, &mut hist);
-                hist
-            },
-        )
-        .reduce(
-            || vec![HistBin::default(); total],
-            |mut a, b| {
-                for (x, y) in a.iter_mut().zip(&b) {
-                    x.add(y);
-                }
-                a
-            },
-        )
+    // One histogram per thread over contiguous row ranges, then summed: integer sums, so
+    // the result does not depend on how the rows were split.
+    let per = rows.len().div_ceil(parts);
+    let chunks: Vec<&[u32]> = rows.chunks(per).collect();
+    let mut hists: Vec<Vec<HistBin>> = chunks.iter().map(|_| pool.get(total)).collect();
+    hists
+        .par_iter_mut()
+        .zip(chunks.par_iter())
+        .for_each(|(h, c)| run(c, h));
+    let mut first = hists.swap_remove(0);
+    for h in hists {
+        for (x, y) in first.iter_mut().zip(&h) {
+            x.add(y);
+        }
+        pool.put(h);
+    }
+    first
 }
 
 /// A candidate split of one leaf.
@@ -272,8 +344,8 @@ pub struct Split {
     pub default_left: bool,
     /// Bins going left, for categorical splits.
     pub cat_bins: Option<Vec<u32>>,
-    pub left: HistBin,
-    pub right: HistBin,
+    pub left: Sums,
+    pub right: Sums,
 }
 
 struct Ctx<'a> {
@@ -294,16 +366,16 @@ impl Ctx<'_> {
         }
     }
     #[inline]
-    fn score(&self, s: &HistBin, extra_l2: f64) -> f64 {
+    fn score(&self, s: &Sums, extra_l2: f64) -> f64 {
         let g = self.thr_l1(s.g as f64 / self.sg);
         g * g / (s.h as f64 / self.sh + self.p.lambda_l2 + extra_l2)
     }
     #[inline]
-    fn ok(&self, s: &HistBin) -> bool {
+    fn ok(&self, s: &Sums) -> bool {
         s.n >= self.p.min_data_in_leaf.max(1) as i64
             && s.h as f64 / self.sh >= self.p.min_sum_hessian_in_leaf
     }
-    fn leaf_value(&self, s: &HistBin) -> f64 {
+    fn leaf_value(&self, s: &Sums) -> f64 {
         -self.thr_l1(s.g as f64 / self.sg) / (s.h as f64 / self.sh + self.p.lambda_l2)
     }
 }
@@ -316,71 +388,89 @@ fn better(a: &Option<Split>, b: &Option<Split>) -> bool {
     }
 }
 
-fn numeric_split(
-    ctx: &Ctx,
-    f: usize,
-    h: &[HistBin],
-    total: &HistBin,
-    parent: f64,
-) -> Option<Split> {
+fn numeric_split(ctx: &Ctx, f: usize, h: &[HistBin], total: &Sums, parent: f64) -> Option<Split> {
+    let p = ctx.p;
     let nb = h.len();
     let miss = h[nb - 1];
-    let mut best: Option<Split> = None;
-    let dirs: &[bool] = if miss.n > 0 { &[false, true] } else { &[false] };
+    let cf = total.n as f64 / (total.h as f64).max(1.0);
+    // Both leaf constraints as one bound on the integer hessian: an estimated count
+    // round(h · cf) >= min_data_in_leaf, and a hessian sum >= min_sum_hessian_in_leaf.
+    let min_h =
+        ((p.min_data_in_leaf.max(1) as f64 - 0.5) / cf).max(p.min_sum_hessian_in_leaf * ctx.sh);
+    let (inv_g, inv_h, l2) = (1.0 / ctx.sg, 1.0 / ctx.sh, p.lambda_l2);
+    let score = |g: i64, h: i64| {
+        let g = ctx.thr_l1(g as f64 * inv_g);
+        g * g / (h as f64 * inv_h + l2)
+    };
+    let mut best_gain = p.min_gain_to_split;
+    let mut best: Option<(usize, bool, HistBin)> = None;
+    let dirs: &[bool] = if miss.h > 0 { &[false, true] } else { &[false] };
     for &default_left in dirs {
         let mut acc = if default_left {
             miss
         } else {
             HistBin::default()
         };
-        for t in 0..nb - 1 {
-            acc.add(&h[t]);
-            let right = total.sub(&acc);
-            if right.n < ctx.p.min_data_in_leaf.max(1) as i64 {
+        for (t, b) in h[..nb - 1].iter().enumerate() {
+            acc.add(b);
+            let rh = total.h - acc.h;
+            if (rh as f64) < min_h {
                 break;
             }
-            if !ctx.ok(&acc) || !ctx.ok(&right) {
+            if (acc.h as f64) < min_h {
                 continue;
             }
-            let gain = ctx.score(&acc, 0.0) + ctx.score(&right, 0.0) - parent;
-            if gain > ctx.p.min_gain_to_split && best.as_ref().is_none_or(|b| gain > b.gain) {
-                best = Some(Split {
-                    feature: f,
-                    gain,
-                    threshold_bin: t as u32,
-                    default_left,
-                    cat_bins: None,
-                    left: acc,
-                    right,
-                });
+            let gain = score(acc.g, acc.h) + score(total.g - acc.g, rh) - parent;
+            if gain > best_gain {
+                best_gain = gain;
+                best = Some((t, default_left, acc));
             }
         }
     }
-    if let Some(b) = &mut best {
-        if miss.n == 0 {
-            // No missing values here: send future missing values to the heavier side.
-            b.default_left = b.left.h >= b.right.h;
-        }
-    }
-    best
+    let (t, default_left, acc) = best?;
+    let tot = HistBin {
+        g: total.g,
+        h: total.h,
+    };
+    let (left, right) = (sums(&acc, cf), sums(&tot.sub(&acc), cf));
+    // Without missing values here, future missing values go to the heavier side.
+    let default_left = if miss.h == 0 {
+        left.h >= right.h
+    } else {
+        default_left
+    };
+    Some(Split {
+        feature: f,
+        gain: best_gain,
+        threshold_bin: t as u32,
+        default_left,
+        cat_bins: None,
+        left,
+        right,
+    })
 }
 
 fn categorical_split(
     ctx: &Ctx,
     f: usize,
     h: &[HistBin],
-    total: &HistBin,
+    total: &Sums,
     parent: f64,
 ) -> Option<Split> {
     let p = ctx.p;
-    let used: Vec<usize> = (0..h.len()).filter(|&b| h[b].n > 0).collect();
+    let cf = total.n as f64 / (total.h as f64).max(1.0);
+    let tot = HistBin {
+        g: total.g,
+        h: total.h,
+    };
+    let used: Vec<usize> = (0..h.len()).filter(|&b| h[b].h > 0).collect();
     let mut best: Option<Split> = None;
     let consider = |left_bins: &[usize], extra_l2: f64, best: &mut Option<Split>| {
-        let mut left = HistBin::default();
+        let mut lb = HistBin::default();
         for &b in left_bins {
-            left.add(&h[b]);
+            lb.add(&h[b]);
         }
-        let right = total.sub(&left);
+        let (left, right) = (sums(&lb, cf), sums(&tot.sub(&lb), cf));
         if !ctx.ok(&left) || !ctx.ok(&right) {
             return;
         }
@@ -411,7 +501,7 @@ fn categorical_split(
     // and try prefixes from both ends; sparse categories stay on the right.
     let mut cand: Vec<(f64, usize)> = used
         .iter()
-        .filter(|&&b| h[b].n >= p.min_data_per_group as i64)
+        .filter(|&&b| sums(&h[b], cf).n >= p.min_data_per_group as i64)
         .map(|&b| {
             (
                 (h[b].g as f64 / ctx.sg) / (h[b].h as f64 / ctx.sh + p.cat_smooth),
@@ -439,7 +529,7 @@ fn best_split(
     data: &Binned,
     feats: &[usize],
     hist: &[HistBin],
-    total: &HistBin,
+    total: &Sums,
 ) -> Option<Split> {
     let parent = ctx.score(total, 0.0);
     feats
@@ -458,7 +548,7 @@ struct Leaf {
     begin: usize,
     len: usize,
     depth: usize,
-    sum: HistBin,
+    sum: Sums,
     hist: Vec<HistBin>,
     split: Option<Split>,
     /// (node, is_left) of the pointer to this leaf; None for the root.
@@ -477,7 +567,8 @@ fn goes_left(s: &Split, bin: usize, missing: usize) -> bool {
 fn partition(data: &Binned, s: &Split, rows: &mut [u32]) -> usize {
     let f = s.feature;
     let missing = data.mappers[f].missing_bin();
-    let side = |r: &u32| goes_left(s, data.bin(*r as usize, f), missing);
+    let col = &data.columns[f];
+    let side = |r: &u32| goes_left(s, col[*r as usize] as usize, missing);
     let parts: Vec<(Vec<u32>, Vec<u32>)> = rows
         .par_chunks(32_768)
         .map(|c| {
@@ -524,17 +615,42 @@ pub fn grow_tree(
     sg: f64,
     sh: f64,
 ) -> Grown {
+    grow_tree_pooled(data, p, feats, rows, g, h, sg, sh, &mut HistPool::default())
+}
+
+/// [`grow_tree`] reusing histogram buffers from `pool` (and returning them to it).
+#[allow(clippy::too_many_arguments)]
+pub fn grow_tree_pooled(
+    data: &Binned,
+    p: &Params,
+    feats: &[usize],
+    rows: &mut [u32],
+    g: &[i64],
+    h: &[i64],
+    sg: f64,
+    sh: f64,
+    pool: &mut HistPool,
+) -> Grown {
     let ctx = Ctx { p, sg, sh };
     let depth_limit = p.depth_limit();
     let max_leaves = match p.grow_policy {
         GrowPolicy::LeafWise => p.num_leaves,
         GrowPolicy::DepthWise => p.num_leaves.max(1 << depth_limit.unwrap_or(6).min(16)),
     };
-    let root_hist = build_histogram(data, feats, rows, g, h);
-    let mut sum = HistBin::default();
+    let gh: Vec<[i64; 2]> = g
+        .par_iter()
+        .zip(h.par_iter())
+        .map(|(g, h)| [*g, *h])
+        .collect();
+    let root_hist = build_histogram_pooled(data, feats, rows, &gh, pool);
+    let mut sum = Sums {
+        n: rows.len() as i64,
+        ..Default::default()
+    };
     if let Some(&f) = feats.first() {
         for b in &root_hist[data.offsets[f]..data.offsets[f + 1]] {
-            sum.add(b);
+            sum.g += b.g;
+            sum.h += b.h;
         }
     }
     let mut tree = Tree::default();
@@ -581,7 +697,10 @@ pub fn grow_tree(
         };
         let (begin, len, depth) = (leaves[li].begin, leaves[li].len, leaves[li].depth);
         let n_left = partition(data, &split, &mut rows[begin..begin + len]);
-        debug_assert_eq!(n_left as i64, split.left.n);
+        // Exact counts now that the rows are partitioned.
+        let mut split = split;
+        split.left.n = n_left as i64;
+        split.right.n = (len - n_left) as i64;
         // The new internal node.
         let node = tree.left.len();
         let new_leaf = leaves.len();
@@ -616,9 +735,9 @@ pub fn grow_tree(
         }
         // Histograms: scan the smaller child, subtract for the larger.
         let (l_rows, r_rows) = (begin..begin + n_left, begin + n_left..begin + len);
-        let parent_hist = std::mem::take(&mut leaves[li].hist);
+        let mut large = std::mem::take(&mut leaves[li].hist);
         let left_small = n_left <= len - n_left;
-        let small = build_histogram(
+        let small = build_histogram_pooled(
             data,
             feats,
             &rows[if left_small {
@@ -626,14 +745,12 @@ pub fn grow_tree(
             } else {
                 r_rows.clone()
             }],
-            g,
-            h,
+            &gh,
+            pool,
         );
-        let large: Vec<HistBin> = parent_hist
-            .iter()
-            .zip(&small)
-            .map(|(a, b)| a.sub(b))
-            .collect();
+        for (a, b) in large.iter_mut().zip(&small) {
+            *a = a.sub(b);
+        }
         let (lh, rh) = if left_small {
             (small, large)
         } else {
@@ -668,12 +785,15 @@ pub fn grow_tree(
         });
     }
     let mut leaf_rows = Vec::with_capacity(leaves.len());
-    for l in &leaves {
+    for l in leaves {
         tree.leaf_value
             .push(ctx.leaf_value(&l.sum) * p.learning_rate);
         tree.leaf_hess.push(l.sum.h as f64 / sh);
         tree.leaf_count.push(l.sum.n as u64);
         leaf_rows.push((l.begin, l.len));
+        if !l.hist.is_empty() {
+            pool.put(l.hist);
+        }
     }
     Grown { tree, leaf_rows }
 }

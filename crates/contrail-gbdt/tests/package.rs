@@ -31,7 +31,7 @@ fn data(n: usize, seed: u64) -> Dataset {
         columns: vec![
             Column::Numeric(a),
             Column::Numeric(b),
-            Column::Categorical(c),
+            Column::categorical(&c),
         ],
         target: y,
         weights: None,

@@ -49,7 +49,7 @@ fn synthetic(n: usize, seed: u64, missing: f64) -> Dataset {
             Column::Numeric(x0),
             Column::Numeric(x1),
             Column::Numeric(x2),
-            Column::Categorical(c),
+            Column::categorical(&c),
         ],
         target: y,
         weights: None,
