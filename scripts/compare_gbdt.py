@@ -1,0 +1,297 @@
+#!/usr/bin/env python3
+"""Contrail vs LightGBM vs XGBoost (hist) on the very same Parquet files, in one run.
+
+    python3 scripts/compare_gbdt.py [--workloads fare,synthetic,booked] [--iterations 500]
+                                    [--leaves 255] [--rows 2000000] [--threads 2]
+
+Makes its own virtual environment (.venv-compare, pinned versions below) on first use.
+Workloads:
+  fare       the simulator's fare data (30 days x 100 routes, about 2M rows), target price,
+             features from docs/features.md computed by `contrail export-features`
+  synthetic  2,000,000 x 28 numeric regression generated here with numpy
+  booked     binary classification of the simulator's booked flag (same rows as fare)
+Each library trains in its own process (so peak RSS is its own) with equivalent
+parameters; fit time includes binning/Dataset construction, not Parquet reading.
+Prints a table: fit seconds, peak RSS, test metrics, predict rows/s, Contrail/LightGBM.
+"""
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+PINS = ["lightgbm==4.6.0", "xgboost-cpu==3.2.0", "pyarrow==26.0.1", "pandas==3.1.1", "numpy==2.4.6"]
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VENV = os.path.join(ROOT, ".venv-compare")
+
+
+def ensure_venv():
+    py = os.path.join(VENV, "bin", "python")
+    if os.path.realpath(sys.prefix) == os.path.realpath(VENV):
+        return
+    if not os.path.exists(py):
+        print(f"creating {VENV} with {' '.join(PINS)}", file=sys.stderr)
+        subprocess.check_call([sys.executable, "-m", "venv", VENV])
+        subprocess.check_call([py, "-m", "pip", "install", "-q", *PINS])
+    os.execv(py, [py, *sys.argv])
+
+
+def run_child(cmd, env=None):
+    """Runs a command; returns (stdout, stderr, wall seconds, peak RSS in MB)."""
+    t = time.time()
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    out, err = p.communicate()
+    # communicate() reaps the child; its rusage is in RUSAGE_CHILDREN's max so far, so
+    # measure each child with a fresh wait4-based launcher instead.
+    if p.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{err.decode()[-3000:]}")
+    return out.decode(), err.decode(), time.time() - t
+
+
+def run_measured(cmd):
+    """Runs a command and returns (stdout, stderr, peak RSS MB) using os.wait4."""
+    r, w = os.pipe()
+    r2, w2 = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.dup2(w, 1)
+        os.dup2(w2, 2)
+        os.close(r)
+        os.close(r2)
+        os.execvp(cmd[0], cmd)
+    os.close(w)
+    os.close(w2)
+    out = b""
+    err = b""
+    import selectors
+    sel = selectors.DefaultSelector()
+    sel.register(r, selectors.EVENT_READ)
+    sel.register(r2, selectors.EVENT_READ)
+    open_fds = 2
+    while open_fds:
+        for key, _ in sel.select():
+            chunk = os.read(key.fd, 65536)
+            if not chunk:
+                sel.unregister(key.fd)
+                open_fds -= 1
+            elif key.fd == r:
+                out += chunk
+            else:
+                err += chunk
+    _, status, ru = os.wait4(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{err.decode()[-3000:]}")
+    return out.decode(), err.decode(), ru.ru_maxrss / 1024.0
+
+
+# ---------------------------------------------------------------- data
+
+
+def contrail_bin(args):
+    return os.path.abspath(args.contrail)
+
+
+def make_lake_exports(args, work):
+    lake = os.path.join(work, "lake")
+    fare = os.path.join(work, "fare")
+    booked = os.path.join(work, "booked")
+    if not os.path.exists(os.path.join(fare, "test.parquet")):
+        days = max(3, round(30 * args.rows / 2_000_000))
+        c = contrail_bin(args)
+        run_child([c, "-q", "simulate", "--lake", lake, "--days", str(days), "--routes", "100",
+                   "--searches-per-route-day", "700", "--seed", "7"])
+        run_child([c, "-q", "etl", "--lake", lake])
+        run_child([c, "-q", "export-features", "--lake", lake, "--config",
+                   os.path.join(ROOT, "configs", "fare_price.toml"), "--out", fare])
+        run_child([c, "-q", "export-features", "--lake", lake, "--config",
+                   os.path.join(ROOT, "configs", "booking.toml"), "--out", booked])
+    return fare, booked
+
+
+def make_synthetic(args, work):
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    out = os.path.join(work, "synthetic")
+    if os.path.exists(os.path.join(out, "test.parquet")):
+        return out
+    os.makedirs(out, exist_ok=True)
+    rng = np.random.default_rng(42)
+    n = args.rows + 2 * 200_000
+    x = rng.standard_normal((n, 28)).astype(np.float64)
+    x[rng.random((n, 28)) < 0.02] = np.nan
+    z = np.nan_to_num(x)
+    y = (np.sin(z[:, 0] * 2) * 3 + z[:, 1] * z[:, 2] + np.abs(z[:, 3]) * 2 + (z[:, 4] > 0.5) * 4
+         + 0.5 * z[:, 5:10].sum(axis=1) + np.where(z[:, 10] > 0, z[:, 11], -z[:, 12]) * 2
+         + rng.standard_normal(n))
+    cols = {f"x{i}": x[:, i] for i in range(28)}
+    cols["y"] = y
+    t = pa.table(cols)
+    pq.write_table(t.slice(0, args.rows), os.path.join(out, "train.parquet"))
+    pq.write_table(t.slice(args.rows, 200_000), os.path.join(out, "valid.parquet"))
+    pq.write_table(t.slice(args.rows + 200_000, 200_000), os.path.join(out, "test.parquet"))
+    return out
+
+
+# ---------------------------------------------------------------- workers
+
+
+def load(path, target):
+    import pandas as pd
+    import pyarrow.parquet as pq
+    df = pq.read_table(path).to_pandas()
+    y = df.pop(target).to_numpy()
+    for c in df.columns:
+        if not pd.api.types.is_numeric_dtype(df[c]):
+            df[c] = df[c].astype("category")
+    return df, y
+
+
+def align_categories(tr, te):
+    for c in tr.columns:
+        if str(tr[c].dtype) == "category":
+            te[c] = te[c].astype(tr[c].dtype)
+
+
+def worker(args):
+    """Trains one peer library; prints JSON with fit seconds, predictions path, rows/s."""
+    import numpy as np
+    tr, y = load(os.path.join(args.data, "train.parquet"), args.target)
+    te, yt = load(os.path.join(args.data, "test.parquet"), args.target)
+    align_categories(tr, te)
+    if args.worker == "lightgbm":
+        import lightgbm as lgb
+        params = {"objective": args.objective, "num_leaves": args.leaves, "learning_rate": 0.1,
+                  "min_data_in_leaf": 20, "min_sum_hessian_in_leaf": 1e-3, "max_bin": 255,
+                  "num_threads": args.threads, "seed": 0, "deterministic": True, "verbose": -1}
+        t = time.time()
+        ds = lgb.Dataset(tr, y, params={"max_bin": 255})
+        m = lgb.train(params, ds, args.iterations)
+        fit = time.time() - t
+        t = time.time()
+        p = m.predict(te, num_threads=args.threads)
+        pred_s = time.time() - t
+    else:
+        import xgboost as xgb
+        obj = {"regression": "reg:squarederror", "binary": "binary:logistic"}[args.objective]
+        params = {"objective": obj, "tree_method": "hist", "grow_policy": "lossguide",
+                  "max_leaves": args.leaves, "max_depth": 0, "eta": 0.1, "max_bin": 256,
+                  "min_child_weight": 1e-3, "lambda": 0.0, "nthread": args.threads, "seed": 0}
+        t = time.time()
+        d = xgb.QuantileDMatrix(tr, y, enable_categorical=True, max_bin=256)
+        m = xgb.train(params, d, args.iterations)
+        fit = time.time() - t
+        t = time.time()
+        p = m.inplace_predict(te)
+        pred_s = time.time() - t
+    np.save(args.pred, np.asarray(p, dtype=np.float64))
+    print(json.dumps({"fit": fit, "pred_rows_s": len(te) / pred_s}))
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def metrics(objective, y, p):
+    import numpy as np
+    if objective == "binary":
+        p = np.clip(p, 1e-15, 1 - 1e-15)
+        ll = -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))
+        order = np.argsort(p, kind="mergesort")
+        ranks = np.empty(len(p))
+        ranks[order] = np.arange(1, len(p) + 1)
+        # tie-aware AUC via average ranks
+        import pandas as pd
+        ranks = pd.Series(p).rank().to_numpy()
+        npos = y.sum()
+        nneg = len(y) - npos
+        auc = (ranks[y == 1].sum() - npos * (npos + 1) / 2) / (npos * nneg)
+        return {"logloss": ll, "auc": auc}
+    rmse = float(np.sqrt(np.mean((p - y) ** 2)))
+    mae = float(np.mean(np.abs(p - y)))
+    r2 = 1 - np.sum((p - y) ** 2) / np.sum((y - y.mean()) ** 2)
+    return {"rmse": rmse, "mae": mae, "r2": float(r2)}
+
+
+def run_workload(args, name, data, target, objective):
+    import numpy as np
+    import pyarrow.parquet as pq
+    yt = pq.read_table(os.path.join(data, "test.parquet"), columns=[target]).column(0).to_numpy()
+    rows = {}
+    # Contrail
+    model = os.path.join(args.work, f"{name}.ctm")
+    pred = os.path.join(args.work, f"{name}-pred.parquet")
+    c = contrail_bin(args)
+    _, err, rss = run_measured([c, "train", "--data", os.path.join(data, "train.parquet"), "--target", target,
+                                "--objective", objective, "--num-iterations", str(args.iterations),
+                                "--num-leaves", str(args.leaves), "--learning-rate", "0.1",
+                                "--min-data-in-leaf", "20", "--max-bin", "255",
+                                "--num-threads", str(args.threads), "--out", model])
+    fit = float(re.search(r"trained \d+ trees in ([0-9.]+)s", err).group(1))
+    _, perr, _ = run_measured([c, "predict", "--model", model, "--data", os.path.join(data, "test.parquet"), "--out", pred])
+    prs = float(re.search(r"\(([0-9.]+) rows/s\)", perr).group(1))
+    p = pq.read_table(pred, columns=["prediction"]).column(0).to_numpy()
+    rows["contrail"] = {"fit": fit, "rss": rss, "pred_rows_s": prs, **metrics(objective, yt, p)}
+    for lib in ["lightgbm", "xgboost"]:
+        pred_npy = os.path.join(args.work, f"{name}-{lib}.npy")
+        out, _, rss = run_measured([sys.executable, os.path.abspath(__file__), "--worker", lib, "--data", data,
+                                    "--target", target, "--objective", objective, "--pred", pred_npy,
+                                    "--iterations", str(args.iterations), "--leaves", str(args.leaves),
+                                    "--threads", str(args.threads)])
+        r = json.loads(out.strip().splitlines()[-1])
+        rows[lib] = {"fit": r["fit"], "rss": rss, "pred_rows_s": r["pred_rows_s"], **metrics(objective, yt, np.load(pred_npy))}
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--workloads", default="fare,synthetic,booked")
+    ap.add_argument("--iterations", type=int, default=500)
+    ap.add_argument("--leaves", type=int, default=255)
+    ap.add_argument("--rows", type=int, default=2_000_000)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--contrail", default=os.path.join(ROOT, "target", "release", "contrail"))
+    ap.add_argument("--work", default=os.path.join(ROOT, "target", "compare-gbdt"))
+    ap.add_argument("--json", help="also write the results here")
+    # worker mode
+    ap.add_argument("--worker")
+    ap.add_argument("--data")
+    ap.add_argument("--target")
+    ap.add_argument("--objective")
+    ap.add_argument("--pred")
+    args = ap.parse_args()
+    if args.worker:
+        return worker(args)
+    ensure_venv()
+    if not os.path.exists(args.contrail):
+        subprocess.check_call(["cargo", "build", "--release", "--bin", "contrail"], cwd=ROOT)
+    os.makedirs(args.work, exist_ok=True)
+    results = {}
+    wl = args.workloads.split(",")
+    if "fare" in wl or "booked" in wl:
+        fare, booked = make_lake_exports(args, args.work)
+    if "fare" in wl:
+        results["fare (regression)"] = run_workload(args, "fare", fare, "price", "regression")
+    if "synthetic" in wl:
+        results["synthetic 28 numeric (regression)"] = run_workload(args, "synthetic", make_synthetic(args, args.work), "y", "regression")
+    if "booked" in wl:
+        results["booked (binary)"] = run_workload(args, "booked", booked, "booked", "binary")
+    print(f"\n{args.iterations} iterations, {args.leaves} leaves, learning rate 0.1, {args.threads} threads\n")
+    hdr = f"{'workload':<36} {'library':<9} {'fit s':>8} {'peak MB':>8} {'metrics':<44} {'predict rows/s':>15}"
+    print(hdr)
+    print("-" * len(hdr))
+    for w, rows in results.items():
+        for lib, r in rows.items():
+            m = "  ".join(f"{k} {v:.4f}" for k, v in r.items() if k not in ("fit", "rss", "pred_rows_s"))
+            print(f"{w:<36} {lib:<9} {r['fit']:>8.2f} {r['rss']:>8.0f} {m:<44} {r['pred_rows_s']:>15,.0f}")
+        c, l = rows["contrail"], rows["lightgbm"]
+        print(f"{'':<36} {'C/LGBM':<9} {c['fit'] / l['fit']:>8.2f} {c['rss'] / l['rss']:>8.2f} "
+              f"{'':<44} {c['pred_rows_s'] / l['pred_rows_s']:>15.2f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
