@@ -142,6 +142,9 @@ struct TrainArgs {
     /// Metrics to report (the first drives early stopping).
     #[arg(long, value_delimiter = ',')]
     metric: Vec<String>,
+    /// Per feature, in feature order: 1 increasing, -1 decreasing, 0 free.
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
+    monotone_constraints: Vec<i8>,
 }
 
 impl TrainArgs {
@@ -185,6 +188,9 @@ impl TrainArgs {
         }
         if !self.metric.is_empty() {
             p.metric = self.metric.clone();
+        }
+        if !self.monotone_constraints.is_empty() {
+            p.monotone_constraints = self.monotone_constraints.clone();
         }
         Ok(())
     }
@@ -248,6 +254,10 @@ enum Command {
         data: String,
         #[arg(long)]
         out: String,
+        /// Also write SHAP contributions: `shap_<feature>` columns and `shap_bias`, which
+        /// sum to the raw (link-scale) prediction.
+        #[arg(long)]
+        contrib: bool,
     },
     /// Write the train/valid/test feature tables of a lake model (a config's [train]
     /// section) as Parquet, for training other libraries on the same rows.
@@ -569,10 +579,15 @@ async fn run(cli: Cli) -> Result<()> {
             );
             println!("{}", serde_json::to_string_pretty(&m.metrics)?);
         }
-        Command::Predict { model, data, out } => {
+        Command::Predict {
+            model,
+            data,
+            out,
+            contrib,
+        } => {
             let (b, _) = models::load_model(&model).await?;
             let t = std::time::Instant::now();
-            let n = models::predict_file(&b, &data, &out).await?;
+            let n = models::predict_file(&b, &data, &out, contrib).await?;
             let secs = t.elapsed().as_secs_f64();
             info!(
                 "predicted {n} rows in {secs:.2}s ({:.0} rows/s); wrote {out}",

@@ -131,7 +131,12 @@ pub async fn dataset(url: &str, cols: &Columns) -> Result<Dataset, ModelError> {
 }
 
 /// Predicts for the rows at `data` and writes them, with a `prediction` column, to `out`.
-pub async fn predict_file(model: &Booster, data: &str, out: &str) -> Result<usize, ModelError> {
+pub async fn predict_file(
+    model: &Booster,
+    data: &str,
+    out: &str,
+    contrib: bool,
+) -> Result<usize, ModelError> {
     let batches = read_parquet(data).await?;
     let Some(first) = batches.first() else {
         return Err(ModelError::Invalid(format!("{data}: no rows")));
@@ -151,14 +156,37 @@ pub async fn predict_file(model: &Booster, data: &str, out: &str) -> Result<usiz
     let mut out_batches = Vec::with_capacity(batches.len());
     let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
     fields.push(Field::new("prediction", DataType::Float64, false));
+    if contrib {
+        for name in model
+            .feature_names
+            .iter()
+            .map(|n| format!("shap_{n}"))
+            .chain(["shap_bias".to_string()])
+        {
+            fields.push(Field::new(name, DataType::Float64, false));
+        }
+    }
     let out_schema = Arc::new(Schema::new(fields));
     let mut rows = 0;
     for b in &batches {
         let d = crate::gbdt::data::features_only(b, &cols, data)?;
-        let p = model.predict(&d)?;
+        let x = model.prepare(&d)?;
+        let p: Vec<f64> = model
+            .predict_raw(&x, None)
+            .into_iter()
+            .map(|s| model.objective.transform(s))
+            .collect();
         rows += p.len();
         let mut c: Vec<ArrayRef> = b.columns().to_vec();
         c.push(Arc::new(Float64Array::from(p)));
+        if contrib {
+            let phi = model.shap(&x);
+            for j in 0..=model.n_features() {
+                c.push(Arc::new(Float64Array::from(
+                    phi.iter().map(|r| r[j]).collect::<Vec<_>>(),
+                )));
+            }
+        }
         out_batches.push(
             RecordBatch::try_new(out_schema.clone(), c)
                 .map_err(|e| ModelError::Invalid(format!("building output: {e}")))?,
@@ -217,6 +245,7 @@ pub struct ParamsToml {
     pub max_bin: Option<usize>,
     pub early_stopping_round: Option<usize>,
     pub seed: Option<u64>,
+    pub monotone_constraints: Option<Vec<i8>>,
 }
 
 impl ParamsToml {

@@ -100,6 +100,29 @@ fn train_in_pool(
     }
     let obj = params.objective;
     obj.check_labels(&train.target)?;
+    let mc = &params.monotone_constraints;
+    if !mc.is_empty() {
+        if mc.len() != train.n_features() {
+            return Err(GbdtError::Param {
+                name: "monotone_constraints",
+                reason: format!("{} values for {} features", mc.len(), train.n_features()),
+            });
+        }
+        if let Some(f) = train
+            .kinds()
+            .iter()
+            .zip(mc)
+            .position(|(k, c)| *k == crate::data::FeatureKind::Categorical && *c != 0)
+        {
+            return Err(GbdtError::Param {
+                name: "monotone_constraints",
+                reason: format!(
+                    "feature `{}` is categorical and cannot be monotone",
+                    train.names[f]
+                ),
+            });
+        }
+    }
     let binned = Binned::fit(train, params.max_bin);
     let vbinned = match valid {
         Some(v) => {

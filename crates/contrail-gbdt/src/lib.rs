@@ -15,6 +15,7 @@ pub mod data;
 pub mod metric;
 pub mod objective;
 pub mod package;
+pub mod shap;
 pub mod train;
 pub mod tree;
 

@@ -61,6 +61,11 @@ pub struct Params {
     pub max_cat_to_onehot: usize,
     /// Metrics to report; the first drives early stopping. Empty: the objective's default.
     pub metric: Vec<String>,
+    /// Per feature: 1 increasing, -1 decreasing, 0 none (LightGBM's "basic" method: a
+    /// split on a constrained feature bounds every leaf below it by the split's mid-point).
+    /// Empty: no constraints.
+    #[serde(default)]
+    pub monotone_constraints: Vec<i8>,
 }
 
 impl Default for Params {
@@ -90,6 +95,7 @@ impl Default for Params {
             min_data_per_group: 100,
             max_cat_to_onehot: 4,
             metric: Vec::new(),
+            monotone_constraints: Vec::new(),
         }
     }
 }
@@ -137,6 +143,16 @@ impl Params {
         }
         for m in &self.metric {
             crate::metric::check(m)?;
+        }
+        if let Some(c) = self
+            .monotone_constraints
+            .iter()
+            .find(|c| !(-1..=1).contains(*c))
+        {
+            return Err(GbdtError::Param {
+                name: "monotone_constraints",
+                reason: format!("{c} is not -1, 0 or 1"),
+            });
         }
         Ok(())
     }
@@ -450,6 +466,101 @@ fn numeric_split(ctx: &Ctx, f: usize, h: &[HistBin], total: &Sums, parent: f64) 
     })
 }
 
+/// Leaf-output bounds of a leaf, from monotone splits above it.
+#[derive(Debug, Clone, Copy)]
+struct Bounds {
+    lo: f64,
+    hi: f64,
+}
+
+impl Bounds {
+    const NONE: Bounds = Bounds {
+        lo: f64::NEG_INFINITY,
+        hi: f64::INFINITY,
+    };
+    fn is_none(&self) -> bool {
+        self.lo == f64::NEG_INFINITY && self.hi == f64::INFINITY
+    }
+    fn clamp(&self, v: f64) -> f64 {
+        v.max(self.lo).min(self.hi)
+    }
+}
+
+/// Split search under a monotone constraint `c` and output bounds: outputs are clamped to
+/// the bounds, candidates whose outputs violate the direction are skipped, and gains are
+/// computed for the clamped outputs.
+#[allow(clippy::too_many_arguments)]
+fn numeric_split_constrained(
+    ctx: &Ctx,
+    f: usize,
+    h: &[HistBin],
+    total: &Sums,
+    c: i8,
+    b: Bounds,
+) -> Option<Split> {
+    let p = ctx.p;
+    let nb = h.len();
+    let miss = h[nb - 1];
+    let cf = total.n as f64 / (total.h as f64).max(1.0);
+    let min_h =
+        ((p.min_data_in_leaf.max(1) as f64 - 0.5) / cf).max(p.min_sum_hessian_in_leaf * ctx.sh);
+    let (inv_g, inv_h, l2) = (1.0 / ctx.sg, 1.0 / ctx.sh, p.lambda_l2);
+    let out = |g: i64, h: i64| b.clamp(-ctx.thr_l1(g as f64 * inv_g) / (h as f64 * inv_h + l2));
+    let given = |g: i64, h: i64, o: f64| {
+        -(2.0 * ctx.thr_l1(g as f64 * inv_g) * o + (h as f64 * inv_h + l2) * o * o)
+    };
+    let parent = given(total.g, total.h, out(total.g, total.h));
+    let mut best_gain = p.min_gain_to_split;
+    let mut best: Option<(usize, bool, HistBin)> = None;
+    let dirs: &[bool] = if miss.h > 0 { &[false, true] } else { &[false] };
+    for &default_left in dirs {
+        let mut acc = if default_left {
+            miss
+        } else {
+            HistBin::default()
+        };
+        for (t, bin) in h[..nb - 1].iter().enumerate() {
+            acc.add(bin);
+            let rh = total.h - acc.h;
+            if (rh as f64) < min_h {
+                break;
+            }
+            if (acc.h as f64) < min_h {
+                continue;
+            }
+            let (ol, or) = (out(acc.g, acc.h), out(total.g - acc.g, rh));
+            if (c > 0 && ol > or) || (c < 0 && ol < or) {
+                continue;
+            }
+            let gain = given(acc.g, acc.h, ol) + given(total.g - acc.g, rh, or) - parent;
+            if gain > best_gain {
+                best_gain = gain;
+                best = Some((t, default_left, acc));
+            }
+        }
+    }
+    let (t, default_left, acc) = best?;
+    let tot = HistBin {
+        g: total.g,
+        h: total.h,
+    };
+    let (left, right) = (sums(&acc, cf), sums(&tot.sub(&acc), cf));
+    let default_left = if miss.h == 0 {
+        left.h >= right.h
+    } else {
+        default_left
+    };
+    Some(Split {
+        feature: f,
+        gain: best_gain,
+        threshold_bin: t as u32,
+        default_left,
+        cat_bins: None,
+        left,
+        right,
+    })
+}
+
 fn categorical_split(
     ctx: &Ctx,
     f: usize,
@@ -530,13 +641,18 @@ fn best_split(
     feats: &[usize],
     hist: &[HistBin],
     total: &Sums,
+    bounds: Bounds,
 ) -> Option<Split> {
     let parent = ctx.score(total, 0.0);
     feats
         .par_iter()
         .map(|&f| {
             let h = &hist[data.offsets[f]..data.offsets[f + 1]];
+            let c = ctx.p.monotone_constraints.get(f).copied().unwrap_or(0);
             match &data.mappers[f] {
+                BinMapper::Numeric { .. } if c != 0 || !bounds.is_none() => {
+                    numeric_split_constrained(ctx, f, h, total, c, bounds)
+                }
                 BinMapper::Numeric { .. } => numeric_split(ctx, f, h, total, parent),
                 BinMapper::Categorical { .. } => categorical_split(ctx, f, h, total, parent),
             }
@@ -553,6 +669,7 @@ struct Leaf {
     split: Option<Split>,
     /// (node, is_left) of the pointer to this leaf; None for the root.
     parent: Option<(usize, bool)>,
+    bounds: Bounds,
 }
 
 fn goes_left(s: &Split, bin: usize, missing: usize) -> bool {
@@ -601,6 +718,8 @@ pub struct Grown {
     pub tree: Tree,
     /// (begin, len) of each leaf's rows in the index array.
     pub leaf_rows: Vec<(usize, usize)>,
+    /// (low, high) bounds on each leaf's value from monotone constraints.
+    pub leaf_bounds: Vec<(f64, f64)>,
 }
 
 /// Grows one tree on `rows` (which it reorders) with quantised gradients.
@@ -661,12 +780,13 @@ pub fn grow_tree_pooled(
         depth: 0,
         sum,
         split: if splittable(0) {
-            best_split(&ctx, data, feats, &root_hist, &sum)
+            best_split(&ctx, data, feats, &root_hist, &sum, Bounds::NONE)
         } else {
             None
         },
         hist: root_hist,
         parent: None,
+        bounds: Bounds::NONE,
     }];
     while leaves.len() < max_leaves {
         // Next leaf: largest gain (leaf-wise) or shallowest, then largest gain (depth-wise);
@@ -757,10 +877,44 @@ pub fn grow_tree_pooled(
             (large, small)
         };
         let child_depth = depth + 1;
+        // Output bounds of the children: a split on a monotone feature bounds both sides
+        // by the mid-point of their outputs.
+        let pb = leaves[li].bounds;
+        let c = p.monotone_constraints.get(f).copied().unwrap_or(0);
+        let (lb, rb) = if c != 0 && split.cat_bins.is_none() {
+            let mid = (pb.clamp(ctx.leaf_value(&split.left))
+                + pb.clamp(ctx.leaf_value(&split.right)))
+                / 2.0;
+            if c > 0 {
+                (
+                    Bounds {
+                        lo: pb.lo,
+                        hi: pb.hi.min(mid),
+                    },
+                    Bounds {
+                        lo: pb.lo.max(mid),
+                        hi: pb.hi,
+                    },
+                )
+            } else {
+                (
+                    Bounds {
+                        lo: pb.lo.max(mid),
+                        hi: pb.hi,
+                    },
+                    Bounds {
+                        lo: pb.lo,
+                        hi: pb.hi.min(mid),
+                    },
+                )
+            }
+        } else {
+            (pb, pb)
+        };
         let (ls, rs) = if splittable(child_depth) {
             rayon::join(
-                || best_split(&ctx, data, feats, &lh, &split.left),
-                || best_split(&ctx, data, feats, &rh, &split.right),
+                || best_split(&ctx, data, feats, &lh, &split.left, lb),
+                || best_split(&ctx, data, feats, &rh, &split.right, rb),
             )
         } else {
             (None, None)
@@ -773,6 +927,7 @@ pub fn grow_tree_pooled(
             hist: lh,
             split: ls,
             parent: Some((node, true)),
+            bounds: lb,
         };
         leaves.push(Leaf {
             begin: begin + n_left,
@@ -782,12 +937,15 @@ pub fn grow_tree_pooled(
             hist: rh,
             split: rs,
             parent: Some((node, false)),
+            bounds: rb,
         });
     }
     let mut leaf_rows = Vec::with_capacity(leaves.len());
+    let mut leaf_bounds = Vec::with_capacity(leaves.len());
     for l in leaves {
         tree.leaf_value
-            .push(ctx.leaf_value(&l.sum) * p.learning_rate);
+            .push(l.bounds.clamp(ctx.leaf_value(&l.sum)) * p.learning_rate);
+        leaf_bounds.push((l.bounds.lo * p.learning_rate, l.bounds.hi * p.learning_rate));
         tree.leaf_hess.push(l.sum.h as f64 / sh);
         tree.leaf_count.push(l.sum.n as u64);
         leaf_rows.push((l.begin, l.len));
@@ -795,7 +953,11 @@ pub fn grow_tree_pooled(
             pool.put(l.hist);
         }
     }
-    Grown { tree, leaf_rows }
+    Grown {
+        tree,
+        leaf_rows,
+        leaf_bounds,
+    }
 }
 
 /// Renews leaf values to the weighted `q`-quantile of the residuals of their rows
@@ -821,6 +983,11 @@ pub fn renew_leaves(
             let ww: Option<Vec<f64>> = w.map(|w| idx.iter().map(|&r| w[r as usize]).collect());
             weighted_quantile(&res, ww.as_deref(), q) * lr
         })
+        .collect();
+    let values = values
+        .into_iter()
+        .zip(&grown.leaf_bounds)
+        .map(|(v, (lo, hi))| v.max(*lo).min(*hi))
         .collect();
     grown.tree.leaf_value = values;
 }

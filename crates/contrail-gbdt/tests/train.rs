@@ -364,3 +364,165 @@ fn bad_labels_and_params_are_typed_errors() {
     .expect_err("leaves");
     assert!(e.to_string().contains("num_leaves"), "{e}");
 }
+
+/// The path-dependent value function v(S): features in S follow the row, the others
+/// average both children by training cover.
+fn cond_exp(
+    t: &contrail_gbdt::tree::Tree,
+    c: i32,
+    x: &[f64],
+    b: &contrail_gbdt::Booster,
+    s: u32,
+) -> f64 {
+    if c < 0 {
+        return t.leaf_value[!c as usize];
+    }
+    let n = c as usize;
+    let cov = |c: i32| {
+        if c < 0 {
+            t.leaf_count[!c as usize] as f64
+        } else {
+            t.node_count[c as usize] as f64
+        }
+    };
+    let f = t.feature[n] as usize;
+    if s >> f & 1 == 1 {
+        // Follow the row (leaf_of_raw on a one-node walk).
+        let v = x[f];
+        let left = if t.cat_index[n] >= 0 {
+            let bin = if v.is_nan() {
+                b.mappers[f].missing_bin()
+            } else {
+                v as usize
+            };
+            t.cat_bitsets[t.cat_index[n] as usize]
+                .get(bin / 32)
+                .is_some_and(|w| w >> (bin % 32) & 1 == 1)
+        } else if v.is_nan() {
+            t.default_left[n]
+        } else {
+            v <= t.threshold[n]
+        };
+        cond_exp(t, if left { t.left[n] } else { t.right[n] }, x, b, s)
+    } else {
+        let (l, r) = (t.left[n], t.right[n]);
+        (cov(l) * cond_exp(t, l, x, b, s) + cov(r) * cond_exp(t, r, x, b, s))
+            / t.node_count[n] as f64
+    }
+}
+
+#[test]
+fn shap_matches_brute_force_and_sums_to_the_prediction() {
+    let tr = synthetic(3000, 21, 0.1);
+    let b = train(&tr, None, &params(8), &mut |_| {}).expect("train");
+    let x = b.prepare(&tr).expect("prepare");
+    let nf = b.n_features();
+    let raw = b.predict_raw(&x, None);
+    let fact = |k: usize| (1..=k).product::<usize>() as f64;
+    for r in (0..3000).step_by(97) {
+        let row = &x[r * nf..(r + 1) * nf];
+        let phi = b.shap_row(row, None);
+        let sum: f64 = phi.iter().sum();
+        assert!(
+            (sum - raw[r]).abs() <= 1e-9 * raw[r].abs().max(1.0),
+            "row {r}: {sum} vs {}",
+            raw[r]
+        );
+        // Exact Shapley values of the path-dependent value function, by enumeration.
+        for i in 0..nf {
+            let mut want = 0.0;
+            for s in 0u32..(1 << nf) {
+                if s >> i & 1 == 1 {
+                    continue;
+                }
+                let k = s.count_ones() as usize;
+                let w = fact(k) * fact(nf - k - 1) / fact(nf);
+                let with: f64 = b
+                    .trees
+                    .iter()
+                    .filter(|t| t.n_nodes() > 0)
+                    .map(|t| cond_exp(t, 0, row, &b, s | 1 << i))
+                    .sum();
+                let without: f64 = b
+                    .trees
+                    .iter()
+                    .filter(|t| t.n_nodes() > 0)
+                    .map(|t| cond_exp(t, 0, row, &b, s))
+                    .sum();
+                want += w * (with - without);
+            }
+            assert!(
+                (phi[i] - want).abs() <= 1e-9 * want.abs().max(1.0),
+                "row {r} feature {i}: {} vs {want}",
+                phi[i]
+            );
+        }
+    }
+}
+
+#[test]
+fn monotone_constraints_hold_on_random_inputs() {
+    let tr = synthetic(4000, 31, 0.05);
+    // y rises then falls with `a` (a sine): force it increasing, and `b` (b²) decreasing.
+    let p = Params {
+        monotone_constraints: vec![1, -1, 0, 0],
+        ..params(40)
+    };
+    let b = train(&tr, None, &p, &mut |_| {}).expect("train");
+    let free = train(&tr, None, &params(40), &mut |_| {}).expect("train");
+    let nf = b.n_features();
+    let x = b.prepare(&tr).expect("prepare");
+    let mut r = Lcg(5);
+    let mut violations_free = 0;
+    for row in x.chunks(nf).take(300) {
+        for (f, sign) in [(0usize, 1.0), (1, -1.0)] {
+            let mut grid: Vec<f64> = (0..40)
+                .map(|_| {
+                    if f == 0 {
+                        r.next() * 10.0
+                    } else {
+                        r.next() * 4.0 - 2.0
+                    }
+                })
+                .collect();
+            grid.sort_by(f64::total_cmp);
+            let rows: Vec<f64> = grid
+                .iter()
+                .flat_map(|v| {
+                    let mut z = row.to_vec();
+                    z[f] = *v;
+                    z
+                })
+                .collect();
+            let p = b.predict_raw(&rows, None);
+            for w in p.windows(2) {
+                assert!(
+                    sign * (w[1] - w[0]) >= -1e-12,
+                    "feature {f} not monotone: {} then {}",
+                    w[0],
+                    w[1]
+                );
+            }
+            let q = free.predict_raw(&rows, None);
+            violations_free += q
+                .windows(2)
+                .filter(|w| sign * (w[1] - w[0]) < -1e-9)
+                .count();
+        }
+    }
+    assert!(
+        violations_free > 0,
+        "the unconstrained model should not be monotone here"
+    );
+    let e = train(
+        &tr,
+        None,
+        &Params {
+            monotone_constraints: vec![0, 0, 0, 1],
+            ..params(2)
+        },
+        &mut |_| {},
+    )
+    .expect_err("categorical");
+    assert!(e.to_string().contains("airport"), "{e}");
+}
