@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use contrail::config::{JobConfig, QUICKSTART};
 use contrail::etl::etl::{self as etl_job, EtlOptions};
 use contrail::etl::ingest::{self, IngestOptions};
-use contrail::gbdt::{GrowPolicy, Params};
+use contrail::gbdt::Params;
 use contrail::models::{self, LakeTrainConfig};
 use contrail::sim::{self, SimConfig, Sink};
 use contrail::store::partition::{HourRange, Partition};
@@ -96,104 +96,8 @@ struct TrainArgs {
     /// A JSON-lines file of per-iteration metrics.
     #[arg(long)]
     metrics_file: Option<PathBuf>,
-    /// regression, regression_l1, huber, quantile, binary, poisson, tweedie, gamma.
-    #[arg(long)]
-    objective: Option<String>,
-    /// Quantile level (quantile) or threshold (huber).
-    #[arg(long)]
-    alpha: Option<f64>,
-    #[arg(long)]
-    tweedie_variance_power: Option<f64>,
-    #[arg(long)]
-    num_iterations: Option<usize>,
-    #[arg(long)]
-    learning_rate: Option<f64>,
-    #[arg(long)]
-    num_leaves: Option<usize>,
-    #[arg(long, allow_negative_numbers = true)]
-    max_depth: Option<i32>,
-    /// leafwise (LightGBM) or depthwise (XGBoost).
-    #[arg(long)]
-    grow_policy: Option<String>,
-    #[arg(long)]
-    min_data_in_leaf: Option<usize>,
-    #[arg(long)]
-    min_sum_hessian_in_leaf: Option<f64>,
-    #[arg(long)]
-    lambda_l1: Option<f64>,
-    #[arg(long)]
-    lambda_l2: Option<f64>,
-    #[arg(long)]
-    min_gain_to_split: Option<f64>,
-    #[arg(long)]
-    bagging_fraction: Option<f64>,
-    #[arg(long)]
-    bagging_freq: Option<usize>,
-    #[arg(long)]
-    feature_fraction: Option<f64>,
-    #[arg(long)]
-    max_bin: Option<usize>,
-    #[arg(long)]
-    early_stopping_round: Option<usize>,
-    #[arg(long)]
-    seed: Option<u64>,
-    #[arg(long)]
-    num_threads: Option<usize>,
-    /// Metrics to report (the first drives early stopping).
-    #[arg(long, value_delimiter = ',')]
-    metric: Vec<String>,
-    /// Per feature, in feature order: 1 increasing, -1 decreasing, 0 free.
-    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
-    monotone_constraints: Vec<i8>,
-}
-
-impl TrainArgs {
-    fn apply(&self, p: &mut Params) -> Result<()> {
-        if let Some(o) = &self.objective {
-            p.objective =
-                contrail::gbdt::Objective::parse(o, self.alpha, self.tweedie_variance_power)?;
-        }
-        macro_rules! set {
-            ($($f:ident),*) => {$( if let Some(v) = self.$f { p.$f = v; } )*};
-        }
-        set!(
-            num_iterations,
-            learning_rate,
-            num_leaves,
-            max_depth,
-            min_data_in_leaf,
-            min_sum_hessian_in_leaf,
-            lambda_l1,
-            lambda_l2,
-            min_gain_to_split,
-            bagging_fraction,
-            bagging_freq,
-            feature_fraction,
-            max_bin,
-            early_stopping_round,
-            seed,
-            num_threads
-        );
-        if let Some(g) = &self.grow_policy {
-            p.grow_policy = match g.as_str() {
-                "leafwise" | "leaf-wise" | "lossguide" => GrowPolicy::LeafWise,
-                "depthwise" | "depth-wise" => GrowPolicy::DepthWise,
-                other => {
-                    return Err(UsageError(format!(
-                        "--grow-policy {other:?}: use leafwise or depthwise"
-                    ))
-                    .into())
-                }
-            };
-        }
-        if !self.metric.is_empty() {
-            p.metric = self.metric.clone();
-        }
-        if !self.monotone_constraints.is_empty() {
-            p.monotone_constraints = self.monotone_constraints.clone();
-        }
-        Ok(())
-    }
+    #[command(flatten)]
+    params: models::ParamArgs,
 }
 
 #[derive(Subcommand)]
@@ -383,7 +287,7 @@ async fn train_on_lake(
 ) -> Result<()> {
     let mut params = Params::default();
     cfg.params.apply(&mut params)?;
-    args.apply(&mut params)?;
+    args.params.apply(&mut params)?;
     let splits = models::lake_splits(lake, cfg).await?;
     info!(
         "training on {}: {} train, {} valid, {} test rows, {} features",
@@ -546,7 +450,7 @@ async fn run(cli: Cli) -> Result<()> {
                 .into());
             };
             let mut params = Params::default();
-            args.apply(&mut params)?;
+            args.params.apply(&mut params)?;
             let cols = contrail::gbdt::data::Columns {
                 target: target.clone(),
                 features: (!args.features.is_empty()).then(|| args.features.clone()),

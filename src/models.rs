@@ -223,32 +223,67 @@ pub struct LakeTrainConfig {
     pub test_days: u32,
     pub out: String,
     #[serde(default)]
-    pub params: ParamsToml,
+    pub params: ParamArgs,
 }
 
-/// Parameters in a config file, LightGBM's names; missing ones keep their defaults.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+/// Training parameters as they are written: LightGBM's names, as `--kebab-case` flags on
+/// the command line and as `[train.params]` keys in a config file (one definition for
+/// both). Missing ones keep their defaults; the command line overrides the file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, clap::Args)]
 #[serde(deny_unknown_fields)]
-pub struct ParamsToml {
+pub struct ParamArgs {
+    /// regression, regression_l1, huber, quantile, binary, poisson, tweedie, gamma.
+    #[arg(long)]
     pub objective: Option<String>,
+    /// Quantile level (quantile) or threshold (huber).
+    #[arg(long)]
     pub alpha: Option<f64>,
+    #[arg(long)]
     pub tweedie_variance_power: Option<f64>,
+    #[arg(long)]
     pub num_iterations: Option<usize>,
+    #[arg(long)]
     pub learning_rate: Option<f64>,
+    #[arg(long)]
     pub num_leaves: Option<usize>,
+    #[arg(long, allow_negative_numbers = true)]
     pub max_depth: Option<i32>,
+    /// leafwise (LightGBM) or depthwise (XGBoost).
+    #[arg(long)]
+    pub grow_policy: Option<String>,
+    #[arg(long)]
     pub min_data_in_leaf: Option<usize>,
+    #[arg(long)]
+    pub min_sum_hessian_in_leaf: Option<f64>,
+    #[arg(long)]
+    pub lambda_l1: Option<f64>,
+    #[arg(long)]
     pub lambda_l2: Option<f64>,
-    pub feature_fraction: Option<f64>,
+    #[arg(long)]
+    pub min_gain_to_split: Option<f64>,
+    #[arg(long)]
     pub bagging_fraction: Option<f64>,
+    #[arg(long)]
     pub bagging_freq: Option<usize>,
+    #[arg(long)]
+    pub feature_fraction: Option<f64>,
+    #[arg(long)]
     pub max_bin: Option<usize>,
+    #[arg(long)]
     pub early_stopping_round: Option<usize>,
+    #[arg(long)]
     pub seed: Option<u64>,
+    #[arg(long)]
+    pub num_threads: Option<usize>,
+    /// Metrics to report (the first drives early stopping).
+    #[arg(long, value_delimiter = ',')]
+    pub metric: Option<Vec<String>>,
+    /// Per feature, in feature order: 1 increasing, -1 decreasing, 0 free.
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
     pub monotone_constraints: Option<Vec<i8>>,
 }
 
-impl ParamsToml {
+impl ParamArgs {
     pub fn apply(&self, p: &mut Params) -> Result<(), GbdtError> {
         if let Some(o) = &self.objective {
             p.objective =
@@ -263,14 +298,36 @@ impl ParamsToml {
             num_leaves,
             max_depth,
             min_data_in_leaf,
+            min_sum_hessian_in_leaf,
+            lambda_l1,
             lambda_l2,
-            feature_fraction,
+            min_gain_to_split,
             bagging_fraction,
             bagging_freq,
+            feature_fraction,
             max_bin,
             early_stopping_round,
-            seed
+            seed,
+            num_threads
         );
+        if let Some(g) = &self.grow_policy {
+            p.grow_policy = match g.as_str() {
+                "leafwise" | "leaf-wise" | "lossguide" => crate::gbdt::GrowPolicy::LeafWise,
+                "depthwise" | "depth-wise" => crate::gbdt::GrowPolicy::DepthWise,
+                other => {
+                    return Err(GbdtError::Param {
+                        name: "grow_policy",
+                        reason: format!("{other:?}: use leafwise or depthwise"),
+                    })
+                }
+            };
+        }
+        if let Some(m) = &self.metric {
+            p.metric = m.clone();
+        }
+        if let Some(m) = &self.monotone_constraints {
+            p.monotone_constraints = m.clone();
+        }
         Ok(())
     }
 }

@@ -404,20 +404,24 @@ fn better(a: &Option<Split>, b: &Option<Split>) -> bool {
     }
 }
 
-fn numeric_split(ctx: &Ctx, f: usize, h: &[HistBin], total: &Sums, parent: f64) -> Option<Split> {
+/// Scans the thresholds of one numeric feature (both directions for missing values where
+/// there are any) and keeps the best candidate by `gain(left_g, left_h, right_g, right_h)`
+/// (`None` rejects a candidate). Both leaf constraints are one bound on the integer
+/// hessian: an estimated count `round(h · cf) >= min_data_in_leaf` and a hessian sum
+/// `>= min_sum_hessian_in_leaf`.
+fn scan_numeric(
+    ctx: &Ctx,
+    f: usize,
+    h: &[HistBin],
+    total: &Sums,
+    gain: impl Fn(i64, i64, i64, i64) -> Option<f64>,
+) -> Option<Split> {
     let p = ctx.p;
     let nb = h.len();
     let miss = h[nb - 1];
     let cf = total.n as f64 / (total.h as f64).max(1.0);
-    // Both leaf constraints as one bound on the integer hessian: an estimated count
-    // round(h · cf) >= min_data_in_leaf, and a hessian sum >= min_sum_hessian_in_leaf.
     let min_h =
         ((p.min_data_in_leaf.max(1) as f64 - 0.5) / cf).max(p.min_sum_hessian_in_leaf * ctx.sh);
-    let (inv_g, inv_h, l2) = (1.0 / ctx.sg, 1.0 / ctx.sh, p.lambda_l2);
-    let score = |g: i64, h: i64| {
-        let g = ctx.thr_l1(g as f64 * inv_g);
-        g * g / (h as f64 * inv_h + l2)
-    };
     let mut best_gain = p.min_gain_to_split;
     let mut best: Option<(usize, bool, HistBin)> = None;
     let dirs: &[bool] = if miss.h > 0 { &[false, true] } else { &[false] };
@@ -436,10 +440,11 @@ fn numeric_split(ctx: &Ctx, f: usize, h: &[HistBin], total: &Sums, parent: f64) 
             if (acc.h as f64) < min_h {
                 continue;
             }
-            let gain = score(acc.g, acc.h) + score(total.g - acc.g, rh) - parent;
-            if gain > best_gain {
-                best_gain = gain;
-                best = Some((t, default_left, acc));
+            if let Some(g) = gain(acc.g, acc.h, total.g - acc.g, rh) {
+                if g > best_gain {
+                    best_gain = g;
+                    best = Some((t, default_left, acc));
+                }
             }
         }
     }
@@ -466,6 +471,17 @@ fn numeric_split(ctx: &Ctx, f: usize, h: &[HistBin], total: &Sums, parent: f64) 
     })
 }
 
+fn numeric_split(ctx: &Ctx, f: usize, h: &[HistBin], total: &Sums, parent: f64) -> Option<Split> {
+    let (inv_g, inv_h, l2) = (1.0 / ctx.sg, 1.0 / ctx.sh, ctx.p.lambda_l2);
+    let score = |g: i64, h: i64| {
+        let g = ctx.thr_l1(g as f64 * inv_g);
+        g * g / (h as f64 * inv_h + l2)
+    };
+    scan_numeric(ctx, f, h, total, |lg, lh, rg, rh| {
+        Some(score(lg, lh) + score(rg, rh) - parent)
+    })
+}
+
 /// Leaf-output bounds of a leaf, from monotone splits above it.
 #[derive(Debug, Clone, Copy)]
 struct Bounds {
@@ -489,7 +505,6 @@ impl Bounds {
 /// Split search under a monotone constraint `c` and output bounds: outputs are clamped to
 /// the bounds, candidates whose outputs violate the direction are skipped, and gains are
 /// computed for the clamped outputs.
-#[allow(clippy::too_many_arguments)]
 fn numeric_split_constrained(
     ctx: &Ctx,
     f: usize,
@@ -498,66 +513,18 @@ fn numeric_split_constrained(
     c: i8,
     b: Bounds,
 ) -> Option<Split> {
-    let p = ctx.p;
-    let nb = h.len();
-    let miss = h[nb - 1];
-    let cf = total.n as f64 / (total.h as f64).max(1.0);
-    let min_h =
-        ((p.min_data_in_leaf.max(1) as f64 - 0.5) / cf).max(p.min_sum_hessian_in_leaf * ctx.sh);
-    let (inv_g, inv_h, l2) = (1.0 / ctx.sg, 1.0 / ctx.sh, p.lambda_l2);
+    let (inv_g, inv_h, l2) = (1.0 / ctx.sg, 1.0 / ctx.sh, ctx.p.lambda_l2);
     let out = |g: i64, h: i64| b.clamp(-ctx.thr_l1(g as f64 * inv_g) / (h as f64 * inv_h + l2));
     let given = |g: i64, h: i64, o: f64| {
         -(2.0 * ctx.thr_l1(g as f64 * inv_g) * o + (h as f64 * inv_h + l2) * o * o)
     };
     let parent = given(total.g, total.h, out(total.g, total.h));
-    let mut best_gain = p.min_gain_to_split;
-    let mut best: Option<(usize, bool, HistBin)> = None;
-    let dirs: &[bool] = if miss.h > 0 { &[false, true] } else { &[false] };
-    for &default_left in dirs {
-        let mut acc = if default_left {
-            miss
-        } else {
-            HistBin::default()
-        };
-        for (t, bin) in h[..nb - 1].iter().enumerate() {
-            acc.add(bin);
-            let rh = total.h - acc.h;
-            if (rh as f64) < min_h {
-                break;
-            }
-            if (acc.h as f64) < min_h {
-                continue;
-            }
-            let (ol, or) = (out(acc.g, acc.h), out(total.g - acc.g, rh));
-            if (c > 0 && ol > or) || (c < 0 && ol < or) {
-                continue;
-            }
-            let gain = given(acc.g, acc.h, ol) + given(total.g - acc.g, rh, or) - parent;
-            if gain > best_gain {
-                best_gain = gain;
-                best = Some((t, default_left, acc));
-            }
+    scan_numeric(ctx, f, h, total, |lg, lh, rg, rh| {
+        let (ol, or) = (out(lg, lh), out(rg, rh));
+        if (c > 0 && ol > or) || (c < 0 && ol < or) {
+            return None;
         }
-    }
-    let (t, default_left, acc) = best?;
-    let tot = HistBin {
-        g: total.g,
-        h: total.h,
-    };
-    let (left, right) = (sums(&acc, cf), sums(&tot.sub(&acc), cf));
-    let default_left = if miss.h == 0 {
-        left.h >= right.h
-    } else {
-        default_left
-    };
-    Some(Split {
-        feature: f,
-        gain: best_gain,
-        threshold_bin: t as u32,
-        default_left,
-        cat_bins: None,
-        left,
-        right,
+        Some(given(lg, lh, ol) + given(rg, rh, or) - parent)
     })
 }
 
