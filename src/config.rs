@@ -48,6 +48,10 @@ pub struct SimSection {
     pub anomaly_rate: Option<f64>,
     /// Total rate of bad records, spread evenly over every kind.
     pub bad_rate: Option<f64>,
+    /// Rates per kind of bad record (`[simulate.bad]`: malformed_json, missing_field,
+    /// wrong_type, unknown_field, negative_fare, unknown_airport, return_before_departure,
+    /// duplicate_event_id); overrides `bad_rate`.
+    pub bad: Option<crate::sim::BadRates>,
     pub gzip_level: Option<i32>,
 }
 
@@ -73,6 +77,9 @@ impl SimSection {
         }
         if let Some(v) = self.bad_rate {
             cfg.bad = crate::sim::BadRates::uniform(v);
+        }
+        if let Some(b) = self.bad {
+            cfg.bad = b;
         }
         if let Some(v) = self.gzip_level {
             cfg.gzip_level = v;

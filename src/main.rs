@@ -226,6 +226,7 @@ fn sim_config(base: Option<&JobConfig>, args: &SimArgs) -> Result<SimConfig> {
         searches_per_route_day: args.searches_per_route_day,
         anomaly_rate: args.anomaly_rate,
         bad_rate: args.bad_rate,
+        bad: None,
         gzip_level: None,
     };
     cli.apply(&mut cfg);

@@ -57,7 +57,7 @@ impl SimError {
 /// The kinds of bad record the simulator can inject, with their rates (each a share of
 /// all events).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct BadRates {
     pub malformed_json: f64,
     pub missing_field: f64,
