@@ -219,47 +219,6 @@ pub fn numeric_values(a: &ArrayRef) -> Option<Vec<f64>> {
     }
 }
 
-/// Reads one Arrow column as category strings, if it is a string or dictionary column.
-pub fn string_values(a: &ArrayRef) -> Option<Vec<Option<String>>> {
-    match a.data_type() {
-        DataType::Utf8 => Some(
-            a.as_string::<i32>()
-                .iter()
-                .map(|v| v.map(str::to_string))
-                .collect(),
-        ),
-        DataType::LargeUtf8 => Some(
-            a.as_string::<i64>()
-                .iter()
-                .map(|v| v.map(str::to_string))
-                .collect(),
-        ),
-        DataType::Utf8View => Some(
-            a.as_string_view()
-                .iter()
-                .map(|v| v.map(str::to_string))
-                .collect(),
-        ),
-        DataType::Dictionary(_, v) if matches!(**v, DataType::Utf8 | DataType::LargeUtf8) => {
-            let cast = arrow_array::cast::as_dictionary_array::<Int32Type>;
-            if let DataType::Dictionary(k, _) = a.data_type() {
-                if **k == DataType::Int32 {
-                    let d = cast(a);
-                    let values = d.values().as_string::<i32>();
-                    return Some(
-                        d.keys()
-                            .iter()
-                            .map(|k| k.map(|k| values.value(k as usize).to_string()))
-                            .collect(),
-                    );
-                }
-            }
-            None
-        }
-        _ => None,
-    }
-}
-
 /// How to take a dataset from batches.
 #[derive(Debug, Clone, Default)]
 pub struct Columns {
@@ -388,6 +347,3 @@ pub fn features_only(
     };
     from_batches(std::slice::from_ref(batch), &c, source)
 }
-
-/// Category strings to indices, for one categorical feature.
-pub type CategoryIndex = HashMap<String, u32>;

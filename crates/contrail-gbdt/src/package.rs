@@ -616,7 +616,6 @@ pub fn from_bytes(bytes: &[u8], path: &str) -> Result<(Booster, Manifest), GbdtE
         let mut node_parents = vec![0u8; k];
         let mut leaf_parents = vec![0u8; nl];
         let mut tree = Tree::default();
-        let mut local_cats: Vec<i32> = Vec::new();
         for i in 0..k {
             let g = nb + i;
             for c in [left[g], right[g]] {
@@ -660,7 +659,6 @@ pub fn from_bytes(bytes: &[u8], path: &str) -> Result<(Booster, Manifest), GbdtE
                 }
                 tree.cat_bitsets
                     .push(cat_words[cat_off[ci]..cat_off[ci + 1]].to_vec());
-                local_cats.push(ci as i32);
                 tree.cat_index.push((tree.cat_bitsets.len() - 1) as i32);
             } else {
                 let tb = thr_bin[g];
@@ -716,7 +714,6 @@ pub fn from_bytes(bytes: &[u8], path: &str) -> Result<(Booster, Manifest), GbdtE
             tree.leaf_hess.push(lhess[j]);
             tree.leaf_count.push(lcount[j] as u64);
         }
-        let _ = local_cats;
         trees.push(tree);
     }
     let booster = Booster {
