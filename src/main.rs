@@ -343,20 +343,14 @@ async fn train_on_lake(
                 y.len()
             );
             println!("{:<24} {:>12.4} {:>12.4} {:>8.4}", "", "rmse", "mae", "r2");
-            println!(
-                "{:<24} {:>12.4} {:>12.4} {:>8.4}",
-                "model",
-                e("rmse", &p),
-                e("mae", &p),
-                e("r2", &p)
-            );
-            println!(
-                "{:<24} {:>12.4} {:>12.4} {:>8.4}",
-                "observed price (noise)",
-                e("rmse", &obs),
-                e("mae", &obs),
-                e("r2", &obs)
-            );
+            for (name, v) in [("model", &p), ("observed price (noise)", &obs)] {
+                println!(
+                    "{name:<24} {:>12.4} {:>12.4} {:>8.4}",
+                    e("rmse", v),
+                    e("mae", v),
+                    e("r2", v)
+                );
+            }
         }
     }
     Ok(())

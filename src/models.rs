@@ -452,27 +452,17 @@ pub async fn lake_splits(lake: &Lake, cfg: &LakeTrainConfig) -> Result<LakeSplit
         files.clone(),
         ScanOptions::default()
     ));
-    let mut file_idx = 0usize;
-    let mut rows_in_file = 0usize;
-    let file_rows: Vec<u64> = {
-        let mut v = Vec::new();
-        for f in &files {
-            v.push(parquet_io::row_count(lake, f).await?);
-        }
-        v
-    };
     while let Some(b) = s.next().await {
         let b = b?;
-        // Which file (and so which hour) this batch came from.
-        while file_idx < files.len() && rows_in_file as u64 >= file_rows[file_idx] {
-            rows_in_file = 0;
-            file_idx += 1;
-        }
-        let hour = files
-            .get(file_idx)
-            .and_then(|f| Partition::parse_path(f))
-            .map_or(0, |p| p.hour);
-        rows_in_file += b.num_rows();
+        // Curated partitions are keyed by search time: a batch's hour is its first row's.
+        let hour = b
+            .column_by_name("search_ts")
+            .and_then(|c| {
+                c.as_any()
+                    .downcast_ref::<arrow_array::TimestampMillisecondArray>()
+            })
+            .filter(|t| !t.is_empty())
+            .map_or(0, |t| t.value(0).div_euclid(3_600_000));
         let f = fb.compute(&b)?;
         let target: Vec<f64> = match b.column_by_name(&cfg.target) {
             Some(c) => crate::gbdt::data::numeric_values(c).ok_or_else(|| {

@@ -185,20 +185,7 @@ pub fn numeric_values(a: &ArrayRef) -> Option<Vec<f64>> {
         DataType::UInt16 => prim!(UInt16Type),
         DataType::UInt32 => prim!(UInt32Type),
         DataType::UInt64 => prim!(UInt64Type),
-        DataType::Date32 => {
-            let p = a.as_primitive::<arrow_array::types::Date32Type>();
-            Some(
-                (0..p.len())
-                    .map(|i| {
-                        if p.is_null(i) {
-                            f64::NAN
-                        } else {
-                            p.value(i) as f64
-                        }
-                    })
-                    .collect(),
-            )
-        }
+        DataType::Date32 => prim!(arrow_array::types::Date32Type),
         DataType::Boolean => {
             let b = a.as_boolean();
             Some(
