@@ -1,12 +1,13 @@
 //! Histogram construction and tree growth on the CPU.
 //!
 //! `cargo bench --bench gbdt`. `cpu/histogram_*` reports rows/s and bytes/s (a row costs
-//! its bin bytes plus 16 bytes of quantised gradient and hessian); `cpu/grow_tree_*` grows
-//! one 255-leaf tree (histograms with the subtraction trick, split finding, partitions).
+//! its bin bytes plus 8 bytes of packed quantised gradient and hessian); `cpu/grow_tree_*` grows
+//! one 255-leaf tree (histograms with the subtraction trick, split finding, partitions);
+//! `cpu/split_finding_*` finds the best split of one leaf (bins/s).
 
 use contrail::gbdt::bin::Binned;
 use contrail::gbdt::data::{Column, Dataset};
-use contrail::gbdt::train::{build_histogram, grow_tree, quantise};
+use contrail::gbdt::train::{build_histogram, find_best_split, grow_tree, quantise};
 use contrail::gbdt::Params;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
@@ -35,28 +36,35 @@ fn bench(c: &mut Criterion) {
     let (n, nf) = (500_000, 28);
     let (d, g) = data(n, nf);
     let binned = Binned::fit(&d, 255);
-    let (gq, sg) = quantise(&g);
-    let (hq, sh) = quantise(&vec![1.0; n]);
+    let (gh, sg, sh) = quantise(&g, &vec![1.0; n]).expect("quantise");
     let rows: Vec<u32> = (0..n as u32).collect();
     let feats: Vec<usize> = (0..nf).collect();
     let mut grp = c.benchmark_group("cpu");
     grp.sample_size(10);
-    grp.throughput(Throughput::Bytes((n * (nf + 16)) as u64));
+    grp.throughput(Throughput::Bytes((n * (nf + 8)) as u64));
     grp.bench_function("histogram_500k_x28_bytes", |b| {
-        b.iter(|| build_histogram(&binned, &feats, &rows, &gq, &hq))
+        b.iter(|| build_histogram(&binned, &feats, &rows, &gh))
     });
     grp.throughput(Throughput::Elements(n as u64));
     grp.bench_function("histogram_500k_x28_rows", |b| {
-        b.iter(|| build_histogram(&binned, &feats, &rows, &gq, &hq))
+        b.iter(|| build_histogram(&binned, &feats, &rows, &gh))
     });
     let p = Params {
         num_leaves: 255,
         ..Default::default()
     };
+    // Split finding on a full histogram: every bin of every feature is a candidate
+    // threshold, scanned in both missing-value directions where there are missing values.
+    let hist = build_histogram(&binned, &feats, &rows, &gh);
+    grp.throughput(Throughput::Elements(binned.total_bins() as u64));
+    grp.bench_function("split_finding_28_features_bins", |b| {
+        b.iter(|| find_best_split(&binned, &p, &feats, &hist, n, sg, sh))
+    });
+    grp.throughput(Throughput::Elements(n as u64));
     grp.bench_function("grow_tree_255_leaves_500k_x28", |b| {
         b.iter(|| {
             let mut r = rows.clone();
-            grow_tree(&binned, &p, &feats, &mut r, &gq, &hq, sg, sh)
+            grow_tree(&binned, &p, &feats, &mut r, &gh, sg, sh)
         })
     });
     grp.finish();

@@ -251,9 +251,12 @@ async fn simulate(lake: &Lake, cfg: &SimConfig, sink: Sink) -> Result<sim::SimMa
 }
 
 /// Per-iteration lines on stderr (unless quiet) and, optionally, a JSON-lines file.
+/// Where per-iteration metrics go: a line each on stderr (unless quiet), a JSON line each
+/// in the metrics file, and, when stderr is a terminal, a progress bar under the lines.
 fn iteration_sink(
     quiet: bool,
     file: Option<&PathBuf>,
+    total: usize,
 ) -> Result<impl FnMut(&contrail::gbdt::IterationLog) + Send> {
     let mut f = match file {
         Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p).map_err(
@@ -264,9 +267,14 @@ fn iteration_sink(
         )?)),
         None => None,
     };
+    let mut bar = (!quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .then(|| Progress::new(total));
     Ok(move |l: &contrail::gbdt::IterationLog| {
         if !quiet {
-            eprintln!("{}", l.line());
+            match bar.as_mut() {
+                Some(b) => b.update(l.iteration, &l.line()),
+                None => eprintln!("{}", l.line()),
+            }
         }
         if let Some(f) = f.as_mut() {
             use std::io::Write;
@@ -275,6 +283,52 @@ fn iteration_sink(
             let _ = f.flush();
         }
     })
+}
+
+/// A one-line progress bar on stderr (a terminal): iterations done, rate, time left.
+/// Lines printed through it scroll above the bar; it is erased when dropped.
+struct Progress {
+    total: usize,
+    start: std::time::Instant,
+}
+
+impl Progress {
+    fn new(total: usize) -> Self {
+        Progress {
+            total: total.max(1),
+            start: std::time::Instant::now(),
+        }
+    }
+
+    /// The bar for `done` of `total`, `width` cells wide, with rate and time left.
+    fn render(done: usize, total: usize, secs: f64, width: usize) -> String {
+        let done = done.min(total);
+        let full = done * width / total;
+        let rate = if secs > 0.0 { done as f64 / secs } else { 0.0 };
+        let eta = if rate > 0.0 {
+            ((total - done) as f64 / rate).round() as u64
+        } else {
+            0
+        };
+        format!(
+            "[{}{}] {done}/{total} iterations  {rate:.1} it/s  {}:{:02} left",
+            "#".repeat(full),
+            "-".repeat(width - full),
+            eta / 60,
+            eta % 60
+        )
+    }
+
+    fn update(&mut self, done: usize, line: &str) {
+        let bar = Self::render(done, self.total, self.start.elapsed().as_secs_f64(), 30);
+        eprint!("\r\x1b[2K{line}\n{bar}");
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        eprint!("\r\x1b[2K");
+    }
 }
 
 /// Trains the model a config's [train] section describes, on the curated lake, and
@@ -299,7 +353,7 @@ async fn train_on_lake(
         splits.train.n_features()
     );
     let out = args.out.clone().unwrap_or_else(|| cfg.out.clone());
-    let mut sink = iteration_sink(quiet, args.metrics_file.as_ref())?;
+    let mut sink = iteration_sink(quiet, args.metrics_file.as_ref(), params.num_iterations)?;
     let lineage = std::collections::BTreeMap::from([
         ("lake".to_string(), lake.url().to_string()),
         ("target".to_string(), cfg.target.clone()),
@@ -314,6 +368,7 @@ async fn train_on_lake(
         &mut sink,
     )
     .await?;
+    drop(sink); // erases the progress bar
     let secs = t.elapsed().as_secs_f64();
     let test = models::score_metrics(&b, &splits.test, "test")?;
     println!(
@@ -462,7 +517,8 @@ async fn run(cli: Cli) -> Result<()> {
                 train.n_rows(),
                 train.n_features()
             );
-            let mut sink = iteration_sink(quiet, args.metrics_file.as_ref())?;
+            let mut sink =
+                iteration_sink(quiet, args.metrics_file.as_ref(), params.num_iterations)?;
             let lineage = std::collections::BTreeMap::from([
                 ("data".to_string(), data.clone()),
                 ("target".to_string(), target.clone()),
@@ -471,6 +527,7 @@ async fn run(cli: Cli) -> Result<()> {
             let (b, m) =
                 models::train_and_save(&train, valid.as_ref(), &params, out, lineage, &mut sink)
                     .await?;
+            drop(sink); // erases the progress bar
             info!(
                 "trained {} trees in {:.2}s; wrote {out}",
                 b.trees.len(),
@@ -678,5 +735,26 @@ fn main() -> ExitCode {
             }
             ExitCode::from(exit_code(&e))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Progress;
+
+    #[test]
+    fn progress_bar_shows_done_rate_and_time_left() {
+        assert_eq!(
+            Progress::render(50, 200, 10.0, 20),
+            "[#####---------------] 50/200 iterations  5.0 it/s  0:30 left"
+        );
+        assert_eq!(
+            Progress::render(200, 200, 40.0, 10),
+            "[##########] 200/200 iterations  5.0 it/s  0:00 left"
+        );
+        // Before the first iteration, and past the end (early stopping never overruns,
+        // but a bar must not panic if it did).
+        assert!(Progress::render(0, 10, 0.0, 10).starts_with("[----------] 0/10"));
+        assert!(Progress::render(12, 10, 1.0, 10).starts_with("[##########] 10/10"));
     }
 }

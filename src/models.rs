@@ -82,7 +82,11 @@ pub fn score_metrics(
     d: &Dataset,
     prefix: &str,
 ) -> Result<BTreeMap<String, f64>, ModelError> {
-    let p = b.predict(d)?;
+    Ok(metrics_of(b, d, &b.predict(d)?, prefix))
+}
+
+/// Final metrics of predictions `p` (response scale) of a model on a dataset.
+fn metrics_of(b: &Booster, d: &Dataset, p: &[f64], prefix: &str) -> BTreeMap<String, f64> {
     let names: Vec<&str> = match b.objective {
         crate::gbdt::Objective::Binary => vec!["logloss", "auc"],
         crate::gbdt::Objective::Poisson => vec!["poisson", "rmse", "mae"],
@@ -91,15 +95,15 @@ pub fn score_metrics(
         crate::gbdt::Objective::Quantile { .. } => vec!["quantile", "mae"],
         _ => vec!["rmse", "mae", "r2", "mape"],
     };
-    Ok(names
+    names
         .into_iter()
         .map(|m| {
             (
                 format!("{prefix}-{m}"),
-                metric::evaluate(m, &d.target, &p, d.weights.as_deref(), &b.objective),
+                metric::evaluate(m, &d.target, p, d.weights.as_deref(), &b.objective),
             )
         })
-        .collect())
+        .collect()
 }
 
 /// Trains and writes a package; returns the booster and its manifest.
@@ -112,9 +116,10 @@ pub async fn train_and_save(
     on_iteration: &mut (dyn FnMut(&IterationLog) + Send),
 ) -> Result<(Booster, package::Manifest), ModelError> {
     // Training is CPU-bound: run it off the async workers.
-    let booster =
-        tokio::task::block_in_place(|| crate::gbdt::train(train, valid, params, on_iteration))?;
-    let mut metrics = score_metrics(&booster, train, "train")?;
+    let (booster, fitted) = tokio::task::block_in_place(|| {
+        crate::gbdt::train_with_predictions(train, valid, params, on_iteration)
+    })?;
+    let mut metrics = metrics_of(&booster, train, &fitted, "train");
     if let Some(v) = valid {
         metrics.extend(score_metrics(&booster, v, "valid")?);
     }

@@ -7,7 +7,10 @@ use crate::bin::{BinMapper, Binned};
 use crate::data::{Column, Dataset, FeatureKind};
 use crate::metric;
 use crate::objective::Objective;
-use crate::train::{grow_tree_pooled, quantise_into, renew_leaves, HistPool, Params};
+use crate::train::{
+    exact_leaf_sums, grow_tree_pooled, quantise_packed, renew_leaves, set_leaf_values, HistPool,
+    Params,
+};
 use crate::tree::Tree;
 use crate::GbdtError;
 
@@ -74,6 +77,17 @@ pub fn train(
     params: &Params,
     on_iteration: &mut (dyn FnMut(&IterationLog) + Send),
 ) -> Result<Booster, GbdtError> {
+    Ok(train_with_predictions(train, valid, params, on_iteration)?.0)
+}
+
+/// [`train`], also returning the model's predictions (response scale) for the training
+/// rows, which training has already computed: no second pass over the trees.
+pub fn train_with_predictions(
+    train: &Dataset,
+    valid: Option<&Dataset>,
+    params: &Params,
+    on_iteration: &mut (dyn FnMut(&IterationLog) + Send),
+) -> Result<(Booster, Vec<f64>), GbdtError> {
     params.validate()?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(params.num_threads)
@@ -90,7 +104,7 @@ fn train_in_pool(
     valid: Option<&Dataset>,
     params: &Params,
     on_iteration: &mut (dyn FnMut(&IterationLog) + Send),
-) -> Result<Booster, GbdtError> {
+) -> Result<(Booster, Vec<f64>), GbdtError> {
     let n = train.n_rows();
     if n == 0 {
         return Err(GbdtError::Data {
@@ -161,7 +175,7 @@ fn train_in_pool(
     let mut bag: Vec<u32> = all_rows.clone();
     let mut rows: Vec<u32> = Vec::with_capacity(n);
     let (mut gf, mut hf) = (vec![0.0f64; n], vec![0.0f64; n]);
-    let (mut gq, mut hq) = (vec![0i64; n], vec![0i64; n]);
+    let mut gh = vec![0u64; n];
     let mut resp = vec![0.0f64; n];
     let mut leaf_of = vec![0u32; n];
     let mut pool = HistPool::default();
@@ -177,8 +191,7 @@ fn train_in_pool(
                 *g = gi * wi;
                 *h = hi * wi;
             });
-        let sg = quantise_into(&gf, &mut gq);
-        let sh = quantise_into(&hf, &mut hq);
+        let (sg, sh) = quantise_packed(&gf, &hf, &mut gh)?;
         if bagging && it % params.bagging_freq == 0 {
             let cut = (params.bagging_fraction * u64::MAX as f64) as u64;
             let round = (it / params.bagging_freq) as u64;
@@ -196,9 +209,34 @@ fn train_in_pool(
             params.seed,
             it as u64,
         );
-        let mut grown = grow_tree_pooled(
-            &binned, params, &feats, &mut rows, &gq, &hq, sg, sh, &mut pool,
-        );
+        let mut grown =
+            grow_tree_pooled(&binned, params, &feats, &mut rows, &gh, sg, sh, &mut pool);
+        // The leaf of every row: in-bag rows by their leaf ranges, the rest by traversal.
+        if bagging {
+            let tree = &grown.tree;
+            leaf_of
+                .par_iter_mut()
+                .enumerate()
+                .for_each(|(r, l)| *l = tree.leaf_of_binned(&binned, r) as u32);
+            let sums = {
+                let mut in_bag = vec![u32::MAX; n];
+                for (leaf, &(b, len)) in grown.leaf_rows.iter().enumerate() {
+                    for &r in &rows[b..b + len] {
+                        in_bag[r as usize] = leaf as u32;
+                    }
+                }
+                exact_leaf_sums(grown.leaf_rows.len(), &in_bag, &gf, &hf)
+            };
+            set_leaf_values(&mut grown, params, &sums);
+        } else {
+            for (leaf, &(b, len)) in grown.leaf_rows.iter().enumerate() {
+                for &r in &rows[b..b + len] {
+                    leaf_of[r as usize] = leaf as u32;
+                }
+            }
+            let sums = exact_leaf_sums(grown.leaf_rows.len(), &leaf_of, &gf, &hf);
+            set_leaf_values(&mut grown, params, &sums);
+        }
         if let Some(q) = obj.renew_quantile() {
             renew_leaves(
                 &mut grown,
@@ -210,28 +248,12 @@ fn train_in_pool(
                 params.learning_rate,
             );
         }
-        // Update training scores: in-bag rows by their leaf ranges, the rest by traversal.
+        // Update training scores.
         let tree = &grown.tree;
-        if bagging {
-            let leaf_of: Vec<u32> = (0..n)
-                .into_par_iter()
-                .map(|r| tree.leaf_of_binned(&binned, r) as u32)
-                .collect();
-            score
-                .par_iter_mut()
-                .enumerate()
-                .for_each(|(r, s)| *s += tree.leaf_value[leaf_of[r] as usize]);
-        } else {
-            for (leaf, &(b, len)) in grown.leaf_rows.iter().enumerate() {
-                for &r in &rows[b..b + len] {
-                    leaf_of[r as usize] = leaf as u32;
-                }
-            }
-            score
-                .par_iter_mut()
-                .zip(leaf_of.par_iter())
-                .for_each(|(s, l)| *s += tree.leaf_value[*l as usize]);
-        }
+        score
+            .par_iter_mut()
+            .zip(leaf_of.par_iter())
+            .for_each(|(s, l)| *s += tree.leaf_value[*l as usize]);
         if let (Some(vs), Some(vb)) = (vscore.as_mut(), vbinned.as_ref()) {
             vs.par_iter_mut()
                 .enumerate()
@@ -288,11 +310,16 @@ fn train_in_pool(
     }
     if let Some((_, bi)) = best {
         booster.best_iteration = bi;
-        if params.early_stopping_round > 0 {
+        if params.early_stopping_round > 0 && booster.trees.len() > bi {
             booster.trees.truncate(bi);
+            let x = booster.prepare(train)?;
+            score = booster.predict_raw(&x, None);
         }
     }
-    Ok(booster)
+    resp.par_iter_mut()
+        .zip(score.par_iter())
+        .for_each(|(r, s)| *r = obj.transform(*s));
+    Ok((booster, resp))
 }
 
 impl Booster {

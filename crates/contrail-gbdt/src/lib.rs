@@ -19,7 +19,7 @@ pub mod shap;
 pub mod train;
 pub mod tree;
 
-pub use booster::{train, Booster, IterationLog};
+pub use booster::{train, train_with_predictions, Booster, IterationLog};
 pub use data::{Column, Dataset};
 pub use objective::Objective;
 pub use train::{GrowPolicy, Params};

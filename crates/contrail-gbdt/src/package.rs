@@ -468,7 +468,8 @@ pub fn from_bytes(bytes: &[u8], path: &str) -> Result<(Booster, Manifest), GbdtE
         return Err(err(format!("not a {FORMAT} package")));
     }
     let manifest_text = get("manifest")?;
-    if get("checksum")? != checksum(&manifest_text, data) {
+    // Fuzz builds skip the checksum so mutated inputs reach the validation behind it.
+    if !cfg!(fuzzing) && get("checksum")? != checksum(&manifest_text, data) {
         return Err(err(
             "checksum mismatch: the file is corrupt or was altered".into()
         ));

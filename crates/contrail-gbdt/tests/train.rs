@@ -3,7 +3,7 @@
 
 use contrail_gbdt::bin::Binned;
 use contrail_gbdt::data::{Column, Dataset};
-use contrail_gbdt::train::{build_histogram, grow_tree, quantise, GrowPolicy};
+use contrail_gbdt::train::{build_histogram, grow_tree, quantise, unpack, GrowPolicy};
 use contrail_gbdt::{metric, train, Objective, Params};
 
 /// A small deterministic generator for test data.
@@ -167,8 +167,14 @@ fn split_gains_match_a_naive_reference() {
             weights: None,
         };
         let binned = Binned::fit(&data, 255);
-        let (gq, sg) = quantise(&g);
-        let (hq, sh) = quantise(&h);
+        let (gh, sg, sh) = quantise(&g, &h).expect("quantise");
+        // Split finding sees the quantised values: the reference uses the same ones, and
+        // they are within half a quantum of the exact ones.
+        let gd: Vec<f64> = gh.iter().map(|p| unpack(*p).g as f64 / sg).collect();
+        let hd: Vec<f64> = gh.iter().map(|p| unpack(*p).h as f64 / sh).collect();
+        for i in 0..n {
+            assert!((gd[i] - g[i]).abs() <= 0.5 / sg && (hd[i] - h[i]).abs() <= 0.5 / sh);
+        }
         let p = Params {
             num_leaves: 2,
             min_data_in_leaf: 3,
@@ -178,18 +184,22 @@ fn split_gains_match_a_naive_reference() {
             ..Default::default()
         };
         let mut rows: Vec<u32> = (0..n as u32).collect();
-        let grown = grow_tree(&binned, &p, &[0], &mut rows, &gq, &hq, sg, sh);
-        let want = naive_best_gain(&x, &g, &h, 1.0, 3);
+        let grown = grow_tree(&binned, &p, &[0], &mut rows, &gh, sg, sh);
+        let want = naive_best_gain(&x, &gd, &hd, 1.0, 3);
         let got = grown.tree.gain[0];
         assert!(
             (got - want).abs() <= 1e-9 * want.abs().max(1.0),
             "seed {seed}: {got} vs {want}"
         );
         // The histogram sums equal the direct sums.
-        let hist = build_histogram(&binned, &[0], &rows, &gq, &hq);
+        let hist = build_histogram(&binned, &[0], &rows, &gh);
         assert_eq!(
-            hist.iter().map(|b| b.g).sum::<i64>(),
-            gq.iter().sum::<i64>()
+            hist.iter().map(|b| unpack(*b).g).sum::<i64>(),
+            gh.iter().map(|b| unpack(*b).g).sum::<i64>()
+        );
+        assert_eq!(
+            hist.iter().map(|b| unpack(*b).h).sum::<i64>(),
+            gh.iter().map(|b| unpack(*b).h).sum::<i64>()
         );
     }
 }
