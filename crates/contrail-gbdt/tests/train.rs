@@ -536,3 +536,158 @@ fn monotone_constraints_hold_on_random_inputs() {
     .expect_err("categorical");
     assert!(e.to_string().contains("airport"), "{e}");
 }
+
+/// LightGBM's categorical split, computed directly from the rows: categories (missing is
+/// one more) with one-vs-rest splits when there are at most `max_cat_to_onehot` of them,
+/// else sorted by `G / (H + cat_smooth)` and split after every prefix (from both ends,
+/// up to `max_cat_threshold`) with `cat_l2` added to both sides. Counts are estimated from
+/// hessians as the trainer does (`n · H_side / H`).
+fn naive_categorical_gain(cat: &[Option<usize>], g: &[f64], h: &[f64], p: &Params) -> f64 {
+    let n = cat.len() as f64;
+    let (gt, ht): (f64, f64) = (g.iter().sum(), h.iter().sum());
+    let score = |gs: f64, hs: f64, l2: f64| gs * gs / (hs + p.lambda_l2 + l2);
+    let parent = score(gt, ht, 0.0);
+    let mut groups: std::collections::BTreeMap<Option<usize>, (f64, f64)> = Default::default();
+    for i in 0..cat.len() {
+        let e = groups.entry(cat[i]).or_default();
+        e.0 += g[i];
+        e.1 += h[i];
+    }
+    let est = |hs: f64| (hs * n / ht).round() as usize;
+    let ok = |hs: f64| est(hs) >= p.min_data_in_leaf && hs >= p.min_sum_hessian_in_leaf;
+    let mut best = f64::MIN;
+    let mut try_left = |left: &[(f64, f64)], l2: f64| {
+        let (gl, hl) = left
+            .iter()
+            .fold((0.0, 0.0), |a, x| (a.0 + x.0, a.1 + x.1));
+        if ok(hl) && ok(ht - hl) {
+            best = best.max(score(gl, hl, l2) + score(gt - gl, ht - hl, l2) - parent);
+        }
+    };
+    let all: Vec<(f64, f64)> = groups.values().copied().collect();
+    if all.len() <= p.max_cat_to_onehot {
+        for x in &all {
+            try_left(&[*x], 0.0);
+        }
+        return best;
+    }
+    let mut cand: Vec<(f64, f64)> = all
+        .into_iter()
+        .filter(|x| est(x.1) >= p.min_data_per_group)
+        .collect();
+    cand.sort_by(|a, b| (a.0 / (a.1 + p.cat_smooth)).total_cmp(&(b.0 / (b.1 + p.cat_smooth))));
+    let max_k = p.max_cat_threshold.min(cand.len().div_ceil(2)).max(1);
+    for k in 1..=max_k.min(cand.len()) {
+        try_left(&cand[..k], p.cat_l2);
+        let rev: Vec<(f64, f64)> = cand.iter().rev().copied().collect();
+        try_left(&rev[..k], p.cat_l2);
+    }
+    best
+}
+
+#[test]
+fn categorical_and_weighted_split_gains_match_a_naive_reference() {
+    let names: Vec<String> = (0..12).map(|i| format!("C{i}")).collect();
+    for seed in 0..30u64 {
+        let mut r = Lcg(seed + 500);
+        let n = 400;
+        // 3 categories + missing (one-vs-rest) or 12 + missing (gradient ordering).
+        let k = if seed % 2 == 0 { 3 } else { 12 };
+        let cat: Vec<Option<usize>> = (0..n)
+            .map(|_| {
+                if r.next() < 0.1 {
+                    None
+                } else {
+                    Some((r.next() * k as f64) as usize)
+                }
+            })
+            .collect();
+        let w: Vec<f64> = (0..n).map(|_| 0.5 + 1.5 * r.next()).collect();
+        // Per-category offsets so that the best split is a real partition.
+        let off: Vec<f64> = (0..=k).map(|_| r.next() * 2.0 - 1.0).collect();
+        let g: Vec<f64> = (0..n)
+            .map(|i| (off[cat[i].unwrap_or(k)] + r.next() - 0.5) * w[i])
+            .collect();
+        let h: Vec<f64> = (0..n).map(|i| (0.5 + r.next()) * w[i]).collect();
+        let values: Vec<Option<&str>> = cat.iter().map(|c| c.map(|c| names[c].as_str())).collect();
+        let data = Dataset {
+            names: vec!["origin".into()],
+            columns: vec![Column::categorical(&values)],
+            target: vec![0.0; n],
+            weights: None,
+        };
+        let binned = Binned::fit(&data, 255);
+        let (gh, sg, sh) = quantise(&g, &h).expect("quantise");
+        let gd: Vec<f64> = gh.iter().map(|p| unpack(*p).g as f64 / sg).collect();
+        let hd: Vec<f64> = gh.iter().map(|p| unpack(*p).h as f64 / sh).collect();
+        let p = Params {
+            num_leaves: 2,
+            min_data_in_leaf: 5,
+            min_data_per_group: 5,
+            min_sum_hessian_in_leaf: 0.0,
+            lambda_l2: 1.0,
+            learning_rate: 1.0,
+            ..Default::default()
+        };
+        let mut rows: Vec<u32> = (0..n as u32).collect();
+        let grown = grow_tree(&binned, &p, &[0], &mut rows, &gh, sg, sh);
+        let want = naive_categorical_gain(&cat, &gd, &hd, &p);
+        let got = grown.tree.gain[0];
+        assert!(
+            (got - want).abs() <= 1e-9 * want.abs().max(1.0),
+            "seed {seed} ({k} categories): {got} vs {want}"
+        );
+    }
+}
+
+#[test]
+fn integer_weights_equal_repeated_rows() {
+    // Few distinct values, so each value has its own bin in both datasets (equal-frequency
+    // cuts would otherwise move with the repetition).
+    let mut base = synthetic(600, 9, 0.05);
+    for c in base.columns.iter_mut() {
+        if let Column::Numeric(v) = c {
+            v.iter_mut().for_each(|x| *x = (*x * 10.0).round() / 10.0);
+        }
+    }
+    let mut r = Lcg(77);
+    let w: Vec<f64> = (0..600).map(|_| (1 + (r.next() * 3.0) as usize) as f64).collect();
+    let mut weighted = base.clone();
+    weighted.weights = Some(w.clone());
+    // The same rows, each repeated weight times.
+    let idx: Vec<usize> = (0..600)
+        .flat_map(|i| std::iter::repeat_n(i, w[i] as usize))
+        .collect();
+    let repeated = Dataset {
+        names: base.names.clone(),
+        columns: base
+            .columns
+            .iter()
+            .map(|c| match c {
+                Column::Numeric(v) => Column::Numeric(idx.iter().map(|&i| v[i]).collect()),
+                Column::Categorical { codes, dict } => Column::Categorical {
+                    codes: idx.iter().map(|&i| codes[i]).collect(),
+                    dict: dict.clone(),
+                },
+            })
+            .collect(),
+        target: idx.iter().map(|&i| base.target[i]).collect(),
+        weights: None,
+    };
+    let p = Params {
+        min_data_in_leaf: 1,
+        min_data_per_group: 1,
+        min_sum_hessian_in_leaf: 0.0,
+        ..params(5)
+    };
+    let a = train(&weighted, None, &p, &mut |_| {}).expect("weighted");
+    let b = train(&repeated, None, &p, &mut |_| {}).expect("repeated");
+    assert!((a.init_score - b.init_score).abs() < 1e-9);
+    for (ta, tb) in a.trees.iter().zip(&b.trees) {
+        assert_eq!(ta.feature, tb.feature);
+        assert_eq!(ta.threshold_bin.len(), tb.threshold_bin.len());
+        for (x, y) in ta.leaf_value.iter().zip(&tb.leaf_value) {
+            assert!((x - y).abs() < 1e-6 * x.abs().max(1.0), "{x} vs {y}");
+        }
+    }
+}
