@@ -557,9 +557,7 @@ fn naive_categorical_gain(cat: &[Option<usize>], g: &[f64], h: &[f64], p: &Param
     let ok = |hs: f64| est(hs) >= p.min_data_in_leaf && hs >= p.min_sum_hessian_in_leaf;
     let mut best = f64::MIN;
     let mut try_left = |left: &[(f64, f64)], l2: f64| {
-        let (gl, hl) = left
-            .iter()
-            .fold((0.0, 0.0), |a, x| (a.0 + x.0, a.1 + x.1));
+        let (gl, hl) = left.iter().fold((0.0, 0.0), |a, x| (a.0 + x.0, a.1 + x.1));
         if ok(hl) && ok(ht - hl) {
             best = best.max(score(gl, hl, l2) + score(gt - gl, ht - hl, l2) - parent);
         }
@@ -651,7 +649,9 @@ fn integer_weights_equal_repeated_rows() {
         }
     }
     let mut r = Lcg(77);
-    let w: Vec<f64> = (0..600).map(|_| (1 + (r.next() * 3.0) as usize) as f64).collect();
+    let w: Vec<f64> = (0..600)
+        .map(|_| (1 + (r.next() * 3.0) as usize) as f64)
+        .collect();
     let mut weighted = base.clone();
     weighted.weights = Some(w.clone());
     // The same rows, each repeated weight times.
