@@ -64,32 +64,33 @@ impl BinMapper {
                 _ => distinct.push((v, 1)),
             }
         }
-        let mut upper = Vec::new();
-        if distinct.len() <= max_bin {
-            for w in distinct.windows(2) {
-                upper.push(mid(w[0].0, w[1].0));
-            }
+        let mut upper = if distinct.len() <= max_bin {
+            cuts(&distinct, max_bin)
         } else {
-            let total: usize = distinct.iter().map(|d| d.1).sum();
-            let mut left = total;
-            let mut bins_left = max_bin;
-            let mut acc = 0usize;
-            for i in 0..distinct.len() - 1 {
-                acc += distinct[i].1;
-                let target = left.div_ceil(bins_left);
-                // Close the bin once it holds its share, or when the next value alone
-                // would overflow it.
-                if acc >= target || acc + distinct[i + 1].1 > target.saturating_mul(2) {
-                    upper.push(mid(distinct[i].0, distinct[i + 1].0));
-                    left -= acc;
-                    acc = 0;
-                    bins_left -= 1;
-                    if bins_left == 1 {
-                        break;
-                    }
-                }
+            // Negative and positive values get bins in proportion to their counts, with a
+            // bin of their own for zero between: a threshold at exactly zero (a sign, a
+            // difference to a competitor's price) is always available, as in LightGBM.
+            let neg = distinct.partition_point(|d| d.0 < 0.0);
+            let pos = distinct.partition_point(|d| d.0 <= 0.0);
+            let (n_neg, n_pos): (usize, usize) = (
+                distinct[..neg].iter().map(|d| d.1).sum(),
+                distinct[pos..].iter().map(|d| d.1).sum(),
+            );
+            if n_neg == 0 || n_pos == 0 || max_bin < 4 {
+                cuts(&distinct, max_bin)
+            } else {
+                let left = ((n_neg as f64 / (n_neg + n_pos) as f64 * (max_bin - 1) as f64)
+                    as usize)
+                    .clamp(1, max_bin - 2);
+                let mut u = cuts(&distinct[..neg], left);
+                u.push(-ZERO);
+                u.push(ZERO);
+                u.extend(cuts(&distinct[pos..], max_bin - 1 - left));
+                u
             }
-        }
+        };
+        // Strictly increasing bounds (cuts between values next to ±ZERO could tie them).
+        upper.dedup_by(|b, a| *b <= *a);
         upper.push(f64::INFINITY);
         BinMapper::Numeric { upper }
     }
@@ -138,6 +139,42 @@ impl BinMapper {
             BinMapper::Numeric { .. } => HashMap::new(),
         }
     }
+}
+
+/// Values within this of zero share zero's bin (LightGBM's `kZeroThreshold`).
+const ZERO: f64 = 1e-35;
+
+/// Upper bounds between the bins of sorted distinct values with their counts, at most
+/// `max_bin` bins (the last bin's bound, +inf, not included): one bin per value when they
+/// are few, else bins of about equal count, a frequent value alone in its bin.
+fn cuts(distinct: &[(f64, usize)], max_bin: usize) -> Vec<f64> {
+    let mut upper = Vec::new();
+    if distinct.len() <= max_bin {
+        for w in distinct.windows(2) {
+            upper.push(mid(w[0].0, w[1].0));
+        }
+        return upper;
+    }
+    let total: usize = distinct.iter().map(|d| d.1).sum();
+    let mut left = total;
+    let mut bins_left = max_bin;
+    let mut acc = 0usize;
+    for i in 0..distinct.len() - 1 {
+        if bins_left <= 1 {
+            break;
+        }
+        acc += distinct[i].1;
+        let target = left.div_ceil(bins_left);
+        // Close the bin once it holds its share, or when the next value alone would
+        // overflow it.
+        if acc >= target || acc + distinct[i + 1].1 > target.saturating_mul(2) {
+            upper.push(mid(distinct[i].0, distinct[i + 1].0));
+            left -= acc;
+            acc = 0;
+            bins_left -= 1;
+        }
+    }
+    upper
 }
 
 fn mid(a: f64, b: f64) -> f64 {

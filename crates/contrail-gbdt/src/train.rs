@@ -724,11 +724,14 @@ fn categorical_split(
         }
         return best;
     }
-    // Gradient ordering (LightGBM): sort the well-populated categories by G / (H + smooth)
-    // and try prefixes from both ends; sparse categories stay on the right.
+    // Gradient ordering (LightGBM): categories with at least `cat_smooth` rows, sorted by
+    // G / (H + cat_smooth); prefixes from both ends, evaluated once at least
+    // `min_data_per_group` rows joined since the last evaluated prefix and while the rest
+    // keeps `min_data_per_group` rows.
+    let cnt = |b: usize| (h[b].h as f64 * cf).round() as i64;
     let mut cand: Vec<(f64, usize)> = used
         .iter()
-        .filter(|&&b| sums(&h[b], cf).n >= p.min_data_per_group as i64)
+        .filter(|&&b| cnt(b) as f64 >= p.cat_smooth)
         .map(|&b| {
             (
                 (h[b].g as f64 / ctx.sg) / (h[b].h as f64 / ctx.sh + p.cat_smooth),
@@ -737,15 +740,39 @@ fn categorical_split(
         })
         .collect();
     cand.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-    let max_k = p.max_cat_threshold.min(cand.len().div_ceil(2)).max(1);
-    for dir in [false, true] {
-        let order: Vec<usize> = if dir {
-            cand.iter().rev().map(|c| c.1).collect()
-        } else {
-            cand.iter().map(|c| c.1).collect()
-        };
-        for k in 1..=max_k.min(order.len()) {
-            consider(&order[..k], p.cat_l2, &mut best);
+    let n_used = cand.len();
+    let max_num_cat = p.max_cat_threshold.min(n_used.div_ceil(2));
+    let max_threshold = max_num_cat.min(n_used).saturating_sub(1);
+    let min_group = p.min_data_per_group as i64;
+    let min_h = p.min_sum_hessian_in_leaf;
+    for reverse in [false, true] {
+        let mut left: Vec<usize> = Vec::new();
+        let (mut lb, mut left_n, mut group_n) = (HistBin::default(), 0i64, 0i64);
+        for i in 0..max_threshold {
+            let b = if reverse {
+                cand[n_used - 1 - i].1
+            } else {
+                cand[i].1
+            };
+            left.push(b);
+            lb.add(&h[b]);
+            left_n += cnt(b);
+            group_n += cnt(b);
+            if left_n < p.min_data_in_leaf as i64 || (lb.h as f64 / ctx.sh) < min_h {
+                continue;
+            }
+            let right_n = total.n - left_n;
+            if right_n < p.min_data_in_leaf as i64 || right_n < min_group {
+                break;
+            }
+            if ((tot.h - lb.h) as f64 / ctx.sh) < min_h {
+                break;
+            }
+            if group_n < min_group {
+                continue;
+            }
+            group_n = 0;
+            consider(&left, p.cat_l2, &mut best);
         }
     }
     best

@@ -538,10 +538,13 @@ fn monotone_constraints_hold_on_random_inputs() {
 }
 
 /// LightGBM's categorical split, computed directly from the rows: categories (missing is
-/// one more) with one-vs-rest splits when there are at most `max_cat_to_onehot` of them,
-/// else sorted by `G / (H + cat_smooth)` and split after every prefix (from both ends,
-/// up to `max_cat_threshold`) with `cat_l2` added to both sides. Counts are estimated from
-/// hessians as the trainer does (`n · H_side / H`).
+/// one more) with one-vs-rest splits when there are at most `max_cat_to_onehot` of them;
+/// else the categories with at least `cat_smooth` rows sorted by `G / (H + cat_smooth)`,
+/// split after each prefix from both ends (up to `min(max_cat_threshold, ceil(k/2)) - 1`
+/// categories) with `cat_l2` on both sides, a prefix evaluated only once
+/// `min_data_per_group` rows joined since the last one and while the rest keeps
+/// `min_data_per_group` rows. Counts are estimated from hessians as the trainer does
+/// (`round(n · H_category / H)`).
 fn naive_categorical_gain(cat: &[Option<usize>], g: &[f64], h: &[f64], p: &Params) -> f64 {
     let n = cat.len() as f64;
     let (gt, ht): (f64, f64) = (g.iter().sum(), h.iter().sum());
@@ -556,29 +559,52 @@ fn naive_categorical_gain(cat: &[Option<usize>], g: &[f64], h: &[f64], p: &Param
     let est = |hs: f64| (hs * n / ht).round() as usize;
     let ok = |hs: f64| est(hs) >= p.min_data_in_leaf && hs >= p.min_sum_hessian_in_leaf;
     let mut best = f64::MIN;
-    let mut try_left = |left: &[(f64, f64)], l2: f64| {
-        let (gl, hl) = left.iter().fold((0.0, 0.0), |a, x| (a.0 + x.0, a.1 + x.1));
-        if ok(hl) && ok(ht - hl) {
-            best = best.max(score(gl, hl, l2) + score(gt - gl, ht - hl, l2) - parent);
-        }
-    };
     let all: Vec<(f64, f64)> = groups.values().copied().collect();
     if all.len() <= p.max_cat_to_onehot {
-        for x in &all {
-            try_left(&[*x], 0.0);
+        for &(gl, hl) in &all {
+            if ok(hl) && ok(ht - hl) {
+                best = best.max(score(gl, hl, 0.0) + score(gt - gl, ht - hl, 0.0) - parent);
+            }
         }
         return best;
     }
     let mut cand: Vec<(f64, f64)> = all
         .into_iter()
-        .filter(|x| est(x.1) >= p.min_data_per_group)
+        .filter(|x| est(x.1) as f64 >= p.cat_smooth)
         .collect();
     cand.sort_by(|a, b| (a.0 / (a.1 + p.cat_smooth)).total_cmp(&(b.0 / (b.1 + p.cat_smooth))));
-    let max_k = p.max_cat_threshold.min(cand.len().div_ceil(2)).max(1);
-    for k in 1..=max_k.min(cand.len()) {
-        try_left(&cand[..k], p.cat_l2);
-        let rev: Vec<(f64, f64)> = cand.iter().rev().copied().collect();
-        try_left(&rev[..k], p.cat_l2);
+    let k = cand.len();
+    let max_threshold = p
+        .max_cat_threshold
+        .min(k.div_ceil(2))
+        .min(k)
+        .saturating_sub(1);
+    for order in [cand.clone(), cand.iter().rev().copied().collect()] {
+        let (mut gl, mut hl, mut nl, mut group) = (0.0, 0.0, 0usize, 0usize);
+        for &(gc, hc) in &order[..max_threshold] {
+            gl += gc;
+            hl += hc;
+            nl += est(hc);
+            group += est(hc);
+            if nl < p.min_data_in_leaf || hl < p.min_sum_hessian_in_leaf {
+                continue;
+            }
+            let nr = cat.len() - nl;
+            if nr < p.min_data_in_leaf
+                || nr < p.min_data_per_group
+                || ht - hl < p.min_sum_hessian_in_leaf
+            {
+                break;
+            }
+            if group < p.min_data_per_group {
+                continue;
+            }
+            group = 0;
+            if ok(hl) && ok(ht - hl) {
+                best =
+                    best.max(score(gl, hl, p.cat_l2) + score(gt - gl, ht - hl, p.cat_l2) - parent);
+            }
+        }
     }
     best
 }
@@ -621,7 +647,7 @@ fn categorical_and_weighted_split_gains_match_a_naive_reference() {
         let p = Params {
             num_leaves: 2,
             min_data_in_leaf: 5,
-            min_data_per_group: 5,
+            min_data_per_group: [5, 40, 100][seed as usize % 3],
             min_sum_hessian_in_leaf: 0.0,
             lambda_l2: 1.0,
             learning_rate: 1.0,
@@ -674,10 +700,13 @@ fn integer_weights_equal_repeated_rows() {
         target: idx.iter().map(|&i| base.target[i]).collect(),
         weights: None,
     };
+    // Row-count thresholds (which a weight does not multiply) out of the way: every
+    // category of a leaf is a candidate in both.
     let p = Params {
         min_data_in_leaf: 1,
         min_data_per_group: 1,
         min_sum_hessian_in_leaf: 0.0,
+        cat_smooth: 1.0,
         ..params(5)
     };
     let a = train(&weighted, None, &p, &mut |_| {}).expect("weighted");
