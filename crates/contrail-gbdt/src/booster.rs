@@ -260,7 +260,7 @@ fn train_in_pool(
                 .for_each(|(r, s)| *s += tree.leaf_value[tree.leaf_of_binned(vb, r)]);
         }
         booster.trees.push(grown.tree);
-        // Metrics, computed sequentially so they are the same whatever the thread count.
+        // Metrics: partial sums over fixed-size chunks, the same whatever the thread count.
         let mut log = IterationLog {
             iteration: it + 1,
             values: Vec::new(),

@@ -1,5 +1,7 @@
 //! Evaluation metrics, on the response scale. Lower is better for all but `auc` and `r2`.
 
+use rayon::prelude::*;
+
 use crate::objective::Objective;
 use crate::GbdtError;
 
@@ -23,21 +25,33 @@ pub fn check(name: &str) -> Result<(), GbdtError> {
     }
 }
 
+/// Rows summed per task: partial sums of fixed-size chunks are added in chunk order, so
+/// a metric has the same bits whatever the thread count.
+const CHUNK: usize = 1 << 15;
+
 fn wsum(w: Option<&[f64]>, n: usize) -> f64 {
-    w.map_or(n as f64, |w| w.iter().sum())
+    w.map_or(n as f64, |w| {
+        let parts: Vec<f64> = w.par_chunks(CHUNK).map(|c| c.iter().sum()).collect();
+        parts.iter().sum()
+    })
 }
 
-fn weighted(y: &[f64], p: &[f64], w: Option<&[f64]>, f: impl Fn(f64, f64) -> f64) -> f64 {
-    let s: f64 = match w {
-        Some(w) => y
-            .iter()
-            .zip(p)
-            .zip(w)
-            .map(|((y, p), w)| w * f(*y, *p))
-            .sum(),
-        None => y.iter().zip(p).map(|(y, p)| f(*y, *p)).sum(),
-    };
-    s / wsum(w, y.len()).max(1e-300)
+fn weighted(y: &[f64], p: &[f64], w: Option<&[f64]>, f: impl Fn(f64, f64) -> f64 + Sync) -> f64 {
+    let parts: Vec<f64> = y
+        .par_chunks(CHUNK)
+        .zip(p.par_chunks(CHUNK))
+        .enumerate()
+        .map(|(k, (y, p))| match w {
+            Some(w) => y
+                .iter()
+                .zip(p)
+                .zip(&w[k * CHUNK..])
+                .map(|((y, p), w)| w * f(*y, *p))
+                .sum::<f64>(),
+            None => y.iter().zip(p).map(|(y, p)| f(*y, *p)).sum::<f64>(),
+        })
+        .collect();
+    parts.iter().sum::<f64>() / wsum(w, y.len()).max(1e-300)
 }
 
 /// Evaluates `name` on labels `y` and response-scale predictions `p`.
@@ -88,7 +102,14 @@ pub fn evaluate(name: &str, y: &[f64], p: &[f64], w: Option<&[f64]>, obj: &Objec
         }
         "logloss" => weighted(y, p, w, |y, p| {
             let p = p.clamp(1e-15, 1.0 - 1e-15);
-            -(y * p.ln() + (1.0 - y) * (1.0 - p).ln())
+            // One logarithm for 0/1 labels (the usual case), both for soft labels.
+            if y == 1.0 {
+                -p.ln()
+            } else if y == 0.0 {
+                -(1.0 - p).ln()
+            } else {
+                -(y * p.ln() + (1.0 - y) * (1.0 - p).ln())
+            }
         }),
         "auc" => auc(y, p, w),
         "poisson" => weighted(y, p, w, |y, p| {
