@@ -700,7 +700,7 @@ pub fn from_bytes(bytes: &[u8], path: &str) -> Result<(Booster, Manifest), GbdtE
         }
         if node_parents.iter().skip(1).any(|p| *p == 0)
             || (k > 0 && node_parents[0] != 0)
-            || leaf_parents.iter().any(|p| *p == 0) && k > 0
+            || leaf_parents.contains(&0) && k > 0
         {
             return Err(err(format!("tree {t}: some node or leaf is unreachable")));
         }

@@ -279,7 +279,8 @@ fn scale_for(total_abs: f64, n: usize, bits: u32) -> Result<f64, GbdtError> {
 /// ([`exact_leaf_values`]).
 pub fn quantise_packed(g: &[f64], h: &[f64], out: &mut [u64]) -> Result<(f64, f64), GbdtError> {
     let n = g.len();
-    if let Some(i) = h.iter().position(|x| !(*x >= 0.0)) {
+    // `>= 0.0` is false for NaN too.
+    if let Some(i) = h.iter().position(|x| x.is_nan() || *x < 0.0) {
         return Err(GbdtError::Data {
             what: "training data".into(),
             reason: format!("row {i} has hessian {} (must be >= 0)", h[i]),

@@ -144,6 +144,27 @@ fn naive_best_gain(x: &[f64], g: &[f64], h: &[f64], l2: f64, min_data: usize) ->
     best
 }
 
+/// A one-feature dataset binned, with its gradients and hessians quantised and packed,
+/// and the values split finding sees (dequantised): what the naive references use.
+#[allow(clippy::type_complexity)]
+fn one_feature(
+    col: Column,
+    g: &[f64],
+    h: &[f64],
+) -> (Binned, Vec<u64>, f64, f64, Vec<f64>, Vec<f64>) {
+    let data = Dataset {
+        names: vec!["x".into()],
+        columns: vec![col],
+        target: vec![0.0; g.len()],
+        weights: None,
+    };
+    let binned = Binned::fit(&data, 255);
+    let (gh, sg, sh) = quantise(g, h).expect("quantise");
+    let gd: Vec<f64> = gh.iter().map(|p| unpack(*p).g as f64 / sg).collect();
+    let hd: Vec<f64> = gh.iter().map(|p| unpack(*p).h as f64 / sh).collect();
+    (binned, gh, sg, sh, gd, hd)
+}
+
 #[test]
 fn split_gains_match_a_naive_reference() {
     for seed in 0..20u64 {
@@ -160,18 +181,9 @@ fn split_gains_match_a_naive_reference() {
             .collect();
         let g: Vec<f64> = (0..n).map(|_| r.next() * 2.0 - 1.0).collect();
         let h: Vec<f64> = (0..n).map(|_| 0.5 + r.next()).collect();
-        let data = Dataset {
-            names: vec!["x".into()],
-            columns: vec![Column::Numeric(x.clone())],
-            target: vec![0.0; n],
-            weights: None,
-        };
-        let binned = Binned::fit(&data, 255);
-        let (gh, sg, sh) = quantise(&g, &h).expect("quantise");
+        let (binned, gh, sg, sh, gd, hd) = one_feature(Column::Numeric(x.clone()), &g, &h);
         // Split finding sees the quantised values: the reference uses the same ones, and
         // they are within half a quantum of the exact ones.
-        let gd: Vec<f64> = gh.iter().map(|p| unpack(*p).g as f64 / sg).collect();
-        let hd: Vec<f64> = gh.iter().map(|p| unpack(*p).h as f64 / sh).collect();
         for i in 0..n {
             assert!((gd[i] - g[i]).abs() <= 0.5 / sg && (hd[i] - h[i]).abs() <= 0.5 / sh);
         }
@@ -634,16 +646,7 @@ fn categorical_and_weighted_split_gains_match_a_naive_reference() {
             .collect();
         let h: Vec<f64> = (0..n).map(|i| (0.5 + r.next()) * w[i]).collect();
         let values: Vec<Option<&str>> = cat.iter().map(|c| c.map(|c| names[c].as_str())).collect();
-        let data = Dataset {
-            names: vec!["origin".into()],
-            columns: vec![Column::categorical(&values)],
-            target: vec![0.0; n],
-            weights: None,
-        };
-        let binned = Binned::fit(&data, 255);
-        let (gh, sg, sh) = quantise(&g, &h).expect("quantise");
-        let gd: Vec<f64> = gh.iter().map(|p| unpack(*p).g as f64 / sg).collect();
-        let hd: Vec<f64> = gh.iter().map(|p| unpack(*p).h as f64 / sh).collect();
+        let (binned, gh, sg, sh, gd, hd) = one_feature(Column::categorical(&values), &g, &h);
         let p = Params {
             num_leaves: 2,
             min_data_in_leaf: 5,
