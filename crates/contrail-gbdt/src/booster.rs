@@ -151,6 +151,26 @@ fn train_in_pool(
         }
         None => None,
     };
+    // Features that can split at all (as LightGBM's feature_pre_filter): two or more
+    // non-empty bins, and at least min_data_in_leaf rows outside the fullest bin. The
+    // others would cost a histogram update per row and never split.
+    let usable: Vec<usize> = binned
+        .columns
+        .par_iter()
+        .map(|col| {
+            let mut counts = vec![0usize; col.iter().map(|b| *b as usize + 1).max().unwrap_or(0)];
+            for b in col {
+                counts[*b as usize] += 1;
+            }
+            let fullest = counts.iter().copied().max().unwrap_or(0);
+            counts.iter().filter(|c| **c > 0).count() >= 2
+                && n - fullest >= params.min_data_in_leaf.max(1)
+        })
+        .collect::<Vec<bool>>()
+        .into_iter()
+        .enumerate()
+        .filter_map(|(f, ok)| ok.then_some(f))
+        .collect();
     let w = train.weights.as_deref();
     let init = obj.init_score(&train.target, w);
     let mut score = vec![init; n];
@@ -203,12 +223,15 @@ fn train_in_pool(
         }
         rows.clear();
         rows.extend_from_slice(if bagging { &bag } else { &all_rows });
-        let feats = feature_subset(
-            binned.n_features,
+        let feats: Vec<usize> = feature_subset(
+            usable.len(),
             params.feature_fraction,
             params.seed,
             it as u64,
-        );
+        )
+        .into_iter()
+        .map(|i| usable[i])
+        .collect();
         let mut grown =
             grow_tree_pooled(&binned, params, &feats, &mut rows, &gh, sg, sh, &mut pool);
         // The leaf of every row: in-bag rows by their leaf ranges, the rest by traversal.

@@ -723,3 +723,29 @@ fn integer_weights_equal_repeated_rows() {
         }
     }
 }
+
+#[test]
+fn features_that_cannot_split_change_nothing() {
+    let base = synthetic(2000, 21, 0.05);
+    let mut wide = base.clone();
+    // A constant column, and one whose rare value has fewer rows than min_data_in_leaf.
+    wide.names.insert(1, "constant".into());
+    wide.columns.insert(1, Column::Numeric(vec![7.0; 2000]));
+    wide.names.push("rare".into());
+    wide.columns.push(Column::Numeric(
+        (0..2000).map(|i| if i < 3 { 1.0 } else { 0.0 }).collect(),
+    ));
+    let p = params(10);
+    let a = train(&base, None, &p, &mut |_| {}).expect("base");
+    let b = train(&wide, None, &p, &mut |_| {}).expect("wide");
+    let (ga, _) = a.importance();
+    let (gb, _) = b.importance();
+    assert_eq!(gb[1], 0.0);
+    assert_eq!(gb[gb.len() - 1], 0.0);
+    let bits = |v: Vec<f64>| v.into_iter().map(f64::to_bits).collect::<Vec<_>>();
+    assert_eq!(
+        bits(a.predict(&base).expect("predict")),
+        bits(b.predict(&wide).expect("predict"))
+    );
+    assert_eq!(ga.len() + 2, gb.len());
+}
