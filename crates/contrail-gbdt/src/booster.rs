@@ -196,7 +196,7 @@ fn train_in_pool(
     let mut rows: Vec<u32> = Vec::with_capacity(n);
     let (mut gf, mut hf) = (vec![0.0f64; n], vec![0.0f64; n]);
     let mut gh = vec![0u64; n];
-    let mut resp = vec![0.0f64; n];
+    let mut resp = vec![obj.transform(init); n];
     let mut leaf_of = vec![0u32; n];
     let mut pool = HistPool::default();
     let bagging = params.bagging_fraction < 1.0 && params.bagging_freq > 0;
@@ -234,31 +234,25 @@ fn train_in_pool(
         .collect();
         let mut grown =
             grow_tree_pooled(&binned, params, &feats, &mut rows, &gh, sg, sh, &mut pool);
-        // The leaf of every row: in-bag rows by their leaf ranges, the rest by traversal.
+        // The leaf of every row in the tree's sample, from the leaves' row ranges (rows out
+        // of the bag: u32::MAX); leaf values from their exact gradient sums.
         if bagging {
+            leaf_of.fill(u32::MAX);
+        }
+        for (leaf, &(b, len)) in grown.leaf_rows.iter().enumerate() {
+            for &r in &rows[b..b + len] {
+                leaf_of[r as usize] = leaf as u32;
+            }
+        }
+        let sums = exact_leaf_sums(grown.leaf_rows.len(), &leaf_of, &gf, &hf);
+        set_leaf_values(&mut grown, params, &sums);
+        if bagging {
+            // Out-of-bag rows need their leaf too, for the score update: by traversal.
             let tree = &grown.tree;
             leaf_of
                 .par_iter_mut()
                 .enumerate()
                 .for_each(|(r, l)| *l = tree.leaf_of_binned(&binned, r) as u32);
-            let sums = {
-                let mut in_bag = vec![u32::MAX; n];
-                for (leaf, &(b, len)) in grown.leaf_rows.iter().enumerate() {
-                    for &r in &rows[b..b + len] {
-                        in_bag[r as usize] = leaf as u32;
-                    }
-                }
-                exact_leaf_sums(grown.leaf_rows.len(), &in_bag, &gf, &hf)
-            };
-            set_leaf_values(&mut grown, params, &sums);
-        } else {
-            for (leaf, &(b, len)) in grown.leaf_rows.iter().enumerate() {
-                for &r in &rows[b..b + len] {
-                    leaf_of[r as usize] = leaf as u32;
-                }
-            }
-            let sums = exact_leaf_sums(grown.leaf_rows.len(), &leaf_of, &gf, &hf);
-            set_leaf_values(&mut grown, params, &sums);
         }
         if let Some(q) = obj.renew_quantile() {
             renew_leaves(
@@ -337,11 +331,12 @@ fn train_in_pool(
             booster.trees.truncate(bi);
             let x = booster.prepare(train)?;
             score = booster.predict_raw(&x, None);
+            resp.par_iter_mut()
+                .zip(score.par_iter())
+                .for_each(|(r, s)| *r = obj.transform(*s));
         }
     }
-    resp.par_iter_mut()
-        .zip(score.par_iter())
-        .for_each(|(r, s)| *r = obj.transform(*s));
+    // `resp` holds the transformed scores of the last iteration's metrics.
     Ok((booster, resp))
 }
 

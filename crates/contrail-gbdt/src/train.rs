@@ -241,14 +241,19 @@ pub fn unpack(p: u64) -> HistBin {
     }
 }
 
-/// Sum of `|x|` over fixed-size chunks, added in chunk order: the same bits whatever
-/// the thread count.
-fn abs_sum(v: &[f64]) -> f64 {
-    let parts: Vec<f64> = v
+/// Sum of `|x|` over fixed-size chunks, added in chunk order (the same bits whatever the
+/// thread count), and whether every value is `>= 0` (false for NaN too).
+fn abs_sum(v: &[f64]) -> (f64, bool) {
+    let parts: Vec<(f64, bool)> = v
         .par_chunks(1 << 16)
-        .map(|c| c.iter().map(|x| x.abs()).sum::<f64>())
+        .map(|c| {
+            c.iter()
+                .fold((0.0, true), |(s, ok), x| (s + x.abs(), ok && *x >= 0.0))
+        })
         .collect();
-    parts.iter().sum()
+    parts
+        .iter()
+        .fold((0.0, true), |(s, ok), p| (s + p.0, ok && p.1))
 }
 
 /// A power-of-two scale `s` with `sum(|round(x·s)|) < 2^bits` whatever the rounding.
@@ -279,15 +284,16 @@ fn scale_for(total_abs: f64, n: usize, bits: u32) -> Result<f64, GbdtError> {
 /// ([`exact_leaf_values`]).
 pub fn quantise_packed(g: &[f64], h: &[f64], out: &mut [u64]) -> Result<(f64, f64), GbdtError> {
     let n = g.len();
-    // `>= 0.0` is false for NaN too.
-    if let Some(i) = h.iter().position(|x| x.is_nan() || *x < 0.0) {
+    let (h_sum, h_ok) = abs_sum(h);
+    if !h_ok {
+        let i = h.iter().position(|x| x.is_nan() || *x < 0.0).unwrap_or(0);
         return Err(GbdtError::Data {
             what: "training data".into(),
             reason: format!("row {i} has hessian {} (must be >= 0)", h[i]),
         });
     }
-    let sg = scale_for(abs_sum(g), n, 63 - H_BITS)?;
-    let sh = scale_for(abs_sum(h), n, H_BITS)?;
+    let sg = scale_for(abs_sum(g).0, n, 63 - H_BITS)?;
+    let sh = scale_for(h_sum, n, H_BITS)?;
     out.par_iter_mut()
         .zip(g.par_iter().zip(h.par_iter()))
         .for_each(|(o, (g, h))| *o = pack((g * sg).round() as i64, (h * sh).round() as i64));
@@ -322,6 +328,25 @@ fn prefetch<T>(p: *const T) {
 /// ascending subset, which the hardware prefetcher does not follow.
 const PREFETCH_AHEAD: usize = 16;
 
+/// Prefetches the bins of features `f0..f1` and the gradient of the row
+/// `PREFETCH_AHEAD` positions after position `i` of `rows`.
+#[inline(always)]
+fn prefetch_row<T>(
+    bins: &[T],
+    nf: usize,
+    (f0, f1): (usize, usize),
+    rows: &[u32],
+    i: usize,
+    gh: &[u64],
+) {
+    if let Some(&r) = rows.get(i + PREFETCH_AHEAD) {
+        let r = r as usize;
+        prefetch(&bins[r * nf + f0]);
+        prefetch(&bins[r * nf + f1 - 1]);
+        prefetch(&gh[r]);
+    }
+}
+
 /// Rows from which [`accumulate_u8`] pays for its scratch histogram.
 const DENSE_ROWS: usize = 256;
 
@@ -342,12 +367,7 @@ fn accumulate_u8(
     let (f0, f1) = (feats[0], feats[feats.len() - 1] + 1);
     let mut scratch = vec![[0u64; 256]; f1 - f0];
     for (i, &r) in rows.iter().enumerate() {
-        if let Some(&a) = rows.get(i + PREFETCH_AHEAD) {
-            let a = a as usize;
-            prefetch(&bins[a * nf + f0]);
-            prefetch(&bins[a * nf + f1 - 1]);
-            prefetch(&gh[a]);
-        }
+        prefetch_row(bins, nf, (f0, f1), rows, i, gh);
         let r = r as usize;
         let g = gh[r];
         for (b, h) in bins[r * nf + f0..r * nf + f1]
@@ -380,14 +400,7 @@ fn accumulate<T: Copy + Into<usize> + Sync>(
     let base = offsets[feats[0]];
     let contiguous = feats.windows(2).all(|w| w[1] == w[0] + 1);
     let (f0, f1) = (feats[0], feats[feats.len() - 1] + 1);
-    let ahead = |i: usize| {
-        if let Some(&r) = rows.get(i + PREFETCH_AHEAD) {
-            let r = r as usize;
-            prefetch(&bins[r * nf + f0]);
-            prefetch(&bins[r * nf + f1 - 1]);
-            prefetch(&gh[r]);
-        }
-    };
+    let ahead = |i: usize| prefetch_row(bins, nf, (f0, f1), rows, i, gh);
     if contiguous {
         let offs: Vec<usize> = offsets[f0..f1].iter().map(|o| o - base).collect();
         for (i, &r) in rows.iter().enumerate() {
@@ -533,20 +546,23 @@ pub fn exact_leaf_sums(n_leaves: usize, leaf_of: &[u32], g: &[f64], h: &[f64]) -
 /// Sets the leaf values of a grown tree from exact gradient and hessian sums (L1, L2,
 /// monotone bounds and the learning rate applied as in growth).
 pub fn set_leaf_values(grown: &mut Grown, p: &Params, sums: &[(f64, f64)]) {
-    let thr = |g: f64| {
-        if g > p.lambda_l1 {
-            g - p.lambda_l1
-        } else if g < -p.lambda_l1 {
-            g + p.lambda_l1
-        } else {
-            0.0
-        }
-    };
     for (i, &(g, h)) in sums.iter().enumerate() {
         let (lo, hi) = grown.leaf_bounds[i];
-        let v = -thr(g) / (h + p.lambda_l2) * p.learning_rate;
+        let v = -soft_threshold(g, p.lambda_l1) / (h + p.lambda_l2) * p.learning_rate;
         grown.tree.leaf_value[i] = v.max(lo).min(hi);
         grown.tree.leaf_hess[i] = h;
+    }
+}
+
+/// L1 shrinkage of a gradient sum towards zero by `l1`.
+#[inline]
+fn soft_threshold(g: f64, l1: f64) -> f64 {
+    if g > l1 {
+        g - l1
+    } else if g < -l1 {
+        g + l1
+    } else {
+        0.0
     }
 }
 
@@ -572,13 +588,7 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     #[inline]
     fn thr_l1(&self, g: f64) -> f64 {
-        if g > self.p.lambda_l1 {
-            g - self.p.lambda_l1
-        } else if g < -self.p.lambda_l1 {
-            g + self.p.lambda_l1
-        } else {
-            0.0
-        }
+        soft_threshold(g, self.p.lambda_l1)
     }
     #[inline]
     fn score(&self, s: &Sums, extra_l2: f64) -> f64 {
@@ -857,6 +867,16 @@ fn best_split(
         .reduce(|| None, |a, b| if better(&b, &a) { b } else { a })
 }
 
+/// The gradient and hessian sums of a leaf: the bins of any one feature add up to them.
+fn hist_total(data: &Binned, feats: &[usize], hist: &[u64]) -> Option<HistBin> {
+    let &f = feats.first()?;
+    Some(unpack(
+        hist[data.offsets[f]..data.offsets[f + 1]]
+            .iter()
+            .fold(0u64, |a, b| a.wrapping_add(*b)),
+    ))
+}
+
 /// The best split of a leaf whose histogram is `hist` (packed) over `feats`, with `n`
 /// rows (what [`grow_tree`] does for every leaf; public for benchmarks and tests).
 pub fn find_best_split(
@@ -868,12 +888,7 @@ pub fn find_best_split(
     sg: f64,
     sh: f64,
 ) -> Option<Split> {
-    let &f = feats.first()?;
-    let b = unpack(
-        hist[data.offsets[f]..data.offsets[f + 1]]
-            .iter()
-            .fold(0u64, |a, b| a.wrapping_add(*b)),
-    );
+    let b = hist_total(data, feats, hist)?;
     let total = Sums {
         g: b.g,
         h: b.h,
@@ -914,7 +929,7 @@ fn partition(data: &Binned, s: &Split, rows: &mut [u32], scratch: &mut Vec<u32>)
     let f = s.feature;
     let missing = data.mappers[f].missing_bin();
     let n_bins = data.offsets[f + 1] - data.offsets[f];
-    let side: Vec<u8> = (0..n_bins.max(missing + 1))
+    let side: Vec<u8> = (0..n_bins)
         .map(|b| goes_left(s, b, missing) as u8)
         .collect();
     let col = &data.columns[f];
@@ -1018,12 +1033,7 @@ pub fn grow_tree_pooled(
         n: rows.len() as i64,
         ..Default::default()
     };
-    if let Some(&f) = feats.first() {
-        let b = unpack(
-            root_hist[data.offsets[f]..data.offsets[f + 1]]
-                .iter()
-                .fold(0u64, |a, b| a.wrapping_add(*b)),
-        );
+    if let Some(b) = hist_total(data, feats, &root_hist) {
         sum.g = b.g;
         sum.h = b.h;
     }
