@@ -274,6 +274,12 @@ pub struct ParamArgs {
     pub feature_fraction: Option<f64>,
     #[arg(long)]
     pub max_bin: Option<usize>,
+    /// Rows sampled to find bin edges.
+    #[arg(long)]
+    pub bin_construct_sample_cnt: Option<usize>,
+    /// Seed of the rows sampled to find bin edges.
+    #[arg(long)]
+    pub data_random_seed: Option<u64>,
     #[arg(long)]
     pub early_stopping_round: Option<usize>,
     #[arg(long)]
@@ -311,6 +317,8 @@ impl ParamArgs {
             bagging_freq,
             feature_fraction,
             max_bin,
+            bin_construct_sample_cnt,
+            data_random_seed,
             early_stopping_round,
             seed,
             num_threads

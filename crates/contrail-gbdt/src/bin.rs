@@ -10,8 +10,32 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::{Column, Dataset};
 
-/// Rows sampled (evenly spaced, so deterministic) to find bin edges.
+/// Rows sampled to find bin edges, by default (LightGBM's `bin_construct_sample_cnt`).
 pub const BIN_SAMPLE: usize = 200_000;
+
+/// About `cnt` of `n` rows, ascending, drawn with `seed` (each row kept when its hash
+/// falls under the sample's share, so the draw does not depend on the thread count);
+/// `None` when `n <= cnt`: every row.
+pub fn sample_rows(n: usize, cnt: usize, seed: u64) -> Option<Vec<u32>> {
+    if n <= cnt {
+        return None;
+    }
+    let cut = (cnt as f64 / n as f64 * u64::MAX as f64) as u64;
+    Some(
+        (0..n as u32)
+            .into_par_iter()
+            .filter(|&r| mix(seed ^ (r as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)) < cut)
+            .collect(),
+    )
+}
+
+/// SplitMix64's finaliser.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -47,15 +71,13 @@ impl BinMapper {
         upper.partition_point(|u| *u < v).min(upper.len() - 1)
     }
 
-    fn numeric(values: &[f64], max_bin: usize) -> BinMapper {
-        let n = values.len();
-        let step = n.div_ceil(BIN_SAMPLE).max(1);
-        let mut s: Vec<f64> = values
-            .iter()
-            .step_by(step)
-            .copied()
-            .filter(|v| !v.is_nan())
-            .collect();
+    /// Bin edges from the values of the sampled rows (`None`: all).
+    fn numeric(values: &[f64], sample: Option<&[u32]>, max_bin: usize) -> BinMapper {
+        let mut s: Vec<f64> = match sample {
+            Some(rows) => rows.iter().map(|&r| values[r as usize]).collect(),
+            None => values.to_vec(),
+        };
+        s.retain(|v| !v.is_nan());
         s.sort_by(f64::total_cmp);
         let mut distinct: Vec<(f64, usize)> = Vec::new();
         for v in s {
@@ -186,11 +208,96 @@ fn mid(a: f64, b: f64) -> f64 {
     }
 }
 
-/// The bin matrix, row-major.
+/// The bin codes of a [`RowMatrix`], row-major.
 #[derive(Debug, Clone)]
 pub enum Bins {
     U8(Vec<u8>),
     U16(Vec<u16>),
+}
+
+/// One feature of a [`Group`]: its bin is `(code / stride) % n_bins`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Member {
+    pub feature: usize,
+    pub stride: usize,
+    pub n_bins: usize,
+}
+
+/// One column of the row matrix: a feature, or a bundle of features with few bins whose
+/// joint bin (`Σ bin × stride`) fits one byte.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    /// First bin of the column's histogram: the feature's own bins for a single feature,
+    /// the joint bins (after every feature's bins) for a bundle.
+    pub offset: usize,
+    pub n_bins: usize,
+    pub members: Vec<Member>,
+}
+
+impl Group {
+    pub fn is_bundle(&self) -> bool {
+        self.members.len() > 1
+    }
+}
+
+/// The row-major bin matrix the histogram pass reads: the features it was built for,
+/// one code per column, a row at a time.
+///
+/// Features with few bins share a column (**bundles**): two binary flags, a day of the
+/// week and a cabin are one byte whose value is their joint bin, so a row costs one
+/// histogram update for all of them instead of one each. A bundle's histogram has one
+/// bin per joint value; each member's own histogram is its marginal, added up from the
+/// joint bins after the pass (a few hundred additions per leaf, against one update per
+/// row saved). Histograms stay exact integer sums, so trees are the same bits with or
+/// without bundles. (LightGBM bundles only features that are never non-zero together; a
+/// joint bin needs no exclusivity.)
+#[derive(Debug, Clone)]
+pub struct RowMatrix {
+    pub n_rows: usize,
+    pub bins: Bins,
+    pub groups: Vec<Group>,
+    /// The column of each feature (`None`: not in the matrix).
+    pub group_of: Vec<Option<usize>>,
+    /// Histogram length: every feature's bins, then the bundles' joint bins.
+    pub hist_len: usize,
+}
+
+impl RowMatrix {
+    pub fn width(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// The columns holding any of `feats`, ascending.
+    pub fn groups_of(&self, feats: &[usize]) -> Vec<usize> {
+        let mut g: Vec<usize> = feats
+            .iter()
+            .filter_map(|&f| self.group_of.get(f).copied().flatten())
+            .collect();
+        g.sort_unstable();
+        g.dedup();
+        g
+    }
+
+    /// Adds the joint bins of each bundle in `groups` to its members' own bins of `hist`
+    /// (zero there before).
+    pub fn marginalise(&self, offsets: &[usize], groups: &[usize], hist: &mut [u64]) {
+        for &gi in groups {
+            let g = &self.groups[gi];
+            if !g.is_bundle() {
+                continue;
+            }
+            for j in 0..g.n_bins {
+                let v = hist[g.offset + j];
+                if v == 0 {
+                    continue;
+                }
+                for m in &g.members {
+                    let e = &mut hist[offsets[m.feature] + (j / m.stride) % m.n_bins];
+                    *e = e.wrapping_add(v);
+                }
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -200,10 +307,11 @@ pub struct Binned {
     pub mappers: Vec<BinMapper>,
     /// Offset of each feature's first bin in a histogram; the last entry is the total.
     pub offsets: Vec<usize>,
-    /// Row-major: the histogram pass reads a whole row at once.
-    pub bins: Bins,
-    /// Feature-major copy: partitioning a leaf reads one feature of many rows.
+    /// Feature-major: partitioning a leaf reads one feature of many rows.
     pub columns: Vec<Vec<u16>>,
+    /// Row-major, for the histogram pass: built by [`Binned::fit`] for every feature, by
+    /// [`Binned::pack`] for chosen ones; empty for data that is only traversed.
+    pub rows: RowMatrix,
 }
 
 /// Bins a column with an existing mapper.
@@ -227,20 +335,32 @@ pub fn bin_column(m: &BinMapper, col: &Column) -> Vec<u16> {
 }
 
 impl Binned {
-    /// Finds bin edges on `data` and bins it.
+    /// Finds bin edges on `data` (a sample of the default size and seed) and bins it,
+    /// with a row matrix of every feature.
     pub fn fit(data: &Dataset, max_bin: usize) -> Binned {
+        let mut b = Binned::fit_columns(data, max_bin, BIN_SAMPLE, 1);
+        let all: Vec<usize> = (0..b.n_features).collect();
+        b.pack(&all, true);
+        b
+    }
+
+    /// Finds bin edges on about `sample_cnt` rows of `data` drawn with `seed` (category
+    /// counts on all rows) and bins it, feature-major only (see [`Binned::pack`]).
+    pub fn fit_columns(data: &Dataset, max_bin: usize, sample_cnt: usize, seed: u64) -> Binned {
+        let sample = sample_rows(data.n_rows(), sample_cnt, seed);
         let mappers: Vec<BinMapper> = data
             .columns
             .par_iter()
             .map(|c| match c {
-                Column::Numeric(v) => BinMapper::numeric(v, max_bin),
+                Column::Numeric(v) => BinMapper::numeric(v, sample.as_deref(), max_bin),
                 Column::Categorical { codes, dict } => BinMapper::categorical(codes, dict, max_bin),
             })
             .collect();
         Binned::with_mappers(data, mappers)
     }
 
-    /// Bins `data` with given mappers (a validation set binned like its training set).
+    /// Bins `data` with given mappers (a validation set binned like its training set),
+    /// feature-major only: no row matrix (see [`Binned::pack`]).
     pub fn with_mappers(data: &Dataset, mappers: Vec<BinMapper>) -> Binned {
         let n_rows = data.n_rows();
         let n_features = mappers.len();
@@ -251,49 +371,150 @@ impl Binned {
             total += m.n_bins();
         }
         offsets.push(total);
-        let cols: Vec<Vec<u16>> = mappers
+        let columns: Vec<Vec<u16>> = mappers
             .par_iter()
             .zip(data.columns.par_iter())
             .map(|(m, c)| bin_column(m, c))
             .collect();
-        let wide = mappers.iter().any(|m| m.n_bins() > 256);
-        let bins = if wide {
-            let mut b = vec![0u16; n_rows * n_features];
-            b.par_chunks_mut(n_features.max(1))
-                .enumerate()
-                .for_each(|(r, row)| {
-                    for (f, v) in row.iter_mut().enumerate() {
-                        *v = cols[f][r];
-                    }
-                });
-            Bins::U16(b)
-        } else {
-            let mut b = vec![0u8; n_rows * n_features];
-            b.par_chunks_mut(n_features.max(1))
-                .enumerate()
-                .for_each(|(r, row)| {
-                    for (f, v) in row.iter_mut().enumerate() {
-                        *v = cols[f][r] as u8;
-                    }
-                });
-            Bins::U8(b)
-        };
         Binned {
             n_rows,
             n_features,
             mappers,
             offsets,
-            bins,
-            columns: cols,
+            columns,
+            rows: RowMatrix {
+                n_rows,
+                bins: Bins::U8(Vec::new()),
+                groups: Vec::new(),
+                group_of: vec![None; n_features],
+                hist_len: total,
+            },
         }
+    }
+
+    /// Builds the row matrix over `feats` (bundling features with few bins when
+    /// `bundle`), replacing any earlier one.
+    pub fn pack(&mut self, feats: &[usize], bundle: bool) {
+        let n_bins = |f: usize| self.offsets[f + 1] - self.offsets[f];
+        let wide = feats.iter().any(|&f| n_bins(f) > 256);
+        let mut feats: Vec<usize> = feats.to_vec();
+        feats.sort_unstable();
+        feats.dedup();
+        // Bundles, first fit by decreasing bin count: a feature joins the first bundle
+        // whose joint bin count times its own stays within a byte.
+        let mut bundles: Vec<(usize, Vec<usize>)> = Vec::new();
+        if bundle && !wide {
+            let mut small: Vec<usize> = feats
+                .iter()
+                .copied()
+                .filter(|&f| n_bins(f) <= 128)
+                .collect();
+            small.sort_by_key(|&f| (std::cmp::Reverse(n_bins(f)), f));
+            for f in small {
+                match bundles.iter_mut().find(|(p, _)| p * n_bins(f) <= 256) {
+                    Some((p, m)) => {
+                        *p *= n_bins(f);
+                        m.push(f);
+                    }
+                    None => bundles.push((n_bins(f), vec![f])),
+                }
+            }
+            // A bundle of one feature is a single.
+            bundles.retain(|(_, m)| m.len() > 1);
+        }
+        let mut bundled = vec![false; self.n_features];
+        for (_, m) in &bundles {
+            for &f in m {
+                bundled[f] = true;
+            }
+        }
+        // Columns: single features in feature order, then bundles, whose joint bins come
+        // after every feature's own bins in a histogram.
+        let mut groups: Vec<Group> = feats
+            .iter()
+            .filter(|&&f| !bundled[f])
+            .map(|&f| Group {
+                offset: self.offsets[f],
+                n_bins: n_bins(f),
+                members: vec![Member {
+                    feature: f,
+                    stride: 1,
+                    n_bins: n_bins(f),
+                }],
+            })
+            .collect();
+        let mut hist_len = self.total_bins();
+        for (p, m) in &bundles {
+            let mut stride = 1;
+            let members = m
+                .iter()
+                .map(|&f| {
+                    let mb = Member {
+                        feature: f,
+                        stride,
+                        n_bins: n_bins(f),
+                    };
+                    stride *= n_bins(f);
+                    mb
+                })
+                .collect();
+            groups.push(Group {
+                offset: hist_len,
+                n_bins: *p,
+                members,
+            });
+            hist_len += p;
+        }
+        let mut group_of = vec![None; self.n_features];
+        for (gi, g) in groups.iter().enumerate() {
+            for m in &g.members {
+                group_of[m.feature] = Some(gi);
+            }
+        }
+        let width = groups.len();
+        let cols = &self.columns;
+        let code = |g: &Group, r: usize| -> usize {
+            g.members
+                .iter()
+                .map(|m| cols[m.feature][r] as usize * m.stride)
+                .sum()
+        };
+        let n = self.n_rows;
+        // The old matrix goes before the new one is built.
+        self.rows.bins = Bins::U8(Vec::new());
+        let bins = if wide {
+            let mut b = vec![0u16; n * width];
+            b.par_chunks_mut(width.max(1))
+                .enumerate()
+                .for_each(|(r, row)| {
+                    for (v, g) in row.iter_mut().zip(&groups) {
+                        *v = code(g, r) as u16;
+                    }
+                });
+            Bins::U16(b)
+        } else {
+            let mut b = vec![0u8; n * width];
+            b.par_chunks_mut(width.max(1))
+                .enumerate()
+                .for_each(|(r, row)| {
+                    for (v, g) in row.iter_mut().zip(&groups) {
+                        *v = code(g, r) as u8;
+                    }
+                });
+            Bins::U8(b)
+        };
+        self.rows = RowMatrix {
+            n_rows: n,
+            bins,
+            groups,
+            group_of,
+            hist_len,
+        };
     }
 
     #[inline]
     pub fn bin(&self, row: usize, f: usize) -> usize {
-        match &self.bins {
-            Bins::U8(b) => b[row * self.n_features + f] as usize,
-            Bins::U16(b) => b[row * self.n_features + f] as usize,
-        }
+        self.columns[f][row] as usize
     }
 
     pub fn total_bins(&self) -> usize {
@@ -307,7 +528,7 @@ mod tests {
 
     #[test]
     fn few_distinct_values_get_one_bin_each() {
-        let m = BinMapper::numeric(&[3.0, 1.0, 2.0, 2.0, f64::NAN], 255);
+        let m = BinMapper::numeric(&[3.0, 1.0, 2.0, 2.0, f64::NAN], None, 255);
         let BinMapper::Numeric { upper } = &m else {
             panic!()
         };
@@ -325,7 +546,7 @@ mod tests {
         let v: Vec<f64> = (0..100_000)
             .map(|i| ((i * 7919) % 100_000) as f64)
             .collect();
-        let m = BinMapper::numeric(&v, 16);
+        let m = BinMapper::numeric(&v, None, 16);
         let BinMapper::Numeric { upper } = &m else {
             panic!()
         };

@@ -137,7 +137,12 @@ fn train_in_pool(
             });
         }
     }
-    let binned = Binned::fit(train, params.max_bin);
+    let mut binned = Binned::fit_columns(
+        train,
+        params.max_bin,
+        params.bin_construct_sample_cnt,
+        params.data_random_seed,
+    );
     let vbinned = match valid {
         Some(v) => {
             if v.names != train.names || v.kinds() != train.kinds() {
@@ -171,6 +176,7 @@ fn train_in_pool(
         .enumerate()
         .filter_map(|(f, ok)| ok.then_some(f))
         .collect();
+    binned.pack(&usable, true);
     let w = train.weights.as_deref();
     let init = obj.init_score(&train.target, w);
     let mut score = vec![init; n];

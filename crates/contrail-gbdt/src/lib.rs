@@ -1,7 +1,8 @@
 //! Histogram gradient-boosted trees on the CPU.
 //!
 //! - [`data`]: datasets from Arrow batches (numeric and categorical columns by name).
-//! - [`bin`]: quantile binning and the row-major bin matrix (u8, or u16 past 256 bins).
+//! - [`bin`]: quantile binning; the row-major bin matrix of the histogram pass (u8, or
+//!   u16 past 256 bins), features with few bins bundled into one byte of joint bins.
 //! - [`train`]: fixed-point histograms, split finding (numeric with learned missing
 //!   direction, categorical by gradient ordering), leaf-wise and depth-wise growth.
 //! - [`booster`]: the boosting loop (bagging, feature fraction, early stopping) and the

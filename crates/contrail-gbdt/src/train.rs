@@ -10,25 +10,27 @@
 //! computed from the exact `f64` gradient sums of each leaf's rows.
 //!
 //! Memory traffic per histogram pass: the bin matrix is row-major with one byte per
-//! feature, so a row costs `n_features` bytes of bins plus 8 bytes of packed gradient
-//! (gathered by row index, rows of a leaf in ascending order). With the subtraction trick
-//! only the smaller child is scanned. Past the root, a leaf's rows are a sparse subset, so
-//! each row is a cache miss that the hardware prefetcher does not predict; the pass
-//! prefetches the bins and gradient of the row 16 ahead.
+//! column, so a row costs one byte per column plus 8 bytes of packed gradient (gathered
+//! by row index, rows of a leaf in ascending order). Features with few bins share a column
+//! of joint bins ([`crate::bin::RowMatrix`]): the fare data's 34 usable features are 23
+//! columns. With the subtraction trick only the smaller child is scanned. Past the root, a
+//! leaf's rows are a sparse subset, so each row is a cache miss that the hardware
+//! prefetcher does not predict; the pass prefetches the bins and gradient of the row 16
+//! ahead.
 //!
 //! Measured on the 2-core development machine (2 M rows, 255 leaves, 2 threads): a tree
 //! scans about 3.8 × 2 M rows. A bin update costs about 0.7 ns per thread on the fare data
-//! (35 features, many of them with few bins) and 1.3 ns on 28 continuous features of 255
-//! bins each (2.2 ns there with 16-byte bins and no prefetch); the same loop over rows in
-//! order and in cache costs 0.6–0.75 ns. So on wide continuous features about half of the
-//! pass still waits on rows: the next step is to keep each leaf's rows contiguous (move
-//! the bin rows with the partition) so every pass streams. `cargo bench --bench gbdt`
-//! reports the all-rows pass in rows/s and bytes/s.
+//! and 1.3 ns on 28 continuous features of 255 bins each (2.2 ns there with 16-byte bins
+//! and no prefetch); the same loop over rows in order and in cache costs 0.6–0.75 ns. So
+//! on wide continuous features about half of the pass still waits on rows: the next step
+//! is to keep each leaf's rows contiguous (move the bin rows with the partition) so every
+//! pass streams. `cargo bench --bench gbdt` reports the all-rows pass in rows/s and
+//! bytes/s.
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::bin::{BinMapper, Binned, Bins};
+use crate::bin::{BinMapper, Binned, Bins, RowMatrix};
 use crate::objective::{weighted_quantile, Objective};
 use crate::tree::Tree;
 use crate::GbdtError;
@@ -61,6 +63,12 @@ pub struct Params {
     pub bagging_freq: usize,
     pub feature_fraction: f64,
     pub max_bin: usize,
+    /// Rows sampled to find numeric bin edges (all rows when there are fewer).
+    #[serde(default = "default_bin_sample")]
+    pub bin_construct_sample_cnt: usize,
+    /// Seed of that sample.
+    #[serde(default = "default_data_seed")]
+    pub data_random_seed: u64,
     pub early_stopping_round: usize,
     pub seed: u64,
     /// 0: all cores.
@@ -77,6 +85,14 @@ pub struct Params {
     /// Empty: no constraints.
     #[serde(default)]
     pub monotone_constraints: Vec<i8>,
+}
+
+fn default_bin_sample() -> usize {
+    crate::bin::BIN_SAMPLE
+}
+
+fn default_data_seed() -> u64 {
+    1
 }
 
 impl Default for Params {
@@ -97,6 +113,8 @@ impl Default for Params {
             bagging_freq: 0,
             feature_fraction: 1.0,
             max_bin: 255,
+            bin_construct_sample_cnt: default_bin_sample(),
+            data_random_seed: default_data_seed(),
             early_stopping_round: 0,
             seed: 0,
             num_threads: 0,
@@ -130,6 +148,9 @@ impl Params {
         }
         if self.max_bin < 2 || self.max_bin > 65_000 {
             return bad("max_bin", "must be in 2..=65000");
+        }
+        if self.bin_construct_sample_cnt == 0 {
+            return bad("bin_construct_sample_cnt", "must be at least 1");
         }
         if !(self.bagging_fraction > 0.0 && self.bagging_fraction <= 1.0) {
             return bad("bagging_fraction", "must be in (0, 1]");
@@ -350,80 +371,50 @@ fn prefetch_row<T>(
 /// Rows from which [`accumulate_u8`] pays for its scratch histogram.
 const DENSE_ROWS: usize = 256;
 
-/// [`accumulate`] for one-byte bins and a contiguous run of features: each feature gets a
+/// [`accumulate`] for one-byte codes and every column of the matrix: each column gets a
 /// 256-bin array in a scratch histogram, so a bin index is a byte and needs no bounds
 /// check (a third fewer instructions per update, measured 1.3× faster on rows in cache);
 /// the scratch bins are then added to the histogram's.
-fn accumulate_u8(
-    bins: &[u8],
-    nf: usize,
-    offsets: &[usize],
-    feats: &[usize],
-    rows: &[u32],
-    gh: &[u64],
-    hist: &mut [u64],
-) {
-    let base = offsets[feats[0]];
-    let (f0, f1) = (feats[0], feats[feats.len() - 1] + 1);
-    let mut scratch = vec![[0u64; 256]; f1 - f0];
+fn accumulate_u8(bins: &[u8], m: &RowMatrix, rows: &[u32], gh: &[u64], hist: &mut [u64]) {
+    let w = m.width();
+    let mut scratch = vec![[0u64; 256]; w];
     for (i, &r) in rows.iter().enumerate() {
-        prefetch_row(bins, nf, (f0, f1), rows, i, gh);
+        prefetch_row(bins, w, (0, w), rows, i, gh);
         let r = r as usize;
         let g = gh[r];
-        for (b, h) in bins[r * nf + f0..r * nf + f1]
-            .iter()
-            .zip(scratch.iter_mut())
-        {
+        for (b, h) in bins[r * w..r * w + w].iter().zip(scratch.iter_mut()) {
             let e = &mut h[*b as usize];
             *e = e.wrapping_add(g);
         }
     }
-    for (f, s) in (f0..f1).zip(&scratch) {
-        let (lo, hi) = (offsets[f] - base, offsets[f + 1] - base);
-        for (d, x) in hist[lo..hi].iter_mut().zip(s) {
+    for (grp, s) in m.groups.iter().zip(&scratch) {
+        for (d, x) in hist[grp.offset..grp.offset + grp.n_bins].iter_mut().zip(s) {
             *d = d.wrapping_add(*x);
         }
     }
 }
 
-/// Adds the packed gradients of `rows` to the histogram bins of the features `feats`
-/// (`hist` starts at the first bin of `feats[0]`).
+/// Adds the packed gradients of `rows` to the histogram bins of the matrix columns
+/// `groups` (ascending).
 fn accumulate<T: Copy + Into<usize> + Sync>(
     bins: &[T],
-    nf: usize,
-    offsets: &[usize],
-    feats: &[usize],
+    m: &RowMatrix,
+    groups: &[usize],
     rows: &[u32],
     gh: &[u64],
     hist: &mut [u64],
 ) {
-    let base = offsets[feats[0]];
-    let contiguous = feats.windows(2).all(|w| w[1] == w[0] + 1);
-    let (f0, f1) = (feats[0], feats[feats.len() - 1] + 1);
-    let ahead = |i: usize| prefetch_row(bins, nf, (f0, f1), rows, i, gh);
-    if contiguous {
-        let offs: Vec<usize> = offsets[f0..f1].iter().map(|o| o - base).collect();
-        for (i, &r) in rows.iter().enumerate() {
-            ahead(i);
-            let r = r as usize;
-            let g = gh[r];
-            let row = &bins[r * nf + f0..r * nf + f1];
-            for (b, off) in row.iter().zip(&offs) {
-                let e = &mut hist[off + (*b).into()];
-                *e = e.wrapping_add(g);
-            }
-        }
-    } else {
-        let offs: Vec<usize> = feats.iter().map(|&f| offsets[f] - base).collect();
-        for (i, &r) in rows.iter().enumerate() {
-            ahead(i);
-            let r = r as usize;
-            let g = gh[r];
-            let row = &bins[r * nf..r * nf + nf];
-            for (&f, off) in feats.iter().zip(&offs) {
-                let e = &mut hist[off + row[f].into()];
-                *e = e.wrapping_add(g);
-            }
+    let w = m.width();
+    let (g0, g1) = (groups[0], groups[groups.len() - 1] + 1);
+    let offs: Vec<usize> = groups.iter().map(|&g| m.groups[g].offset).collect();
+    for (i, &r) in rows.iter().enumerate() {
+        prefetch_row(bins, w, (g0, g1), rows, i, gh);
+        let r = r as usize;
+        let g = gh[r];
+        let row = &bins[r * w..r * w + w];
+        for (&c, off) in groups.iter().zip(&offs) {
+            let e = &mut hist[off + row[c].into()];
+            *e = e.wrapping_add(g);
         }
     }
 }
@@ -454,8 +445,10 @@ impl HistPool {
     }
 }
 
-/// Builds the packed histogram of `rows` over the features in `feats` (sorted); bins of
-/// other features stay zero. Unpack an entry with [`unpack`].
+/// Builds the packed histogram of `rows` over the features in `feats` (those of them in
+/// the row matrix); features bundled with them get their bins too, those of other
+/// features stay zero, and the bundles' joint bins follow every feature's own bins.
+/// Unpack an entry with [`unpack`].
 pub fn build_histogram(data: &Binned, feats: &[usize], rows: &[u32], gh: &[u64]) -> Vec<u64> {
     build_histogram_pooled(data, feats, rows, gh, &mut HistPool::default())
 }
@@ -472,43 +465,43 @@ fn build_histogram_pooled(
     gh: &[u64],
     pool: &mut HistPool,
 ) -> Vec<u64> {
-    let total = data.total_bins();
+    let m = &data.rows;
+    let total = m.hist_len;
     let mut hist = pool.get(total);
-    let Some(&first) = feats.first() else {
+    let groups = m.groups_of(feats);
+    if groups.is_empty() {
         return hist;
-    };
-    let base = data.offsets[first];
-    let contiguous = feats.windows(2).all(|w| w[1] == w[0] + 1);
-    let run = |rows: &[u32], hist: &mut [u64]| match &data.bins {
-        Bins::U8(b) if rows.len() >= DENSE_ROWS && contiguous => {
-            accumulate_u8(b, data.n_features, &data.offsets, feats, rows, gh, hist)
-        }
-        Bins::U8(b) => accumulate(b, data.n_features, &data.offsets, feats, rows, gh, hist),
-        Bins::U16(b) => accumulate(b, data.n_features, &data.offsets, feats, rows, gh, hist),
+    }
+    let every = groups.len() == m.width();
+    let run = |rows: &[u32], hist: &mut [u64]| match &m.bins {
+        Bins::U8(b) if rows.len() >= DENSE_ROWS && every => accumulate_u8(b, m, rows, gh, hist),
+        Bins::U8(b) => accumulate(b, m, &groups, rows, gh, hist),
+        Bins::U16(b) => accumulate(b, m, &groups, rows, gh, hist),
     };
     let threads = rayon::current_num_threads().max(1);
     if rows.len() < PAR_ROWS || threads == 1 {
-        run(rows, &mut hist[base..]);
-        return hist;
-    }
-    let per = rows.len().div_ceil(threads);
-    let chunks: Vec<&[u32]> = rows.chunks(per).collect();
-    let mut others: Vec<Vec<u64>> = chunks[1..].iter().map(|_| pool.get(total)).collect();
-    rayon::join(
-        || run(chunks[0], &mut hist[base..]),
-        || {
-            others
-                .par_iter_mut()
-                .zip(chunks[1..].par_iter())
-                .for_each(|(h, c)| run(c, &mut h[base..]))
-        },
-    );
-    for o in others {
-        for (a, b) in hist[base..].iter_mut().zip(&o[base..]) {
-            *a = a.wrapping_add(*b);
+        run(rows, &mut hist);
+    } else {
+        let per = rows.len().div_ceil(threads);
+        let chunks: Vec<&[u32]> = rows.chunks(per).collect();
+        let mut others: Vec<Vec<u64>> = chunks[1..].iter().map(|_| pool.get(total)).collect();
+        rayon::join(
+            || run(chunks[0], &mut hist),
+            || {
+                others
+                    .par_iter_mut()
+                    .zip(chunks[1..].par_iter())
+                    .for_each(|(h, c)| run(c, h))
+            },
+        );
+        for o in others {
+            for (a, b) in hist.iter_mut().zip(&o) {
+                *a = a.wrapping_add(*b);
+            }
+            pool.put(o);
         }
-        pool.put(o);
     }
+    m.marginalise(&data.offsets, &groups, &mut hist);
     hist
 }
 
@@ -548,7 +541,8 @@ pub fn exact_leaf_sums(n_leaves: usize, leaf_of: &[u32], g: &[f64], h: &[f64]) -
 pub fn set_leaf_values(grown: &mut Grown, p: &Params, sums: &[(f64, f64)]) {
     for (i, &(g, h)) in sums.iter().enumerate() {
         let (lo, hi) = grown.leaf_bounds[i];
-        let v = -soft_threshold(g, p.lambda_l1) / (h + p.lambda_l2) * p.learning_rate;
+        let l2 = p.lambda_l2 + grown.leaf_extra_l2[i];
+        let v = -soft_threshold(g, p.lambda_l1) / (h + l2) * p.learning_rate;
         grown.tree.leaf_value[i] = v.max(lo).min(hi);
         grown.tree.leaf_hess[i] = h;
     }
@@ -577,6 +571,9 @@ pub struct Split {
     pub cat_bins: Option<Vec<u32>>,
     pub left: Sums,
     pub right: Sums,
+    /// L2 added for the children's values (`cat_l2` after a gradient-ordered categorical
+    /// split, as LightGBM computes their outputs).
+    pub extra_l2: f64,
 }
 
 struct Ctx<'a> {
@@ -600,8 +597,8 @@ impl Ctx<'_> {
         s.n >= self.p.min_data_in_leaf.max(1) as i64
             && s.h as f64 / self.sh >= self.p.min_sum_hessian_in_leaf
     }
-    fn leaf_value(&self, s: &Sums) -> f64 {
-        -self.thr_l1(s.g as f64 / self.sg) / (s.h as f64 / self.sh + self.p.lambda_l2)
+    fn leaf_value(&self, s: &Sums, extra_l2: f64) -> f64 {
+        -self.thr_l1(s.g as f64 / self.sg) / (s.h as f64 / self.sh + self.p.lambda_l2 + extra_l2)
     }
 }
 
@@ -677,6 +674,7 @@ fn scan_numeric(
         cat_bins: None,
         left,
         right,
+        extra_l2: 0.0,
     })
 }
 
@@ -743,6 +741,7 @@ fn categorical_split(
     h: &[HistBin],
     total: &Sums,
     parent: f64,
+    n_categories: usize,
 ) -> Option<Split> {
     let p = ctx.p;
     let cf = total.n as f64 / (total.h as f64).max(1.0);
@@ -775,19 +774,25 @@ fn categorical_split(
                 cat_bins: Some(bits),
                 left,
                 right,
+                extra_l2,
             });
         }
     };
-    if used.len() <= p.max_cat_to_onehot {
+    // One category against the rest when the feature has few (LightGBM counts its bins:
+    // the categories, and one for rows outside them where the leaf has any).
+    let (other, missing) = (n_categories, n_categories + 1);
+    let outside = h[other].h > 0 || h[missing].h > 0;
+    if n_categories + outside as usize <= p.max_cat_to_onehot {
         for &b in &used {
             consider(&[b], 0.0, &mut best);
         }
         return best;
     }
     // Gradient ordering (LightGBM): categories with at least `cat_smooth` rows, sorted by
-    // G / (H + cat_smooth); prefixes from both ends, evaluated once at least
-    // `min_data_per_group` rows joined since the last evaluated prefix and while the rest
-    // keeps `min_data_per_group` rows.
+    // G / (H + cat_smooth); prefixes of up to `max_num_cat` categories from both ends,
+    // evaluated once at least `min_data_per_group` rows joined since the last evaluated
+    // prefix and while the rest keeps `min_data_per_group` rows; gains and the children's
+    // values with `cat_l2` added to L2.
     let cnt = |b: usize| (h[b].h as f64 * cf).round() as i64;
     let mut cand: Vec<(f64, usize)> = used
         .iter()
@@ -802,13 +807,12 @@ fn categorical_split(
     cand.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
     let n_used = cand.len();
     let max_num_cat = p.max_cat_threshold.min(n_used.div_ceil(2));
-    let max_threshold = max_num_cat.min(n_used).saturating_sub(1);
     let min_group = p.min_data_per_group as i64;
     let min_h = p.min_sum_hessian_in_leaf;
     for reverse in [false, true] {
         let mut left: Vec<usize> = Vec::new();
         let (mut lb, mut left_n, mut group_n) = (HistBin::default(), 0i64, 0i64);
-        for i in 0..max_threshold {
+        for i in 0..max_num_cat {
             let b = if reverse {
                 cand[n_used - 1 - i].1
             } else {
@@ -861,7 +865,9 @@ fn best_split(
                     numeric_split_constrained(ctx, f, h, total, c, bounds)
                 }
                 BinMapper::Numeric { .. } => numeric_split(ctx, f, h, total, parent),
-                BinMapper::Categorical { .. } => categorical_split(ctx, f, h, total, parent),
+                BinMapper::Categorical { categories } => {
+                    categorical_split(ctx, f, h, total, parent, categories.len())
+                }
             }
         })
         .reduce(|| None, |a, b| if better(&b, &a) { b } else { a })
@@ -907,6 +913,8 @@ struct Leaf {
     /// (node, is_left) of the pointer to this leaf; None for the root.
     parent: Option<(usize, bool)>,
     bounds: Bounds,
+    /// L2 added to the leaf's value (set by the split that made it).
+    extra_l2: f64,
 }
 
 fn goes_left(s: &Split, bin: usize, missing: usize) -> bool {
@@ -994,6 +1002,8 @@ pub struct Grown {
     pub leaf_rows: Vec<(usize, usize)>,
     /// (low, high) bounds on each leaf's value from monotone constraints.
     pub leaf_bounds: Vec<(f64, f64)>,
+    /// L2 added to each leaf's value (see [`Split::extra_l2`]).
+    pub leaf_extra_l2: Vec<f64>,
 }
 
 /// Grows one tree on `rows` (which it reorders) with quantised gradients.
@@ -1052,6 +1062,7 @@ pub fn grow_tree_pooled(
         hist: root_hist,
         parent: None,
         bounds: Bounds::NONE,
+        extra_l2: 0.0,
     }];
     while leaves.len() < max_leaves {
         // Next leaf: largest gain (leaf-wise) or shallowest, then largest gain (depth-wise);
@@ -1115,7 +1126,7 @@ pub fn grow_tree_pooled(
         tree.node_hess.push(parent_sum.h as f64 / sh);
         tree.node_count.push(parent_sum.n as u64);
         tree.node_value
-            .push(ctx.leaf_value(&parent_sum) * p.learning_rate);
+            .push(ctx.leaf_value(&parent_sum, leaves[li].extra_l2) * p.learning_rate);
         if let Some((pn, is_left)) = leaves[li].parent {
             if is_left {
                 tree.left[pn] = node as i32;
@@ -1152,8 +1163,8 @@ pub fn grow_tree_pooled(
         let pb = leaves[li].bounds;
         let c = p.monotone_constraints.get(f).copied().unwrap_or(0);
         let (lb, rb) = if c != 0 && split.cat_bins.is_none() {
-            let mid = (pb.clamp(ctx.leaf_value(&split.left))
-                + pb.clamp(ctx.leaf_value(&split.right)))
+            let mid = (pb.clamp(ctx.leaf_value(&split.left, 0.0))
+                + pb.clamp(ctx.leaf_value(&split.right, 0.0)))
                 / 2.0;
             if c > 0 {
                 (
@@ -1198,6 +1209,7 @@ pub fn grow_tree_pooled(
             split: ls,
             parent: Some((node, true)),
             bounds: lb,
+            extra_l2: split.extra_l2,
         };
         leaves.push(Leaf {
             begin: begin + n_left,
@@ -1208,13 +1220,16 @@ pub fn grow_tree_pooled(
             split: rs,
             parent: Some((node, false)),
             bounds: rb,
+            extra_l2: split.extra_l2,
         });
     }
     let mut leaf_rows = Vec::with_capacity(leaves.len());
     let mut leaf_bounds = Vec::with_capacity(leaves.len());
+    let mut leaf_extra_l2 = Vec::with_capacity(leaves.len());
     for l in leaves {
         tree.leaf_value
-            .push(l.bounds.clamp(ctx.leaf_value(&l.sum)) * p.learning_rate);
+            .push(l.bounds.clamp(ctx.leaf_value(&l.sum, l.extra_l2)) * p.learning_rate);
+        leaf_extra_l2.push(l.extra_l2);
         leaf_bounds.push((l.bounds.lo * p.learning_rate, l.bounds.hi * p.learning_rate));
         tree.leaf_hess.push(l.sum.h as f64 / sh);
         tree.leaf_count.push(l.sum.n as u64);
@@ -1227,6 +1242,7 @@ pub fn grow_tree_pooled(
         tree,
         leaf_rows,
         leaf_bounds,
+        leaf_extra_l2,
     }
 }
 

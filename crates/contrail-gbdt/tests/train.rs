@@ -552,7 +552,7 @@ fn monotone_constraints_hold_on_random_inputs() {
 /// LightGBM's categorical split, computed directly from the rows: categories (missing is
 /// one more) with one-vs-rest splits when there are at most `max_cat_to_onehot` of them;
 /// else the categories with at least `cat_smooth` rows sorted by `G / (H + cat_smooth)`,
-/// split after each prefix from both ends (up to `min(max_cat_threshold, ceil(k/2)) - 1`
+/// split after each prefix from both ends (up to `min(max_cat_threshold, ceil(k/2))`
 /// categories) with `cat_l2` on both sides, a prefix evaluated only once
 /// `min_data_per_group` rows joined since the last one and while the rest keeps
 /// `min_data_per_group` rows. Counts are estimated from hessians as the trainer does
@@ -586,14 +586,10 @@ fn naive_categorical_gain(cat: &[Option<usize>], g: &[f64], h: &[f64], p: &Param
         .collect();
     cand.sort_by(|a, b| (a.0 / (a.1 + p.cat_smooth)).total_cmp(&(b.0 / (b.1 + p.cat_smooth))));
     let k = cand.len();
-    let max_threshold = p
-        .max_cat_threshold
-        .min(k.div_ceil(2))
-        .min(k)
-        .saturating_sub(1);
+    let max_num_cat = p.max_cat_threshold.min(k.div_ceil(2));
     for order in [cand.clone(), cand.iter().rev().copied().collect()] {
         let (mut gl, mut hl, mut nl, mut group) = (0.0, 0.0, 0usize, 0usize);
-        for &(gc, hc) in &order[..max_threshold] {
+        for &(gc, hc) in &order[..max_num_cat] {
             gl += gc;
             hl += hc;
             nl += est(hc);
@@ -664,6 +660,19 @@ fn categorical_and_weighted_split_gains_match_a_naive_reference() {
             (got - want).abs() <= 1e-9 * want.abs().max(1.0),
             "seed {seed} ({k} categories): {got} vs {want}"
         );
+        // Children's values: L2 plus cat_l2 after a gradient-ordered split.
+        let l2 = p.lambda_l2 + if k > 3 { p.cat_l2 } else { 0.0 };
+        for (leaf, &(b, len)) in grown.leaf_rows.iter().enumerate() {
+            let idx = &rows[b..b + len];
+            let gs: f64 = idx.iter().map(|&i| gd[i as usize]).sum();
+            let hs: f64 = idx.iter().map(|&i| hd[i as usize]).sum();
+            let want = -gs / (hs + l2);
+            let got = grown.tree.leaf_value[leaf];
+            assert!(
+                (got - want).abs() <= 1e-9 * want.abs().max(1.0),
+                "seed {seed}: {got} vs {want}"
+            );
+        }
     }
 }
 
@@ -748,4 +757,82 @@ fn features_that_cannot_split_change_nothing() {
         bits(b.predict(&wide).expect("predict"))
     );
     assert_eq!(ga.len() + 2, gb.len());
+}
+
+#[test]
+fn bundled_features_grow_the_same_trees() {
+    // Features with few bins (flags, days, small categoricals, with missing values) share
+    // one-byte columns of joint bins; histograms and trees must be the same bits as with
+    // one column per feature, for every feature and for a subset.
+    let mut r = Lcg(5);
+    let n = 6000;
+    let mut cols = Vec::new();
+    for k in [2usize, 3, 7, 2, 4, 12] {
+        cols.push(Column::Numeric(
+            (0..n)
+                .map(|_| {
+                    if r.next() < 0.05 {
+                        f64::NAN
+                    } else {
+                        (r.next() * k as f64).floor()
+                    }
+                })
+                .collect(),
+        ));
+    }
+    let cats = ["a", "b", "c", "d"];
+    let cat: Vec<Option<&str>> = (0..n)
+        .map(|_| {
+            let u = r.next();
+            (u > 0.03).then(|| cats[(u * 4.0) as usize % 4])
+        })
+        .collect();
+    cols.push(Column::categorical(&cat));
+    cols.push(Column::Numeric((0..n).map(|_| r.next()).collect()));
+    let nf = cols.len();
+    let g: Vec<f64> = (0..n)
+        .map(|i| {
+            let c = |f: usize| match &cols[f] {
+                Column::Numeric(v) => v[i].max(0.0),
+                _ => 0.0,
+            };
+            c(0) * 2.0 - c(2) * 0.3 + c(5) * 0.1 + c(7) + r.next() - 0.5
+        })
+        .collect();
+    let data = Dataset {
+        names: (0..nf).map(|i| format!("x{i}")).collect(),
+        columns: cols,
+        target: vec![0.0; n],
+        weights: None,
+    };
+    let bundled = Binned::fit(&data, 255);
+    assert!(bundled.rows.groups.iter().any(|g| g.members.len() >= 3));
+    assert!(bundled.rows.width() < nf);
+    let mut single = bundled.clone();
+    let all: Vec<usize> = (0..nf).collect();
+    single.pack(&all, false);
+    assert_eq!(single.rows.width(), nf);
+    let (gh, sg, sh) = quantise(&g, &vec![1.0; n]).expect("quantise");
+    let p = Params {
+        num_leaves: 31,
+        min_data_in_leaf: 5,
+        ..Default::default()
+    };
+    for feats in [all.clone(), vec![1, 4, 6, 7], vec![3]] {
+        let rows: Vec<u32> = (0..n as u32).filter(|i| i % 3 != 0).collect();
+        let total = bundled.total_bins();
+        let hb = build_histogram(&bundled, &feats, &rows, &gh);
+        let hs = build_histogram(&single, &feats, &rows, &gh);
+        for &f in &feats {
+            let o = bundled.offsets[f]..bundled.offsets[f + 1];
+            assert_eq!(hb[o.clone()], hs[o], "feature {f} of {feats:?}");
+        }
+        assert_eq!(hs.len(), total);
+        let (mut ra, mut rb) = (rows.clone(), rows.clone());
+        let ta = grow_tree(&bundled, &p, &feats, &mut ra, &gh, sg, sh);
+        let tb = grow_tree(&single, &p, &feats, &mut rb, &gh, sg, sh);
+        assert!(ta.tree.left.len() >= 2, "{feats:?}");
+        assert_eq!(ta.tree, tb.tree, "{feats:?}");
+        assert_eq!(ra, rb);
+    }
 }
