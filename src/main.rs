@@ -98,6 +98,116 @@ struct TrainArgs {
     metrics_file: Option<PathBuf>,
     #[command(flatten)]
     params: models::ParamArgs,
+    /// Model to train: gbdt (gradient-boosted trees, the default) or isolation-forest
+    /// (anomaly scores; no target).
+    #[arg(long)]
+    model: Option<String>,
+    #[command(flatten)]
+    forest: ForestArgs,
+}
+
+/// Isolation forest parameters (scikit-learn's names and meanings; `--seed` and
+/// `--num-threads` are shared with the trees).
+#[derive(Args, Default, PartialEq)]
+struct ForestArgs {
+    /// Isolation forest: number of trees [default: 100].
+    #[arg(long)]
+    n_estimators: Option<usize>,
+    /// Isolation forest: rows per tree: auto (min(256, rows)), a count, or a fraction with
+    /// a point [default: auto].
+    #[arg(long)]
+    max_samples: Option<String>,
+    /// Isolation forest: features per tree: a count, or a fraction with a point
+    /// [default: 1.0].
+    #[arg(long)]
+    max_features: Option<String>,
+    /// Isolation forest: share of anomalies expected in the training data, or auto (flag
+    /// scores above 0.5) [default: auto].
+    #[arg(long)]
+    contamination: Option<String>,
+    /// Isolation forest: draw each tree's rows with replacement.
+    #[arg(long)]
+    bootstrap: bool,
+}
+
+/// Trains an isolation forest on a Parquet file.
+async fn train_forest(args: &TrainArgs) -> Result<()> {
+    use contrail::gbdt::iforest::{Contamination, ForestParams, MaxFeatures, MaxSamples};
+    let (Some(data), Some(out)) = (&args.data, &args.out) else {
+        return Err(
+            UsageError("train --model isolation-forest needs --data and --out".into()).into(),
+        );
+    };
+    if args.config.is_some()
+        || args.target.is_some()
+        || args.valid.is_some()
+        || args.weight.is_some()
+        || !args.categorical.is_empty()
+        || args.metrics_file.is_some()
+    {
+        return Err(UsageError(
+            "--config, --target, --valid, --weight, --categorical and --metrics-file do not apply to an isolation forest".into(),
+        )
+        .into());
+    }
+    let shared = models::ParamArgs {
+        seed: args.params.seed,
+        num_threads: args.params.num_threads,
+        ..Default::default()
+    };
+    if args.params != shared {
+        return Err(UsageError(
+            "tree-boosting parameters do not apply to an isolation forest (it takes --n-estimators, --max-samples, --max-features, --contamination, --bootstrap, --seed and --num-threads)".into(),
+        )
+        .into());
+    }
+    let f = &args.forest;
+    let mut p = ForestParams::default();
+    if let Some(n) = f.n_estimators {
+        p.n_estimators = n;
+    }
+    if let Some(x) = &f.max_samples {
+        p.max_samples = MaxSamples::parse(x)?;
+    }
+    if let Some(x) = &f.max_features {
+        p.max_features = MaxFeatures::parse(x)?;
+    }
+    if let Some(x) = &f.contamination {
+        p.contamination = Contamination::parse(x)?;
+    }
+    p.bootstrap = f.bootstrap;
+    p.seed = args.params.seed.unwrap_or(0);
+    p.num_threads = args.params.num_threads.unwrap_or(0);
+    p.validate()?;
+    let (d, skipped) = models::forest_dataset(data, &args.features).await?;
+    if !skipped.is_empty() {
+        info!("string columns left out: {}", skipped.join(", "));
+    }
+    info!(
+        "training an isolation forest on {data}: {} rows, {} features",
+        d.n_rows(),
+        d.n_features()
+    );
+    let lineage = std::collections::BTreeMap::from([("data".to_string(), data.clone())]);
+    let t = std::time::Instant::now();
+    let (forest, m) = models::train_forest_and_save(&d, &p, out, lineage).await?;
+    info!(
+        "trained {} isolation trees on {} rows each in {:.3}s; wrote {out}",
+        forest.trees.len(),
+        m.max_samples,
+        t.elapsed().as_secs_f64()
+    );
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::json!({
+            "model_kind": m.model_kind,
+            "trees": m.n_trees,
+            "max_samples": m.max_samples,
+            "threshold": m.threshold,
+            "features": m.features,
+        }))?
+    );
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -148,9 +258,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Train gradient-boosted trees on a Parquet file, or on the lake with --config.
+    /// Train gradient-boosted trees on a Parquet file, or on the lake with --config; or an
+    /// isolation forest (--model isolation-forest).
     Train(Box<TrainArgs>),
-    /// Predict with a model package; writes the input columns plus `prediction`.
+    /// Predict with a model package; writes the input columns plus `prediction` (an
+    /// isolation forest: `anomaly_score` and `is_anomaly`).
     Predict {
         #[arg(long)]
         model: String,
@@ -480,6 +592,22 @@ async fn run(cli: Cli) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&r)?);
         }
         Command::Train(args) => {
+            match args.model.as_deref() {
+                None | Some("gbdt") => {}
+                Some("isolation-forest" | "isolation_forest") => return train_forest(&args).await,
+                Some(other) => {
+                    return Err(UsageError(format!(
+                        "--model {other:?}: use gbdt or isolation-forest"
+                    ))
+                    .into())
+                }
+            }
+            if args.forest != ForestArgs::default() {
+                return Err(UsageError(
+                    "--n-estimators, --max-samples, --max-features, --contamination and --bootstrap need --model isolation-forest".into(),
+                )
+                .into());
+            }
             if let Some(path) = &args.config {
                 let cfg = JobConfig::load(path)?;
                 let train = cfg.train.clone().ok_or_else(|| {
@@ -541,14 +669,30 @@ async fn run(cli: Cli) -> Result<()> {
             out,
             contrib,
         } => {
-            let (b, _) = models::load_model(&model).await?;
             let t = std::time::Instant::now();
-            let n = models::predict_file(&b, &data, &out, contrib).await?;
-            let secs = t.elapsed().as_secs_f64();
-            info!(
-                "predicted {n} rows in {secs:.2}s ({:.0} rows/s); wrote {out}",
-                n as f64 / secs.max(1e-9)
-            );
+            match models::load_any(&model).await? {
+                models::Model::Gbdt(b, _) => {
+                    let n = models::predict_file(&b, &data, &out, contrib).await?;
+                    let secs = t.elapsed().as_secs_f64();
+                    info!(
+                        "predicted {n} rows in {secs:.2}s ({:.0} rows/s); wrote {out}",
+                        n as f64 / secs.max(1e-9)
+                    );
+                }
+                models::Model::Forest(f, _) => {
+                    if contrib {
+                        return Err(
+                            UsageError("--contrib is for gradient-boosted trees".into()).into()
+                        );
+                    }
+                    let (n, flagged) = models::score_forest_file(&f, &data, &out).await?;
+                    let secs = t.elapsed().as_secs_f64();
+                    info!(
+                        "scored {n} rows in {secs:.2}s ({:.0} rows/s), {flagged} anomalies; wrote {out}",
+                        n as f64 / secs.max(1e-9)
+                    );
+                }
+            }
         }
         Command::ExportFeatures {
             lake,
@@ -571,7 +715,15 @@ async fn run(cli: Cli) -> Result<()> {
             );
         }
         Command::Inspect { model } => {
-            let (b, m) = models::load_model(&model).await?;
+            let (b, m) = match models::load_any(&model).await? {
+                models::Model::Gbdt(b, m) => (b, m),
+                models::Model::Forest(f, m) => {
+                    println!("{}", serde_json::to_string_pretty(&m)?);
+                    let nodes: usize = f.trees.iter().map(|t| t.n_nodes()).sum();
+                    println!("\n{} trees, {nodes} nodes", f.trees.len());
+                    return Ok(());
+                }
+            };
             println!("{}", serde_json::to_string_pretty(&m)?);
             let (gain, splits) = b.importance();
             let total: f64 = gain.iter().sum::<f64>().max(1e-300);

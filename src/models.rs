@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use arrow_array::{Array, ArrayRef, Float64Array, RecordBatch, StringArray};
+use arrow_array::{Array, ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::etl::etl::curated_files;
 use crate::features::{price_free_features, FeatureBuilder};
-use crate::gbdt::data::{from_batches, Columns, Dataset};
+use crate::gbdt::data::{from_batches, is_string_type, Columns, Dataset};
+use crate::gbdt::iforest::{self, Forest, ForestManifest, ForestParams};
 use crate::gbdt::package;
 use crate::gbdt::{metric, Booster, GbdtError, IterationLog, Params};
 use crate::store::parquet_io::{self, ScanOptions};
@@ -74,6 +75,131 @@ pub async fn read_bytes(url: &str) -> Result<Bytes, ModelError> {
 pub async fn load_model(url: &str) -> Result<(Booster, package::Manifest), ModelError> {
     let bytes = read_bytes(url).await?;
     Ok(package::from_bytes(&bytes, url)?)
+}
+
+/// A loaded model package of any kind.
+pub enum Model {
+    Gbdt(Box<Booster>, Box<package::Manifest>),
+    Forest(Box<Forest>, Box<ForestManifest>),
+}
+
+/// Loads a package of any kind (dispatch on its manifest's `model_kind`).
+pub async fn load_any(url: &str) -> Result<Model, ModelError> {
+    let bytes = read_bytes(url).await?;
+    match package::model_kind(&bytes, url)?.as_str() {
+        "gbdt" => {
+            let (b, m) = package::from_bytes(&bytes, url)?;
+            Ok(Model::Gbdt(Box::new(b), Box::new(m)))
+        }
+        iforest::MODEL_KIND => {
+            let (f, m) = iforest::from_bytes(&bytes, url)?;
+            Ok(Model::Forest(Box::new(f), Box::new(m)))
+        }
+        other => Err(ModelError::Invalid(format!(
+            "{url}: model kind {other:?} is not one this build serves"
+        ))),
+    }
+}
+
+/// Reads Parquet into a dataset of numeric features for an isolation forest: the columns
+/// named, or (none named) every numeric column; returns it with the string columns left
+/// out.
+pub async fn forest_dataset(
+    url: &str,
+    features: &[String],
+) -> Result<(Dataset, Vec<String>), ModelError> {
+    let batches = read_parquet(url).await?;
+    let Some(first) = batches.first() else {
+        return Err(ModelError::Invalid(format!("{url}: no rows")));
+    };
+    let mut skipped = Vec::new();
+    let names: Vec<String> = if features.is_empty() {
+        first
+            .schema()
+            .fields()
+            .iter()
+            .filter(|f| {
+                let text = is_string_type(f.data_type());
+                if text {
+                    skipped.push(f.name().clone());
+                }
+                !text
+            })
+            .map(|f| f.name().clone())
+            .collect()
+    } else {
+        features.to_vec()
+    };
+    let cols = Columns {
+        target: String::new(),
+        features: Some(names),
+        categorical: Vec::new(),
+        weight: None,
+    };
+    Ok((from_batches(&batches, &cols, url)?, skipped))
+}
+
+/// Trains an isolation forest and writes its package.
+pub async fn train_forest_and_save(
+    data: &Dataset,
+    params: &ForestParams,
+    out: &str,
+    lineage: BTreeMap<String, String>,
+) -> Result<(Forest, ForestManifest), ModelError> {
+    let forest = tokio::task::block_in_place(|| iforest::fit(data, params))?;
+    let m = iforest::manifest(&forest, package::fingerprint(data), lineage);
+    write_bytes(out, iforest::to_bytes(&forest, &m)?).await?;
+    Ok((forest, m))
+}
+
+/// Scores the rows at `data` with an isolation forest and writes them with
+/// `anomaly_score` and `is_anomaly` columns to `out`; returns (rows, anomalies).
+pub async fn score_forest_file(
+    forest: &Forest,
+    data: &str,
+    out: &str,
+) -> Result<(usize, usize), ModelError> {
+    let batches = read_parquet(data).await?;
+    let Some(first) = batches.first() else {
+        return Err(ModelError::Invalid(format!("{data}: no rows")));
+    };
+    let schema = first.schema();
+    for c in ["anomaly_score", "is_anomaly"] {
+        if schema.index_of(c).is_ok() {
+            return Err(ModelError::Invalid(format!(
+                "{data} already has a `{c}` column"
+            )));
+        }
+    }
+    let cols = Columns {
+        target: String::new(),
+        features: Some(forest.feature_names.clone()),
+        categorical: Vec::new(),
+        weight: None,
+    };
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new("anomaly_score", DataType::Float64, false));
+    fields.push(Field::new("is_anomaly", DataType::Boolean, false));
+    let out_schema = Arc::new(Schema::new(fields));
+    let (mut rows, mut flagged) = (0, 0);
+    let mut out_batches = Vec::with_capacity(batches.len());
+    for b in &batches {
+        let d = crate::gbdt::data::features_only(b, &cols, data)?;
+        let s = tokio::task::block_in_place(|| forest.score(&d))?;
+        let flags: Vec<bool> = s.iter().map(|x| forest.is_anomaly(*x)).collect();
+        rows += s.len();
+        flagged += flags.iter().filter(|f| **f).count();
+        let mut c: Vec<ArrayRef> = b.columns().to_vec();
+        c.push(Arc::new(Float64Array::from(s)));
+        c.push(Arc::new(BooleanArray::from(flags)));
+        out_batches.push(
+            RecordBatch::try_new(out_schema.clone(), c)
+                .map_err(|e| ModelError::Invalid(format!("building output: {e}")))?,
+        );
+    }
+    let bytes = parquet_io::encode(out_schema, &out_batches, out)?;
+    write_bytes(out, bytes.to_vec()).await?;
+    Ok((rows, flagged))
 }
 
 /// Final metrics of a model on a dataset (response scale).

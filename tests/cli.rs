@@ -371,3 +371,175 @@ fn train_predict_inspect_on_a_parquet_file() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("nope"));
 }
+
+#[test]
+fn isolation_forest_train_predict_inspect() {
+    let dir = TempDir::new("cli-iforest").expect("tmp");
+    // Fares around a route's usual level, and 20 error fares far below it.
+    let n = 3000;
+    let mut s = 11u64;
+    let mut next = || {
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (s >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let mut price: Vec<f64> = (0..n).map(|_| 300.0 + 100.0 * next()).collect();
+    let lead: Vec<f64> = (0..n).map(|_| 60.0 * next()).collect();
+    for p in price.iter_mut().step_by(150) {
+        *p = 3.0;
+    }
+    let route: Vec<&str> = (0..n).map(|i| ["LHR-JFK", "CDG-JFK"][i % 2]).collect();
+    let batch = arrow_array::RecordBatch::try_from_iter([
+        (
+            "price",
+            std::sync::Arc::new(arrow_array::Float64Array::from(price)) as arrow_array::ArrayRef,
+        ),
+        (
+            "lead_time_days",
+            std::sync::Arc::new(arrow_array::Float64Array::from(lead)) as arrow_array::ArrayRef,
+        ),
+        (
+            "route",
+            std::sync::Arc::new(arrow_array::StringArray::from(route)) as arrow_array::ArrayRef,
+        ),
+    ])
+    .expect("batch");
+    let bytes = contrail::store::parquet_io::encode(batch.schema(), &[batch], "fares.parquet")
+        .expect("encode");
+    std::fs::write(dir.0.join("fares.parquet"), &bytes).expect("write");
+    let train = |extra: &[&str]| {
+        let mut a = vec![
+            "train",
+            "--model",
+            "isolation-forest",
+            "--data",
+            "fares.parquet",
+            "--out",
+            "if.ctm",
+        ];
+        a.extend_from_slice(extra);
+        contrail(&dir.0, &a, &[])
+    };
+    let out = train(&[
+        "--n-estimators",
+        "200",
+        "--contamination",
+        "0.01",
+        "--seed",
+        "3",
+    ]);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("route"),
+        "string columns left out are named: {err}"
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(summary["trees"], 200);
+    assert_eq!(
+        summary["features"],
+        serde_json::json!(["price", "lead_time_days"])
+    );
+    let out = contrail(
+        &dir.0,
+        &[
+            "predict",
+            "--model",
+            "if.ctm",
+            "--data",
+            "fares.parquet",
+            "--out",
+            "scored.parquet",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let scored = std::fs::read(dir.0.join("scored.parquet")).expect("scored");
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        bytes::Bytes::from(scored),
+    )
+    .expect("parquet")
+    .build()
+    .expect("reader");
+    let batches: Vec<_> = reader.collect::<Result<_, _>>().expect("batches");
+    let (mut flagged_errors, mut flagged, mut rows) = (0, 0, 0);
+    for b in &batches {
+        let price = b
+            .column_by_name("price")
+            .and_then(|c| c.as_any().downcast_ref::<arrow_array::Float64Array>())
+            .expect("price");
+        let score = b
+            .column_by_name("anomaly_score")
+            .and_then(|c| c.as_any().downcast_ref::<arrow_array::Float64Array>())
+            .expect("anomaly_score");
+        let flag = b
+            .column_by_name("is_anomaly")
+            .and_then(|c| c.as_any().downcast_ref::<arrow_array::BooleanArray>())
+            .expect("is_anomaly");
+        assert!(b.column_by_name("route").is_some());
+        for i in 0..b.num_rows() {
+            let s = score.value(i);
+            assert!(s > 0.0 && s <= 1.0);
+            flagged += flag.value(i) as usize;
+            flagged_errors += (flag.value(i) && price.value(i) < 10.0) as usize;
+        }
+        rows += b.num_rows();
+    }
+    assert_eq!(rows, n);
+    // 1% contamination flags about 30 rows; the 20 error fares are among them.
+    assert!((25..=35).contains(&flagged), "{flagged}");
+    assert_eq!(flagged_errors, 20);
+    let out = contrail(&dir.0, &["inspect", "if.ctm"], &[]);
+    assert!(
+        out.status.success() && text(&out.stdout).contains("isolation_forest"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Tree-boosting flags with a forest, forest flags without one, an unknown model and a
+    // categorical feature are user errors.
+    for args in [
+        vec!["--num-leaves", "8"],
+        vec!["--target", "price"],
+        vec!["--features", "route"],
+        vec!["--max-samples", "1.5"],
+    ] {
+        let out = train(&args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    for args in [
+        vec![
+            "train",
+            "--data",
+            "fares.parquet",
+            "--target",
+            "price",
+            "--out",
+            "m.ctm",
+            "--n-estimators",
+            "5",
+        ],
+        vec![
+            "train",
+            "--model",
+            "forest",
+            "--data",
+            "fares.parquet",
+            "--out",
+            "m.ctm",
+        ],
+    ] {
+        let out = contrail(&dir.0, &args, &[]);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+}

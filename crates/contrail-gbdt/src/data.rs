@@ -139,8 +139,10 @@ pub struct Dataset {
 }
 
 impl Dataset {
+    /// Rows: the length of the columns (of the target when there are no columns; a
+    /// dataset for prediction or anomaly scores has no target).
     pub fn n_rows(&self) -> usize {
-        self.target.len()
+        self.columns.first().map_or(self.target.len(), Column::len)
     }
     pub fn n_features(&self) -> usize {
         self.columns.len()

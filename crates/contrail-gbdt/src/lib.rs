@@ -8,11 +8,13 @@
 //! - [`booster`]: the boosting loop (bagging, feature fraction, early stopping) and the
 //!   trained [`booster::Booster`] with prediction and importances.
 //! - [`objective`], [`metric`]: LightGBM's objectives and metrics.
-//! - [`package`]: the model package (safetensors), validated on load.
+//! - [`iforest`]: isolation forests (scikit-learn's semantics) for fare anomalies.
+//! - [`package`]: the model package (safetensors), validated on load, for every model kind.
 
 pub mod bin;
 pub mod booster;
 pub mod data;
+pub mod iforest;
 pub mod metric;
 pub mod objective;
 pub mod package;

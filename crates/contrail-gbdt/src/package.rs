@@ -97,7 +97,7 @@ pub fn fingerprint(data: &crate::data::Dataset) -> DataFingerprint {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum DType {
+pub(crate) enum DType {
     F64,
     I64,
     I32,
@@ -124,28 +124,29 @@ impl DType {
     }
 }
 
-struct Writer {
+#[derive(Default)]
+pub(crate) struct Writer {
     tensors: Vec<(&'static str, DType, Vec<u8>)>,
 }
 
 impl Writer {
-    fn f64(&mut self, name: &'static str, v: impl Iterator<Item = f64>) {
+    pub(crate) fn f64(&mut self, name: &'static str, v: impl Iterator<Item = f64>) {
         self.tensors
             .push((name, DType::F64, v.flat_map(|x| x.to_le_bytes()).collect()));
     }
-    fn i64(&mut self, name: &'static str, v: impl Iterator<Item = i64>) {
+    pub(crate) fn i64(&mut self, name: &'static str, v: impl Iterator<Item = i64>) {
         self.tensors
             .push((name, DType::I64, v.flat_map(|x| x.to_le_bytes()).collect()));
     }
-    fn i32(&mut self, name: &'static str, v: impl Iterator<Item = i32>) {
+    pub(crate) fn i32(&mut self, name: &'static str, v: impl Iterator<Item = i32>) {
         self.tensors
             .push((name, DType::I32, v.flat_map(|x| x.to_le_bytes()).collect()));
     }
-    fn u32(&mut self, name: &'static str, v: impl Iterator<Item = u32>) {
+    pub(crate) fn u32(&mut self, name: &'static str, v: impl Iterator<Item = u32>) {
         self.tensors
             .push((name, DType::U32, v.flat_map(|x| x.to_le_bytes()).collect()));
     }
-    fn u8(&mut self, name: &'static str, v: impl Iterator<Item = u8>) {
+    pub(crate) fn u8(&mut self, name: &'static str, v: impl Iterator<Item = u8>) {
         self.tensors.push((name, DType::U8, v.collect()));
     }
 }
@@ -203,9 +204,7 @@ pub fn manifest(
 /// Serialises a model into package bytes (deterministic: equal models give equal bytes).
 pub fn to_bytes(b: &Booster, m: &Manifest) -> Result<Vec<u8>, GbdtError> {
     let ts = &b.trees;
-    let mut w = Writer {
-        tensors: Vec::new(),
-    };
+    let mut w = Writer::default();
     let mut node_off = vec![0i64];
     let mut leaf_off = vec![0i64];
     let mut cat_off = vec![0i64];
@@ -287,6 +286,16 @@ pub fn to_bytes(b: &Booster, m: &Manifest) -> Result<Vec<u8>, GbdtError> {
             .flat_map(|t| t.cat_bitsets.iter().flatten().copied()),
     );
 
+    let manifest = serde_json::to_string(m).map_err(|e| GbdtError::Package {
+        path: "<memory>".into(),
+        reason: format!("manifest: {e}"),
+    })?;
+    encode(w, &manifest)
+}
+
+/// The package bytes of `w`'s tensors with a manifest (deterministic: equal inputs give
+/// equal bytes).
+pub(crate) fn encode(mut w: Writer, manifest: &str) -> Result<Vec<u8>, GbdtError> {
     // safetensors: tensors sorted by name, data in that order.
     w.tensors.sort_by(|a, b| a.0.cmp(b.0));
     let mut header = serde_json::Map::new();
@@ -299,13 +308,9 @@ pub fn to_bytes(b: &Booster, m: &Manifest) -> Result<Vec<u8>, GbdtError> {
         );
         data.extend_from_slice(bytes);
     }
-    let manifest = serde_json::to_string(m).map_err(|e| GbdtError::Package {
-        path: "<memory>".into(),
-        reason: format!("manifest: {e}"),
-    })?;
     let mut meta = serde_json::Map::new();
     meta.insert("format".into(), FORMAT.into());
-    meta.insert("checksum".into(), checksum(&manifest, &data).into());
+    meta.insert("checksum".into(), checksum(manifest, &data).into());
     meta.insert("manifest".into(), manifest.into());
     header.insert("__metadata__".into(), serde_json::Value::Object(meta));
     let mut h =
@@ -324,14 +329,14 @@ pub fn to_bytes(b: &Booster, m: &Manifest) -> Result<Vec<u8>, GbdtError> {
     Ok(out)
 }
 
-struct Reader<'a> {
+pub(crate) struct Reader<'a> {
     path: &'a str,
     header: serde_json::Map<String, serde_json::Value>,
     data: &'a [u8],
 }
 
 impl Reader<'_> {
-    fn err(&self, reason: impl Into<String>) -> GbdtError {
+    pub(crate) fn err(&self, reason: impl Into<String>) -> GbdtError {
         GbdtError::Package {
             path: self.path.to_string(),
             reason: reason.into(),
@@ -384,42 +389,47 @@ impl Reader<'_> {
         }
         Ok(&self.data[b as usize..e as usize])
     }
-    fn f64(&self, name: &str) -> Result<Vec<f64>, GbdtError> {
+    pub(crate) fn f64(&self, name: &str) -> Result<Vec<f64>, GbdtError> {
         Ok(self
             .raw(name, DType::F64)?
             .chunks_exact(8)
             .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
             .collect())
     }
-    fn i64(&self, name: &str) -> Result<Vec<i64>, GbdtError> {
+    pub(crate) fn i64(&self, name: &str) -> Result<Vec<i64>, GbdtError> {
         Ok(self
             .raw(name, DType::I64)?
             .chunks_exact(8)
             .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
             .collect())
     }
-    fn i32(&self, name: &str) -> Result<Vec<i32>, GbdtError> {
+    pub(crate) fn i32(&self, name: &str) -> Result<Vec<i32>, GbdtError> {
         Ok(self
             .raw(name, DType::I32)?
             .chunks_exact(4)
             .map(|c| i32::from_le_bytes(c.try_into().unwrap_or([0; 4])))
             .collect())
     }
-    fn u32(&self, name: &str) -> Result<Vec<u32>, GbdtError> {
+    pub(crate) fn u32(&self, name: &str) -> Result<Vec<u32>, GbdtError> {
         Ok(self
             .raw(name, DType::U32)?
             .chunks_exact(4)
             .map(|c| u32::from_le_bytes(c.try_into().unwrap_or([0; 4])))
             .collect())
     }
-    fn u8(&self, name: &str) -> Result<Vec<u8>, GbdtError> {
+    pub(crate) fn u8(&self, name: &str) -> Result<Vec<u8>, GbdtError> {
         Ok(self.raw(name, DType::U8)?.to_vec())
     }
 }
 
 /// Checks `offsets` is a valid offset table (starts at 0, non-decreasing, ends at `total`)
 /// and returns it as usize.
-fn offsets(r: &Reader, name: &str, v: &[i64], total: usize) -> Result<Vec<usize>, GbdtError> {
+pub(crate) fn offsets(
+    r: &Reader,
+    name: &str,
+    v: &[i64],
+    total: usize,
+) -> Result<Vec<usize>, GbdtError> {
     if v.first() != Some(&0)
         || v.windows(2).any(|w| w[1] < w[0])
         || v.last().map(|x| *x as u64) != Some(total as u64)
@@ -429,8 +439,12 @@ fn offsets(r: &Reader, name: &str, v: &[i64], total: usize) -> Result<Vec<usize>
     Ok(v.iter().map(|x| *x as usize).collect())
 }
 
-/// Parses and validates package bytes. `path` names the file in errors.
-pub fn from_bytes(bytes: &[u8], path: &str) -> Result<(Booster, Manifest), GbdtError> {
+/// Checks the container of package bytes (header size, format, checksum, tensor ranges
+/// tiling the data section) and returns the manifest's text and a tensor reader.
+pub(crate) fn decode<'a>(
+    bytes: &'a [u8],
+    path: &'a str,
+) -> Result<(String, Reader<'a>), GbdtError> {
     let err = |reason: String| GbdtError::Package {
         path: path.to_string(),
         reason,
@@ -474,17 +488,6 @@ pub fn from_bytes(bytes: &[u8], path: &str) -> Result<(Booster, Manifest), GbdtE
             "checksum mismatch: the file is corrupt or was altered".into()
         ));
     }
-    let m: Manifest =
-        serde_json::from_str(&manifest_text).map_err(|e| err(format!("manifest: {e}")))?;
-    if m.format_version != FORMAT_VERSION {
-        return Err(err(format!(
-            "format version {} is not supported (this build reads {FORMAT_VERSION})",
-            m.format_version
-        )));
-    }
-    if m.model_kind != "gbdt" {
-        return Err(err(format!("model kind {:?} is not a gbdt", m.model_kind)));
-    }
     // Tensors must tile the data section exactly, in order, without gaps or overlap.
     let mut ranges: Vec<(u64, u64)> = Vec::new();
     for (name, t) in &header {
@@ -512,7 +515,54 @@ pub fn from_bytes(bytes: &[u8], path: &str) -> Result<(Booster, Manifest), GbdtE
             data.len()
         )));
     }
-    let r = Reader { path, header, data };
+    Ok((manifest_text, Reader { path, header, data }))
+}
+
+/// What every manifest starts with.
+#[derive(Deserialize)]
+struct Kind {
+    format_version: u32,
+    model_kind: String,
+}
+
+/// The model kind of package bytes (`gbdt`, `isolation_forest`), after checking the
+/// container and the format version.
+pub fn model_kind(bytes: &[u8], path: &str) -> Result<String, GbdtError> {
+    let (text, _) = decode(bytes, path)?;
+    check_kind(&text, path, None)
+}
+
+/// Checks the manifest's format version (and kind, when `want` is given).
+pub(crate) fn check_kind(text: &str, path: &str, want: Option<&str>) -> Result<String, GbdtError> {
+    let err = |reason: String| GbdtError::Package {
+        path: path.to_string(),
+        reason,
+    };
+    let k: Kind = serde_json::from_str(text).map_err(|e| err(format!("manifest: {e}")))?;
+    if k.format_version != FORMAT_VERSION {
+        return Err(err(format!(
+            "format version {} is not supported (this build reads {FORMAT_VERSION})",
+            k.format_version
+        )));
+    }
+    if let Some(w) = want {
+        if k.model_kind != w {
+            return Err(err(format!("model kind {:?} is not {w}", k.model_kind)));
+        }
+    }
+    Ok(k.model_kind)
+}
+
+/// Parses and validates gbdt package bytes. `path` names the file in errors.
+pub fn from_bytes(bytes: &[u8], path: &str) -> Result<(Booster, Manifest), GbdtError> {
+    let err = |reason: String| GbdtError::Package {
+        path: path.to_string(),
+        reason,
+    };
+    let (manifest_text, r) = decode(bytes, path)?;
+    check_kind(&manifest_text, path, Some("gbdt"))?;
+    let m: Manifest =
+        serde_json::from_str(&manifest_text).map_err(|e| err(format!("manifest: {e}")))?;
 
     // Features and their bins.
     let nf = m.features.len();
