@@ -220,11 +220,10 @@ impl IsoTree {
         self.feature.len()
     }
 
-    /// The path length of row `r` of `cols` (the forest's features, in order).
+    /// The leaf row `r` of `cols` (the forest's features, in order) falls in.
     #[inline]
-    pub fn path_length(&self, cols: &[&[f64]], r: usize) -> f64 {
+    pub fn leaf_of(&self, cols: &[&[f64]], r: usize) -> usize {
         let mut n = 0usize;
-        let mut depth = 0.0;
         while self.feature[n] != LEAF {
             let v = cols[self.feature[n] as usize][r];
             let left = if v.is_nan() {
@@ -237,9 +236,34 @@ impl IsoTree {
             } else {
                 self.right[n] as usize
             };
-            depth += 1.0;
         }
-        depth + average_path_length(self.count[n] as f64)
+        n
+    }
+
+    /// Per node: its depth plus `c(count)` (a row's path length when the node is its
+    /// leaf). Children come after their parent, so one pass finds every depth.
+    pub fn node_path_lengths(&self) -> Vec<f64> {
+        let mut depth = vec![0u32; self.n_nodes()];
+        for i in 0..self.n_nodes() {
+            if self.feature[i] != LEAF {
+                let below = depth[i] + 1;
+                for c in [self.left[i], self.right[i]] {
+                    if let Some(d) = depth.get_mut(c as usize) {
+                        *d = below;
+                    }
+                }
+            }
+        }
+        depth
+            .iter()
+            .zip(&self.count)
+            .map(|(d, c)| *d as f64 + average_path_length(*c as f64))
+            .collect()
+    }
+
+    /// The path length of row `r` of `cols` (the forest's features, in order).
+    pub fn path_length(&self, cols: &[&[f64]], r: usize) -> f64 {
+        self.node_path_lengths()[self.leaf_of(cols, r)]
     }
 }
 
@@ -507,15 +531,17 @@ impl Forest {
     pub fn score_columns(&self, cols: &[&[f64]]) -> Vec<f64> {
         let n = cols.first().map_or(0, |c| c.len());
         let norm = self.trees.len() as f64 * average_path_length(self.max_samples as f64);
+        // Path lengths per node, once per call: scoring is then a walk and an add.
+        let lengths: Vec<Vec<f64>> = self.trees.iter().map(IsoTree::node_path_lengths).collect();
         let mut out = vec![0.0; n];
         out.par_chunks_mut(SCORE_BLOCK)
             .enumerate()
             .for_each(|(k, chunk)| {
                 let base = k * SCORE_BLOCK;
                 // Trees outer, rows inner: a tree stays in cache for the block.
-                for t in &self.trees {
+                for (t, len) in self.trees.iter().zip(&lengths) {
                     for (i, s) in chunk.iter_mut().enumerate() {
-                        *s += t.path_length(cols, base + i);
+                        *s += len[t.leaf_of(cols, base + i)];
                     }
                 }
                 for s in chunk.iter_mut() {
