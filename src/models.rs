@@ -647,8 +647,13 @@ pub async fn lake_splits(lake: &Lake, cfg: &LakeTrainConfig) -> Result<LakeSplit
     })
 }
 
-/// The simulator's true expected fare of each event id in the truth table.
-pub async fn truth_fares(lake: &Lake) -> Result<HashMap<String, f64>, ModelError> {
+/// One column of the simulator's truth table by event id (`extract` reads row `i` of the
+/// column; rows it returns `None` for are left out).
+async fn truth_column<T>(
+    lake: &Lake,
+    column: &str,
+    extract: impl Fn(&ArrayRef, usize) -> Option<T>,
+) -> Result<HashMap<String, T>, ModelError> {
     let files: Vec<String> = lake
         .list(crate::sim::TRUTH_TABLE)
         .await?
@@ -657,24 +662,43 @@ pub async fn truth_fares(lake: &Lake) -> Result<HashMap<String, f64>, ModelError
         .filter(|r| r.ends_with(".parquet"))
         .collect();
     let opts = ScanOptions {
-        columns: Some(vec!["event_id".into(), "true_expected_fare".into()]),
+        columns: Some(vec!["event_id".into(), column.into()]),
         ..Default::default()
     };
     let mut out = HashMap::new();
     let mut s = std::pin::pin!(parquet_io::scan(lake, files, opts));
     while let Some(b) = s.next().await {
         let b = b?;
-        let (Some(ids), Some(f)) = (
-            b.column(0).as_any().downcast_ref::<StringArray>(),
-            b.column(1).as_any().downcast_ref::<Float64Array>(),
-        ) else {
+        let Some(ids) = b.column(0).as_any().downcast_ref::<StringArray>() else {
             continue;
         };
         for i in 0..ids.len() {
-            out.insert(ids.value(i).to_string(), f.value(i));
+            if let Some(v) = extract(b.column(1), i) {
+                out.insert(ids.value(i).to_string(), v);
+            }
         }
     }
     Ok(out)
+}
+
+/// The simulator's true expected fare of every event, by event id.
+pub async fn truth_fares(lake: &Lake) -> Result<HashMap<String, f64>, ModelError> {
+    truth_column(lake, "true_expected_fare", |a, i| {
+        a.as_any()
+            .downcast_ref::<Float64Array>()
+            .map(|f| f.value(i))
+    })
+    .await
+}
+
+/// Whether the simulator made each event an error fare, by event id.
+pub async fn truth_anomalies(lake: &Lake) -> Result<HashMap<String, bool>, ModelError> {
+    truth_column(lake, "is_anomaly", |a, i| {
+        a.as_any()
+            .downcast_ref::<BooleanArray>()
+            .map(|f| f.value(i))
+    })
+    .await
 }
 
 /// A dataset as one Arrow batch: features (Float64 or Utf8) and the target.

@@ -65,6 +65,25 @@ fn quickstart_runs_on_a_fresh_folder() {
     assert!(out.status.success());
     assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("raw/flight_searches"));
+    // Enough days for the models: the fare model and the anomaly flags are reported.
+    let dir = TempDir::new("cli-qs4").expect("tmp");
+    let out = contrail(
+        &dir.0,
+        &["quickstart", "--days", "4", "--routes", "12"],
+        &[],
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for want in [
+        "against the true expected fare",
+        "fare anomalies: isolation forest",
+        "injected error fares",
+        "recall",
+        "AUROC",
+    ] {
+        assert!(stdout.contains(want), "missing {want:?} in:\n{stdout}");
+    }
+    assert!(dir.0.join("lake/models/fare_anomaly.ctm").is_file());
 }
 
 #[test]
