@@ -288,6 +288,9 @@ enum Command {
         /// Folder (URL) to write train.parquet, valid.parquet and test.parquet into.
         #[arg(long)]
         out: String,
+        /// Add each row's `event_id` (to join the simulator's truth).
+        #[arg(long)]
+        event_ids: bool,
     },
     /// Print a model's manifest and feature importances.
     Inspect { model: String },
@@ -767,6 +770,7 @@ async fn run(cli: Cli) -> Result<()> {
             config,
             target,
             out,
+            event_ids,
         } => {
             let cfg = JobConfig::load(&config)?;
             let mut train = cfg.train.ok_or_else(|| {
@@ -776,7 +780,7 @@ async fn run(cli: Cli) -> Result<()> {
                 train.target = t;
             }
             let lake = Lake::open(&lake.lake)?;
-            let n = models::export_splits(&lake, &train, &out).await?;
+            let n = models::export_splits(&lake, &train, &out, event_ids).await?;
             println!(
                 "{}",
                 serde_json::json!({"train": n[0], "valid": n[1], "test": n[2], "out": out})

@@ -477,6 +477,9 @@ pub struct LakeSplits {
     pub valid: Dataset,
     pub test: Dataset,
     pub test_ids: Vec<String>,
+    /// Event ids of the training and validation rows, when asked for.
+    pub train_ids: Vec<String>,
+    pub valid_ids: Vec<String>,
 }
 
 fn append(
@@ -551,6 +554,16 @@ fn append(
 /// Reads the curated lake in time order, computes features with the shared feature
 /// function, and splits by time.
 pub async fn lake_splits(lake: &Lake, cfg: &LakeTrainConfig) -> Result<LakeSplits, ModelError> {
+    lake_splits_ids(lake, cfg, false).await
+}
+
+/// [`lake_splits`], with the event ids of every split when `all_ids` (the test split's
+/// always).
+pub async fn lake_splits_ids(
+    lake: &Lake,
+    cfg: &LakeTrainConfig,
+    all_ids: bool,
+) -> Result<LakeSplits, ModelError> {
     let files = curated_files(lake, HourRange::all()).await?;
     if files.is_empty() {
         return Err(ModelError::Invalid(format!(
@@ -585,7 +598,7 @@ pub async fn lake_splits(lake: &Lake, cfg: &LakeTrainConfig) -> Result<LakeSplit
     let mut fb = FeatureBuilder::new();
     let (mut train, mut valid, mut test) =
         (Dataset::default(), Dataset::default(), Dataset::default());
-    let mut test_ids = Vec::new();
+    let (mut train_ids, mut valid_ids, mut test_ids) = (Vec::new(), Vec::new(), Vec::new());
     let mut s = std::pin::pin!(parquet_io::scan(
         lake,
         files.clone(),
@@ -614,19 +627,20 @@ pub async fn lake_splits(lake: &Lake, cfg: &LakeTrainConfig) -> Result<LakeSplit
                 )))
             }
         };
-        let dest = if hour >= test_from {
-            if let Some(ids) = b
-                .column_by_name("event_id")
-                .and_then(|c| c.as_any().downcast_ref::<StringArray>())
-            {
-                test_ids.extend(ids.iter().map(|v| v.unwrap_or("").to_string()));
-            }
-            &mut test
+        let (dest, ids) = if hour >= test_from {
+            (&mut test, Some(&mut test_ids))
         } else if hour >= valid_from {
-            &mut valid
+            (&mut valid, all_ids.then_some(&mut valid_ids))
         } else {
-            &mut train
+            (&mut train, all_ids.then_some(&mut train_ids))
         };
+        if let (Some(out), Some(col)) = (
+            ids,
+            b.column_by_name("event_id")
+                .and_then(|c| c.as_any().downcast_ref::<StringArray>()),
+        ) {
+            out.extend(col.iter().map(|v| v.unwrap_or("").to_string()));
+        }
         append(dest, &f, &names, &target)?;
     }
     if train.n_rows() == 0 || valid.n_rows() == 0 || test.n_rows() == 0 {
@@ -644,6 +658,8 @@ pub async fn lake_splits(lake: &Lake, cfg: &LakeTrainConfig) -> Result<LakeSplit
         valid,
         test,
         test_ids,
+        train_ids,
+        valid_ids,
     })
 }
 
@@ -731,20 +747,39 @@ pub fn dataset_to_batch(d: &Dataset, target: &str) -> Result<RecordBatch, ModelE
 
 /// Writes the train/valid/test splits of a lake model as Parquet files under `out`
 /// (`train.parquet`, `valid.parquet`, `test.parquet`), so other libraries can train on
-/// the very same rows and features.
+/// the very same rows and features; with `event_ids`, an `event_id` column too (to join
+/// the simulator's truth).
 pub async fn export_splits(
     lake: &Lake,
     cfg: &LakeTrainConfig,
     out: &str,
+    event_ids: bool,
 ) -> Result<[usize; 3], ModelError> {
-    let s = lake_splits(lake, cfg).await?;
+    let s = lake_splits_ids(lake, cfg, event_ids).await?;
     let dest = Lake::open(out)?;
     let mut n = [0; 3];
-    for (i, (name, d)) in [("train", &s.train), ("valid", &s.valid), ("test", &s.test)]
-        .into_iter()
-        .enumerate()
+    for (i, (name, d, ids)) in [
+        ("train", &s.train, &s.train_ids),
+        ("valid", &s.valid, &s.valid_ids),
+        ("test", &s.test, &s.test_ids),
+    ]
+    .into_iter()
+    .enumerate()
     {
-        let b = dataset_to_batch(d, &cfg.target)?;
+        let mut b = dataset_to_batch(d, &cfg.target)?;
+        if event_ids {
+            let mut fields: Vec<Field> = b
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone())
+                .collect();
+            fields.push(Field::new("event_id", DataType::Utf8, false));
+            let mut cols = b.columns().to_vec();
+            cols.push(Arc::new(StringArray::from(ids.clone())));
+            b = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)
+                .map_err(|e| ModelError::Invalid(format!("building batch: {e}")))?;
+        }
         parquet_io::write(&dest, &format!("{name}.parquet"), b.schema(), &[b]).await?;
         n[i] = d.n_rows();
     }
