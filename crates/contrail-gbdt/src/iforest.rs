@@ -525,23 +525,148 @@ fn grow(cols: &[&[f64]], rows: &[u32], feats: &[u32], max_depth: usize, rng: &mu
 
 /// Rows scored per task.
 const SCORE_BLOCK: usize = 4096;
+/// Rows walking down a tree together, one level at a time, so that their walks overlap.
+const WALK: usize = 16;
+/// Trees up to this depth are scored as complete trees (`2^depth` leaves).
+const COMPLETE_DEPTH: usize = 12;
+
+/// A tree laid out for scoring. Up to [`COMPLETE_DEPTH`] levels, a complete tree with
+/// implicit children (`2i + 1`, `2i + 2`): a leaf above the last level is extended by
+/// splits that send every row left (threshold +inf, missing values left), and each leaf
+/// slot holds its path length (depth plus `c(count)`). A step is then a load, two
+/// compares and an add with no branch: a walk down a random tree mispredicts no
+/// branches, where following child pointers mispredicts about every other level. Deeper
+/// trees keep their node tables.
+struct Compiled<'a> {
+    tree: &'a IsoTree,
+    depth: usize,
+    /// Complete layout: the inner slots (empty for node tables).
+    slots: Vec<Slot>,
+    /// Complete layout: per leaf slot; otherwise per node.
+    length: Vec<f64>,
+}
+
+/// One inner slot of a complete tree (16 bytes: one load per step).
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    threshold: f64,
+    feature: u32,
+    /// 1 when missing values go right.
+    missing_right: u32,
+}
+
+const PAD: Slot = Slot {
+    threshold: f64::INFINITY,
+    feature: 0,
+    missing_right: 0,
+};
+
+impl<'a> Compiled<'a> {
+    fn new(t: &'a IsoTree) -> Compiled<'a> {
+        let lengths = t.node_path_lengths();
+        let mut depth_of = vec![0usize; t.n_nodes()];
+        for i in 0..t.n_nodes() {
+            if t.feature[i] != LEAF {
+                let below = depth_of[i] + 1;
+                for c in [t.left[i], t.right[i]] {
+                    if let Some(d) = depth_of.get_mut(c as usize) {
+                        *d = below;
+                    }
+                }
+            }
+        }
+        let depth = depth_of.iter().copied().max().unwrap_or(0);
+        if depth > COMPLETE_DEPTH {
+            return Compiled {
+                tree: t,
+                depth,
+                slots: Vec::new(),
+                length: lengths,
+            };
+        }
+        let inner = (1usize << depth) - 1;
+        let mut c = Compiled {
+            tree: t,
+            depth,
+            slots: vec![PAD; inner],
+            length: vec![0.0; inner + 1],
+        };
+        // (tree node, slot, level); padding slots keep threshold +inf, missing left.
+        let mut stack = vec![(0usize, 0usize, 0usize)];
+        while let Some((node, slot, level)) = stack.pop() {
+            if level == depth {
+                c.length[slot - inner] = lengths[node];
+                continue;
+            }
+            let (l, r) = if t.feature[node] == LEAF {
+                (node, node)
+            } else {
+                c.slots[slot] = Slot {
+                    threshold: t.threshold[node],
+                    feature: t.feature[node],
+                    missing_right: !t.missing_left[node] as u32,
+                };
+                (t.left[node] as usize, t.right[node] as usize)
+            };
+            stack.push((l, 2 * slot + 1, level + 1));
+            stack.push((r, 2 * slot + 2, level + 1));
+        }
+        c
+    }
+
+    /// Adds the path lengths of rows `x[j * nf..]` (row-major) to `acc[j]`.
+    #[inline]
+    fn add_path_lengths(&self, x: &[f64], nf: usize, acc: &mut [f64]) {
+        if self.slots.is_empty() && self.depth > 0 {
+            for (j, a) in acc.iter_mut().enumerate() {
+                let row: Vec<&[f64]> = x[j * nf..j * nf + nf].chunks(1).collect();
+                *a += self.length[self.tree.leaf_of(&row, 0)];
+            }
+            return;
+        }
+        let m = acc.len().min(WALK);
+        let mut slot = [0usize; WALK];
+        for _ in 0..self.depth {
+            for (j, s) in slot.iter_mut().enumerate().take(m) {
+                let n = self.slots[*s];
+                let v = x[j * nf + n.feature as usize];
+                // Branch-free: right when above the threshold, or missing and the
+                // node sends missing values right.
+                let right =
+                    (v > n.threshold) as usize | (v.is_nan() as u32 & n.missing_right) as usize;
+                *s = 2 * *s + 1 + right;
+            }
+        }
+        let inner = (1usize << self.depth) - 1;
+        for (a, s) in acc.iter_mut().zip(&slot) {
+            *a += self.length[s - inner];
+        }
+    }
+}
 
 impl Forest {
     /// The anomaly score of every row of `cols` (the forest's features, in order).
     pub fn score_columns(&self, cols: &[&[f64]]) -> Vec<f64> {
         let n = cols.first().map_or(0, |c| c.len());
         let norm = self.trees.len() as f64 * average_path_length(self.max_samples as f64);
-        // Path lengths per node, once per call: scoring is then a walk and an add.
-        let lengths: Vec<Vec<f64>> = self.trees.iter().map(IsoTree::node_path_lengths).collect();
+        let compiled: Vec<Compiled> = self.trees.iter().map(Compiled::new).collect();
+        let nf = cols.len();
         let mut out = vec![0.0; n];
         out.par_chunks_mut(SCORE_BLOCK)
             .enumerate()
             .for_each(|(k, chunk)| {
                 let base = k * SCORE_BLOCK;
+                // The block's rows, row-major: a row's features share cache lines.
+                let mut x = vec![0.0f64; chunk.len() * nf];
+                for (f, c) in cols.iter().enumerate() {
+                    for (i, v) in c[base..base + chunk.len()].iter().enumerate() {
+                        x[i * nf + f] = *v;
+                    }
+                }
                 // Trees outer, rows inner: a tree stays in cache for the block.
-                for (t, len) in self.trees.iter().zip(&lengths) {
-                    for (i, s) in chunk.iter_mut().enumerate() {
-                        *s += len[t.leaf_of(cols, base + i)];
+                for c in &compiled {
+                    for (g, acc) in chunk.chunks_mut(WALK).enumerate() {
+                        c.add_path_lengths(&x[g * WALK * nf..], nf, acc);
                     }
                 }
                 for s in chunk.iter_mut() {

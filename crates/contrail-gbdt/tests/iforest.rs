@@ -355,3 +355,40 @@ fn package_round_trip_and_corruption() {
         typed(&b);
     }
 }
+
+#[test]
+fn fast_scoring_equals_the_tree_walk_bit_for_bit() {
+    // Shallow trees are scored as complete trees, deep ones (past 12 levels) by their node
+    // tables; both must give each row the sum of its path lengths in tree order.
+    let mut d = uniform(9_000, 6);
+    if let Column::Numeric(v) = &mut d.columns[0] {
+        for i in (0..v.len()).step_by(13) {
+            v[i] = f64::NAN;
+        }
+    }
+    for max_samples in [MaxSamples::Auto, MaxSamples::Count(9_000)] {
+        let f = iforest::fit(
+            &d,
+            &ForestParams {
+                n_estimators: 10,
+                max_samples,
+                ..Default::default()
+            },
+        )
+        .expect("fit");
+        let cols: Vec<&[f64]> = d
+            .columns
+            .iter()
+            .map(|c| match c {
+                Column::Numeric(v) => v.as_slice(),
+                _ => unreachable!(),
+            })
+            .collect();
+        let fast = f.score_columns(&cols);
+        let norm = f.trees.len() as f64 * average_path_length(f.max_samples as f64);
+        for r in (0..d.n_rows()).step_by(7) {
+            let h: f64 = f.trees.iter().map(|t| t.path_length(&cols, r)).sum();
+            assert_eq!(fast[r].to_bits(), (-h / norm).exp2().to_bits(), "row {r}");
+        }
+    }
+}
