@@ -19,5 +19,6 @@ pub use contrail_sim as sim;
 pub use contrail_store as store;
 
 pub mod config;
+pub mod drift;
 pub mod models;
 pub mod summary;

@@ -294,6 +294,33 @@ enum Command {
     },
     /// Print a model's manifest and feature importances.
     Inspect { model: String },
+    /// How far each numeric feature's distribution on the lake's latest days has moved
+    /// from a reference window: population stability index and Jensen–Shannon distance
+    /// per day and feature. Exits with 3 when a PSI is above --max-psi.
+    Drift {
+        #[command(flatten)]
+        lake: LakeArg,
+        /// The latest days, each compared with the reference.
+        #[arg(long, default_value_t = 1)]
+        current_days: u32,
+        /// Days before the current ones to compare with [default: every earlier day].
+        #[arg(long)]
+        reference_days: Option<u32>,
+        /// Numeric features to check [default: all but those that follow the calendar:
+        /// search_dow, search_month, departure_month, departure_day_of_year,
+        /// days_to_holiday].
+        #[arg(long, value_delimiter = ',')]
+        features: Vec<String>,
+        /// Quantile buckets of the reference (plus one for missing values).
+        #[arg(long, default_value_t = 10)]
+        buckets: usize,
+        /// Alarm threshold on the population stability index.
+        #[arg(long, default_value_t = 0.25)]
+        max_psi: f64,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Simulate a small market into ./lake, run the ETL, summarise the lake and train the
     /// fare model.
     Quickstart {
@@ -308,6 +335,11 @@ enum Command {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 struct UsageError(String);
+
+/// Drift above the threshold: not a failure of the command, a finding (exit code 3).
+#[derive(Debug, thiserror::Error)]
+#[error("drift alarm: {0}")]
+struct DriftAlarm(String);
 
 fn parse_hour(s: &str) -> Result<Partition> {
     let bad = || UsageError(format!("invalid hour {s:?}: expected YYYY-MM-DDTHH"));
@@ -818,6 +850,43 @@ async fn run(cli: Cli) -> Result<()> {
                 );
             }
         }
+        Command::Drift {
+            lake,
+            current_days,
+            reference_days,
+            features,
+            buckets,
+            max_psi,
+            json,
+        } => {
+            let lake = Lake::open(&lake.lake)?;
+            let opts = contrail::drift::DriftOptions {
+                current_days,
+                reference_days,
+                features,
+                buckets,
+                max_psi,
+            };
+            let r = contrail::drift::drift(&lake, &opts).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print!("{r}");
+            }
+            let alarms: Vec<String> = r
+                .alarms()
+                .iter()
+                .map(|a| format!("{} on {} (PSI {:.3})", a.feature, a.day, a.psi))
+                .collect();
+            if !alarms.is_empty() {
+                return Err(DriftAlarm(format!(
+                    "{} above PSI {max_psi}: {}",
+                    alarms.len(),
+                    alarms.join(", ")
+                ))
+                .into());
+            }
+        }
         Command::Summary { lake, json } => {
             let lake = Lake::open(&lake.lake)?;
             let s = contrail::summary::summarize(&lake).await?;
@@ -888,6 +957,9 @@ fn log_etl(r: &etl_job::EtlReport) {
 fn exit_code(e: &anyhow::Error) -> u8 {
     let code = |user: bool| if user { 2 } else { 1 };
     for cause in e.chain() {
+        if cause.is::<DriftAlarm>() {
+            return 3;
+        }
         if cause.is::<UsageError>() || cause.is::<contrail::config::ConfigError>() {
             return 2;
         }

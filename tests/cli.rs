@@ -562,3 +562,91 @@ fn isolation_forest_train_predict_inspect() {
         );
     }
 }
+
+#[test]
+fn drift_alarms_when_the_latest_day_moves() {
+    let dir = TempDir::new("cli-drift").expect("tmp");
+    let sim = |start: &str, days: &str, seed: &str, anomalies: &str| {
+        let out = contrail(
+            &dir.0,
+            &[
+                "-q",
+                "simulate",
+                "--start-date",
+                start,
+                "--days",
+                days,
+                "--routes",
+                "12",
+                "--searches-per-route-day",
+                "150",
+                "--seed",
+                seed,
+                "--anomaly-rate",
+                anomalies,
+            ],
+            &[],
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let out = contrail(&dir.0, &["-q", "etl"], &[]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    };
+    let features = "price_vs_route_mean,competitor_price_ratio,lead_time_days";
+    let drift = |extra: &[&str]| {
+        let mut a = vec!["drift", "--features", features];
+        a.extend_from_slice(extra);
+        contrail(&dir.0, &a, &[])
+    };
+    // Three ordinary days: the last one against the two before does not drift.
+    sim("2026-03-01", "3", "1", "0.002");
+    let out = drift(&[]);
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    assert!(
+        stdout.contains("2026-03-03") && stdout.contains("lead_time_days"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("ALARM"), "{stdout}");
+    // A fourth day where a third of the quotes are error fares: the price ratios move,
+    // the shoppers' lead times do not (another seed: other routes, the same behaviour);
+    // exit code 3 and the features named.
+    sim("2026-03-04", "1", "2", "0.3");
+    let out = drift(&[]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(3), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("drift alarm") && stderr.contains("price_vs_route_mean"),
+        "{stderr}"
+    );
+    let alarm_lines: Vec<&str> = stdout.lines().filter(|l| l.ends_with("ALARM")).collect();
+    assert!(
+        alarm_lines
+            .iter()
+            .any(|l| l.contains("price_vs_route_mean")),
+        "{stdout}"
+    );
+    assert!(
+        !alarm_lines.iter().any(|l| l.contains("lead_time_days")),
+        "{stdout}"
+    );
+    // JSON for schedulers; the day before the bad one, against its own past, is quiet.
+    let out = drift(&["--json", "--current-days", "2"]);
+    assert_eq!(out.status.code(), Some(3));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let rows = r["features"].as_array().expect("rows");
+    assert_eq!(rows.len(), 6);
+    assert!(rows
+        .iter()
+        .filter(|x| x["day"] == "2026-03-03")
+        .all(|x| x["alarm"] == false));
+    // Bad options are user errors.
+    let out = drift(&["--current-days", "9"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let out = contrail(&dir.0, &["drift", "--features", "route"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}

@@ -7,6 +7,7 @@
 //! [`FEATURES`] lists every feature with its type and definition; docs/features.md is
 //! the same list for readers (a test keeps them in step).
 
+pub mod drift;
 use std::collections::HashMap;
 use std::sync::Arc;
 

@@ -1,0 +1,334 @@
+//! `contrail drift`: how far each numeric feature's distribution on the curated lake's
+//! latest days has moved from a reference window (population stability index and
+//! Jensen–Shannon distance over the reference's quantile buckets,
+//! [`crate::features::drift`]).
+//!
+//! One pass over the curated table in time order computes the features with the shared
+//! feature function (their rolling statistics need every earlier event). Reference rows
+//! are kept as a sample of at most [`REFERENCE_SAMPLE`] rows (every k-th row, k doubling
+//! as the window grows), which fixes each feature's buckets when the first current day
+//! begins; each current day's rows are then counted into those buckets.
+
+use std::collections::BTreeMap;
+
+use arrow_array::{Array, Float64Array};
+use arrow_schema::DataType;
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::etl::etl::curated_files;
+use crate::features::drift::{js_distance, psi, Buckets, Moments};
+use crate::features::{feature_schema, FeatureBuilder};
+use crate::models::ModelError;
+use crate::store::parquet_io::{self, ScanOptions};
+use crate::store::partition::{HourRange, Partition};
+use crate::store::Lake;
+
+/// Reference rows kept to place the buckets.
+pub const REFERENCE_SAMPLE: usize = 200_000;
+
+/// Features that follow the calendar: one day's values differ from any earlier window's
+/// by construction (a day has one day of the week), so they are checked only when named.
+pub const CALENDAR_FEATURES: [&str; 5] = [
+    "search_dow",
+    "search_month",
+    "departure_month",
+    "departure_day_of_year",
+    "days_to_holiday",
+];
+
+#[derive(Debug, Clone)]
+pub struct DriftOptions {
+    /// The latest days, each compared with the reference.
+    pub current_days: u32,
+    /// Days before the current ones that form the reference (None: every earlier day).
+    pub reference_days: Option<u32>,
+    /// Numeric features to check (empty: all but [`CALENDAR_FEATURES`]).
+    pub features: Vec<String>,
+    pub buckets: usize,
+    /// A feature whose PSI on a current day is above this raises the alarm.
+    pub max_psi: f64,
+}
+
+impl Default for DriftOptions {
+    fn default() -> Self {
+        DriftOptions {
+            current_days: 1,
+            reference_days: None,
+            features: Vec::new(),
+            buckets: 10,
+            max_psi: 0.25,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FeatureDrift {
+    pub day: String,
+    pub feature: String,
+    pub psi: f64,
+    pub js_distance: f64,
+    pub rows: u64,
+    pub reference_missing: f64,
+    pub missing: f64,
+    pub reference_mean: f64,
+    pub mean: f64,
+    pub alarm: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DriftReport {
+    pub reference_from: String,
+    pub reference_to: String,
+    pub reference_rows: u64,
+    pub max_psi: f64,
+    /// Per current day, features by decreasing PSI.
+    pub features: Vec<FeatureDrift>,
+}
+
+impl DriftReport {
+    pub fn alarms(&self) -> Vec<&FeatureDrift> {
+        self.features.iter().filter(|f| f.alarm).collect()
+    }
+}
+
+impl std::fmt::Display for DriftReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "reference {} .. {} ({} rows); alarm above PSI {}",
+            self.reference_from, self.reference_to, self.reference_rows, self.max_psi
+        )?;
+        writeln!(
+            f,
+            "{:<10} {:<28} {:>8} {:>8} {:>9} {:>9} {:>12} {:>12}",
+            "day", "feature", "psi", "js", "missing", "ref miss", "mean", "ref mean"
+        )?;
+        for r in &self.features {
+            writeln!(
+                f,
+                "{:<10} {:<28} {:>8.4} {:>8.4} {:>8.2}% {:>8.2}% {:>12.4} {:>12.4}{}",
+                r.day,
+                r.feature,
+                r.psi,
+                r.js_distance,
+                100.0 * r.missing,
+                100.0 * r.reference_missing,
+                r.mean,
+                r.reference_mean,
+                if r.alarm { "  ALARM" } else { "" }
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn day_label(day: i64) -> String {
+    let (y, m, d, _) = Partition { hour: day * 24 }.parts();
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// Every k-th value, k doubling whenever the sample is full: a deterministic sample of
+/// at most `cap` values spread over the whole window.
+struct Sample {
+    cap: usize,
+    step: usize,
+    seen: usize,
+    values: Vec<Vec<f64>>,
+}
+
+impl Sample {
+    fn push_row(&mut self, row: impl Iterator<Item = f64>) {
+        self.seen += 1;
+        if (self.seen - 1) % self.step != 0 {
+            return;
+        }
+        for (v, x) in self.values.iter_mut().zip(row) {
+            v.push(x);
+        }
+        if self.values.first().is_some_and(|v| v.len() >= self.cap) {
+            for v in &mut self.values {
+                let kept: Vec<f64> = v.iter().step_by(2).copied().collect();
+                *v = kept;
+            }
+            self.step *= 2;
+        }
+    }
+}
+
+/// Compares the latest days of the curated lake with the reference window.
+pub async fn drift(lake: &Lake, o: &DriftOptions) -> Result<DriftReport, ModelError> {
+    let schema = feature_schema();
+    let numeric: Vec<String> = schema
+        .fields()
+        .iter()
+        .filter(|f| f.data_type() == &DataType::Float64)
+        .map(|f| f.name().clone())
+        .collect();
+    let names: Vec<String> = if o.features.is_empty() {
+        numeric
+            .iter()
+            .filter(|n| !CALENDAR_FEATURES.contains(&n.as_str()))
+            .cloned()
+            .collect()
+    } else {
+        for n in &o.features {
+            if !numeric.contains(n) {
+                return Err(ModelError::Invalid(format!(
+                    "`{n}` is not a numeric feature (see docs/features.md)"
+                )));
+            }
+        }
+        o.features.clone()
+    };
+    if o.current_days == 0 || o.buckets < 2 || o.reference_days == Some(0) {
+        return Err(ModelError::Invalid(
+            "drift needs --current-days >= 1, --reference-days >= 1 and --buckets >= 2".into(),
+        ));
+    }
+    let files = curated_files(lake, HourRange::all()).await?;
+    let days: Vec<i64> = files
+        .iter()
+        .filter_map(|f| Partition::parse_path(f))
+        .map(|p| p.hour.div_euclid(24))
+        .collect();
+    let (Some(&first), Some(&last)) = (days.iter().min(), days.iter().max()) else {
+        return Err(ModelError::Invalid(format!(
+            "{}: the curated table is empty (run `contrail etl` first)",
+            lake.url()
+        )));
+    };
+    let current_from = last - o.current_days as i64 + 1;
+    let reference_from = match o.reference_days {
+        Some(r) => current_from - r as i64,
+        None => first,
+    };
+    if reference_from >= current_from || current_from <= first {
+        return Err(ModelError::Invalid(format!(
+            "the lake holds {} days: not enough for {} current day(s) after a reference",
+            last - first + 1,
+            o.current_days
+        )));
+    }
+    let mut sample = Sample {
+        cap: REFERENCE_SAMPLE,
+        step: 1,
+        seen: 0,
+        values: vec![Vec::new(); names.len()],
+    };
+    let mut ref_moments = vec![Moments::default(); names.len()];
+    let mut buckets: Option<Vec<Buckets>> = None;
+    // Per current day: per feature, counts and moments.
+    let mut current: BTreeMap<i64, Vec<(Vec<u64>, Moments)>> = BTreeMap::new();
+    let mut fb = FeatureBuilder::new();
+    let mut s = std::pin::pin!(parquet_io::scan(lake, files, ScanOptions::default()));
+    while let Some(b) = s.next().await {
+        let b = b?;
+        let hour = b
+            .column_by_name("search_ts")
+            .and_then(|c| {
+                c.as_any()
+                    .downcast_ref::<arrow_array::TimestampMillisecondArray>()
+            })
+            .filter(|t| !t.is_empty())
+            .map_or(0, |t| t.value(0).div_euclid(3_600_000));
+        let day = hour.div_euclid(24);
+        let f = fb.compute(&b)?;
+        if day < reference_from {
+            continue;
+        }
+        let cols: Vec<&Float64Array> = names
+            .iter()
+            .map(|n| {
+                f.column_by_name(n)
+                    .and_then(|c| c.as_any().downcast_ref::<Float64Array>())
+                    .ok_or_else(|| ModelError::Invalid(format!("feature `{n}` is not numeric")))
+            })
+            .collect::<Result<_, _>>()?;
+        let value = |c: &Float64Array, i: usize| {
+            if c.is_null(i) {
+                f64::NAN
+            } else {
+                c.value(i)
+            }
+        };
+        if day < current_from {
+            for i in 0..f.num_rows() {
+                for (m, c) in ref_moments.iter_mut().zip(&cols) {
+                    m.add(value(c, i));
+                }
+                sample.push_row(cols.iter().map(|c| value(c, i)));
+            }
+            continue;
+        }
+        let bk = buckets.get_or_insert_with(|| {
+            sample
+                .values
+                .iter()
+                .map(|v| Buckets::from_reference(v, o.buckets))
+                .collect()
+        });
+        let per = current.entry(day).or_insert_with(|| {
+            bk.iter()
+                .map(|b| (vec![0u64; b.len()], Moments::default()))
+                .collect()
+        });
+        for i in 0..f.num_rows() {
+            for ((b, (counts, m)), c) in bk.iter().zip(per.iter_mut()).zip(&cols) {
+                let v = value(c, i);
+                b.add(counts, v);
+                m.add(v);
+            }
+        }
+    }
+    let Some(bk) = buckets else {
+        return Err(ModelError::Invalid("no rows in the current window".into()));
+    };
+    let ref_counts: Vec<Vec<u64>> = bk
+        .iter()
+        .zip(&sample.values)
+        .map(|(b, v)| {
+            let mut c = vec![0u64; b.len()];
+            for x in v {
+                b.add(&mut c, *x);
+            }
+            c
+        })
+        .collect();
+    let mut features = Vec::new();
+    for (day, per) in &current {
+        let mut rows: Vec<FeatureDrift> = names
+            .iter()
+            .enumerate()
+            .map(|(k, name)| {
+                let (counts, m) = &per[k];
+                let p = psi(&ref_counts[k], counts);
+                FeatureDrift {
+                    day: day_label(*day),
+                    feature: name.clone(),
+                    psi: p,
+                    js_distance: js_distance(&ref_counts[k], counts),
+                    rows: m.count,
+                    reference_missing: ref_moments[k].missing_share(),
+                    missing: m.missing_share(),
+                    reference_mean: ref_moments[k].mean(),
+                    mean: m.mean(),
+                    alarm: p > o.max_psi,
+                }
+            })
+            .collect();
+        rows.sort_by(|a, b| {
+            b.psi
+                .total_cmp(&a.psi)
+                .then_with(|| a.feature.cmp(&b.feature))
+        });
+        features.extend(rows);
+    }
+    Ok(DriftReport {
+        reference_from: day_label(reference_from),
+        reference_to: day_label(current_from - 1),
+        reference_rows: ref_moments.first().map_or(0, |m| m.count),
+        max_psi: o.max_psi,
+        features,
+    })
+}
