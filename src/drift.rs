@@ -43,6 +43,9 @@ pub struct DriftOptions {
     pub current_days: u32,
     /// Days before the current ones that form the reference (None: every earlier day).
     pub reference_days: Option<u32>,
+    /// Or an explicit reference window: first and last day (days since 1970-01-01),
+    /// which must end before the current days.
+    pub reference: Option<(i64, i64)>,
     /// Numeric features to check (empty: all but [`CALENDAR_FEATURES`]).
     pub features: Vec<String>,
     pub buckets: usize,
@@ -55,6 +58,7 @@ impl Default for DriftOptions {
         DriftOptions {
             current_days: 1,
             reference_days: None,
+            reference: None,
             features: Vec::new(),
             buckets: 10,
             max_psi: 0.25,
@@ -199,11 +203,20 @@ pub async fn drift(lake: &Lake, o: &DriftOptions) -> Result<DriftReport, ModelEr
         )));
     };
     let current_from = last - o.current_days as i64 + 1;
-    let reference_from = match o.reference_days {
-        Some(r) => current_from - r as i64,
-        None => first,
+    let (reference_from, reference_to) = match (o.reference, o.reference_days) {
+        (Some((a, b)), _) => (a, b),
+        (None, Some(r)) => (current_from - r as i64, current_from - 1),
+        (None, None) => (first, current_from - 1),
     };
-    if reference_from >= current_from || current_from <= first {
+    if reference_from > reference_to || reference_to >= current_from {
+        return Err(ModelError::Invalid(format!(
+            "reference window {} .. {} must be non-empty and end before the current days ({} ..)",
+            day_label(reference_from),
+            day_label(reference_to),
+            day_label(current_from)
+        )));
+    }
+    if current_from <= first {
         return Err(ModelError::Invalid(format!(
             "the lake holds {} days: not enough for {} current day(s) after a reference",
             last - first + 1,
@@ -234,7 +247,7 @@ pub async fn drift(lake: &Lake, o: &DriftOptions) -> Result<DriftReport, ModelEr
             .map_or(0, |t| t.value(0).div_euclid(3_600_000));
         let day = hour.div_euclid(24);
         let f = fb.compute(&b)?;
-        if day < reference_from {
+        if day < reference_from || (day > reference_to && day < current_from) {
             continue;
         }
         let cols: Vec<&Float64Array> = names
@@ -326,7 +339,7 @@ pub async fn drift(lake: &Lake, o: &DriftOptions) -> Result<DriftReport, ModelEr
     }
     Ok(DriftReport {
         reference_from: day_label(reference_from),
-        reference_to: day_label(current_from - 1),
+        reference_to: day_label(reference_to),
         reference_rows: ref_moments.first().map_or(0, |m| m.count),
         max_psi: o.max_psi,
         features,

@@ -304,8 +304,12 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         current_days: u32,
         /// Days before the current ones to compare with [default: every earlier day].
-        #[arg(long)]
+        #[arg(long, conflicts_with = "reference")]
         reference_days: Option<u32>,
+        /// The reference window as FIRST..LAST days (YYYY-MM-DD..YYYY-MM-DD), ending
+        /// before the current days.
+        #[arg(long)]
+        reference: Option<String>,
         /// Numeric features to check [default: all but those that follow the calendar:
         /// search_dow, search_month, departure_month, departure_day_of_year,
         /// days_to_holiday].
@@ -854,15 +858,30 @@ async fn run(cli: Cli) -> Result<()> {
             lake,
             current_days,
             reference_days,
+            reference,
             features,
             buckets,
             max_psi,
             json,
         } => {
             let lake = Lake::open(&lake.lake)?;
+            let reference = match reference {
+                None => None,
+                Some(r) => {
+                    let bad = || {
+                        UsageError(format!(
+                            "--reference {r:?}: expected YYYY-MM-DD..YYYY-MM-DD"
+                        ))
+                    };
+                    let (a, b) = r.split_once("..").ok_or_else(bad)?;
+                    let day = |s: &str| contrail::events::calendar::parse_date(s).ok_or_else(bad);
+                    Some((day(a)? as i64, day(b)? as i64))
+                }
+            };
             let opts = contrail::drift::DriftOptions {
                 current_days,
                 reference_days,
+                reference,
                 features,
                 buckets,
                 max_psi,

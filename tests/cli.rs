@@ -644,7 +644,21 @@ fn drift_alarms_when_the_latest_day_moves() {
         .iter()
         .filter(|x| x["day"] == "2026-03-03")
         .all(|x| x["alarm"] == false));
+    // An explicit reference window: the first day alone.
+    let out = drift(&["--reference", "2026-03-01..2026-03-01", "--json"]);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        (r["reference_from"].as_str(), r["reference_to"].as_str()),
+        (Some("2026-03-01"), Some("2026-03-01"))
+    );
     // Bad options are user errors.
+    for bad in [
+        ["--reference", "2026-03-02..2026-03-04"],
+        ["--reference", "yesterday"],
+    ] {
+        let out = drift(&bad);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", text(&out.stderr));
+    }
     let out = drift(&["--current-days", "9"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     let out = contrail(&dir.0, &["drift", "--features", "route"], &[]);
