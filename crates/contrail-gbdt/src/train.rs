@@ -778,11 +778,10 @@ fn categorical_split(
             });
         }
     };
-    // One category against the rest when the feature has few (LightGBM counts its bins:
-    // the categories, and one for rows outside them where the leaf has any).
-    let (other, missing) = (n_categories, n_categories + 1);
-    let outside = h[other].h > 0 || h[missing].h > 0;
-    if n_categories + outside as usize <= p.max_cat_to_onehot {
+    // One category against the rest when the feature has few: LightGBM counts its bins,
+    // the categories and one it always keeps for missing values, so a feature of four
+    // categories (cabin) is ordered by gradient, which can split two against two.
+    if n_categories + 1 <= p.max_cat_to_onehot {
         for &b in &used {
             consider(&[b], 0.0, &mut best);
         }
