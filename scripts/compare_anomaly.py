@@ -32,14 +32,9 @@ FEATURES = ["price_vs_route_mean", "competitor_price_ratio"]
 
 
 def ensure_venv():
-    py = os.path.join(VENV, "bin", "python")
-    if os.path.realpath(sys.prefix) == os.path.realpath(VENV):
-        return
-    if not os.path.exists(py):
-        print(f"creating {VENV} with {' '.join(PINS)}", file=sys.stderr)
-        subprocess.check_call([sys.executable, "-m", "venv", VENV])
-        subprocess.check_call([py, "-m", "pip", "install", "-q", *PINS])
-    os.execv(py, [py, *sys.argv])
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import peer_venv
+    peer_venv.ensure(VENV, PINS)
 
 
 def run(cmd):

@@ -33,14 +33,9 @@ VENV = os.path.join(ROOT, ".venv-compare")
 
 
 def ensure_venv():
-    py = os.path.join(VENV, "bin", "python")
-    if os.path.realpath(sys.prefix) == os.path.realpath(VENV):
-        return
-    if not os.path.exists(py):
-        print(f"creating {VENV} with {' '.join(PINS)}", file=sys.stderr)
-        subprocess.check_call([sys.executable, "-m", "venv", VENV])
-        subprocess.check_call([py, "-m", "pip", "install", "-q", *PINS])
-    os.execv(py, [py, *sys.argv])
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import peer_venv
+    peer_venv.ensure(VENV, PINS)
 
 
 def run_child(cmd, env=None):

@@ -237,15 +237,7 @@ pub async fn drift(lake: &Lake, o: &DriftOptions) -> Result<DriftReport, ModelEr
     let mut s = std::pin::pin!(parquet_io::scan(lake, files, ScanOptions::default()));
     while let Some(b) = s.next().await {
         let b = b?;
-        let hour = b
-            .column_by_name("search_ts")
-            .and_then(|c| {
-                c.as_any()
-                    .downcast_ref::<arrow_array::TimestampMillisecondArray>()
-            })
-            .filter(|t| !t.is_empty())
-            .map_or(0, |t| t.value(0).div_euclid(3_600_000));
-        let day = hour.div_euclid(24);
+        let day = crate::models::batch_hour(&b).div_euclid(24);
         let f = fb.compute(&b)?;
         if day < reference_from || (day > reference_to && day < current_from) {
             continue;

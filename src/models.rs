@@ -565,6 +565,18 @@ fn append(
     Ok(())
 }
 
+/// The hour (since 1970) of a curated batch: partitions are keyed by search time, so a
+/// batch's hour is its first row's (0 for an empty batch).
+pub fn batch_hour(b: &RecordBatch) -> i64 {
+    b.column_by_name("search_ts")
+        .and_then(|c| {
+            c.as_any()
+                .downcast_ref::<arrow_array::TimestampMillisecondArray>()
+        })
+        .filter(|t| !t.is_empty())
+        .map_or(0, |t| t.value(0).div_euclid(3_600_000))
+}
+
 /// Reads the curated lake in time order, computes features with the shared feature
 /// function, and splits by time.
 pub async fn lake_splits(lake: &Lake, cfg: &LakeTrainConfig) -> Result<LakeSplits, ModelError> {
@@ -620,15 +632,7 @@ pub async fn lake_splits_ids(
     ));
     while let Some(b) = s.next().await {
         let b = b?;
-        // Curated partitions are keyed by search time: a batch's hour is its first row's.
-        let hour = b
-            .column_by_name("search_ts")
-            .and_then(|c| {
-                c.as_any()
-                    .downcast_ref::<arrow_array::TimestampMillisecondArray>()
-            })
-            .filter(|t| !t.is_empty())
-            .map_or(0, |t| t.value(0).div_euclid(3_600_000));
+        let hour = batch_hour(&b);
         let f = fb.compute(&b)?;
         let target: Vec<f64> = match b.column_by_name(&cfg.target) {
             Some(c) => crate::gbdt::data::numeric_values(c).ok_or_else(|| {

@@ -223,9 +223,15 @@ impl IsoTree {
     /// The leaf row `r` of `cols` (the forest's features, in order) falls in.
     #[inline]
     pub fn leaf_of(&self, cols: &[&[f64]], r: usize) -> usize {
+        self.leaf_by(|f| cols[f][r])
+    }
+
+    /// The leaf of the row whose feature `f` is `value(f)`.
+    #[inline]
+    fn leaf_by(&self, value: impl Fn(usize) -> f64) -> usize {
         let mut n = 0usize;
         while self.feature[n] != LEAF {
-            let v = cols[self.feature[n] as usize][r];
+            let v = value(self.feature[n] as usize);
             let left = if v.is_nan() {
                 self.missing_left[n]
             } else {
@@ -240,9 +246,8 @@ impl IsoTree {
         n
     }
 
-    /// Per node: its depth plus `c(count)` (a row's path length when the node is its
-    /// leaf). Children come after their parent, so one pass finds every depth.
-    pub fn node_path_lengths(&self) -> Vec<f64> {
+    /// Per node: its depth. Children come after their parent, so one pass finds all.
+    fn node_depths(&self) -> Vec<u32> {
         let mut depth = vec![0u32; self.n_nodes()];
         for i in 0..self.n_nodes() {
             if self.feature[i] != LEAF {
@@ -255,6 +260,12 @@ impl IsoTree {
             }
         }
         depth
+    }
+
+    /// Per node: its depth plus `c(count)` (a row's path length when the node is its
+    /// leaf).
+    pub fn node_path_lengths(&self) -> Vec<f64> {
+        self.node_depths()
             .iter()
             .zip(&self.count)
             .map(|(d, c)| *d as f64 + average_path_length(*c as f64))
@@ -340,16 +351,21 @@ fn numeric_columns<'a>(data: &'a Dataset, what: &str) -> Result<Vec<&'a [f64]>, 
     data.columns
         .iter()
         .zip(&data.names)
-        .map(|(c, name)| match c {
-            Column::Numeric(v) => Ok(v.as_slice()),
-            Column::Categorical { .. } => Err(GbdtError::Data {
-                what: what.into(),
-                reason: format!(
-                    "column `{name}` is categorical: an isolation forest takes numeric features"
-                ),
-            }),
-        })
+        .map(|(c, name)| numeric(c, name, what))
         .collect()
+}
+
+/// The values of a numeric column, or a typed error naming a categorical one.
+fn numeric<'a>(c: &'a Column, name: &str, what: &str) -> Result<&'a [f64], GbdtError> {
+    match c {
+        Column::Numeric(v) => Ok(v.as_slice()),
+        Column::Categorical { .. } => Err(GbdtError::Data {
+            what: what.into(),
+            reason: format!(
+                "column `{name}` is categorical: an isolation forest takes numeric features"
+            ),
+        }),
+    }
 }
 
 /// Trains an isolation forest on every row of `data` (numeric features), on
@@ -564,18 +580,7 @@ const PAD: Slot = Slot {
 impl<'a> Compiled<'a> {
     fn new(t: &'a IsoTree) -> Compiled<'a> {
         let lengths = t.node_path_lengths();
-        let mut depth_of = vec![0usize; t.n_nodes()];
-        for i in 0..t.n_nodes() {
-            if t.feature[i] != LEAF {
-                let below = depth_of[i] + 1;
-                for c in [t.left[i], t.right[i]] {
-                    if let Some(d) = depth_of.get_mut(c as usize) {
-                        *d = below;
-                    }
-                }
-            }
-        }
-        let depth = depth_of.iter().copied().max().unwrap_or(0);
+        let depth = t.node_depths().into_iter().max().unwrap_or(0) as usize;
         if depth > COMPLETE_DEPTH {
             return Compiled {
                 tree: t,
@@ -619,8 +624,7 @@ impl<'a> Compiled<'a> {
     fn add_path_lengths(&self, x: &[f64], nf: usize, acc: &mut [f64]) {
         if self.slots.is_empty() && self.depth > 0 {
             for (j, a) in acc.iter_mut().enumerate() {
-                let row: Vec<&[f64]> = x[j * nf..j * nf + nf].chunks(1).collect();
-                *a += self.length[self.tree.leaf_of(&row, 0)];
+                *a += self.length[self.tree.leaf_by(|f| x[j * nf + f])];
             }
             return;
         }
@@ -676,22 +680,22 @@ impl Forest {
         out
     }
 
-    /// The anomaly score of every row of `data`, whose features must be the forest's (by
-    /// name, in any order; other columns are ignored).
+    /// The anomaly score of every row of `data`, which must hold the forest's features (by
+    /// name, in any order; other columns, of any kind, are ignored).
     pub fn score(&self, data: &Dataset) -> Result<Vec<f64>, GbdtError> {
-        let all = numeric_columns(data, "data")?;
         let cols: Vec<&[f64]> = self
             .feature_names
             .iter()
             .map(|f| {
-                data.names
+                let i = data
+                    .names
                     .iter()
                     .position(|n| n == f)
-                    .map(|i| all[i])
                     .ok_or_else(|| GbdtError::Data {
                         what: "data".into(),
                         reason: format!("feature `{f}` of the model is not in the data"),
-                    })
+                    })?;
+                numeric(&data.columns[i], f, "data")
             })
             .collect::<Result<_, _>>()?;
         Ok(self.score_columns(&cols))

@@ -10,16 +10,8 @@ use contrail_gbdt::iforest::{
 use contrail_gbdt::package::DataFingerprint;
 use contrail_gbdt::GbdtError;
 
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> f64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
+mod common;
+use common::Lcg;
 
 fn dataset(cols: Vec<Vec<f64>>) -> Dataset {
     let n = cols.first().map_or(0, |c| c.len());

@@ -6,17 +6,8 @@ use contrail_gbdt::data::{Column, Dataset};
 use contrail_gbdt::train::{build_histogram, grow_tree, quantise, unpack, GrowPolicy};
 use contrail_gbdt::{metric, train, Objective, Params};
 
-/// A small deterministic generator for test data.
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> f64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
+mod common;
+use common::Lcg;
 
 fn synthetic(n: usize, seed: u64, missing: f64) -> Dataset {
     let mut r = Lcg(seed);
