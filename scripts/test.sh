@@ -12,3 +12,13 @@ fi
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 
 cargo test --workspace --all-targets --locked "$@"
+
+# The device back ends (cargo features, off by default). wgpu runs for real wherever a
+# Vulkan driver is installed (Mesa's lavapipe on a machine without a GPU: .ci/run installs
+# it and sets CONTRAIL_REQUIRE_DEVICE=wgpu so that a missing driver fails instead of
+# skipping). cuda is compiled here and runs on a lent GPU (scripts/gpu-check.sh).
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
+cargo test --locked -p contrail-kernels --features wgpu "$@"
+cargo test --locked -p contrail-gbdt --features wgpu --test device "$@"
+cargo check --locked --features wgpu,cuda
+cargo check --locked -p contrail-gbdt --features wgpu,cuda --example gpu_check

@@ -102,6 +102,11 @@ struct TrainArgs {
     /// (anomaly scores; no target).
     #[arg(long)]
     model: Option<String>,
+    /// Where to grow the trees: cpu, wgpu (a GPU through Vulkan/Metal/DX12, or Mesa's
+    /// lavapipe) or cuda[:N]; the same trees on every device. wgpu and cuda need a build
+    /// with the features of the same names.
+    #[arg(long, default_value = "cpu")]
+    device: String,
     #[command(flatten)]
     forest: ForestArgs,
 }
@@ -138,6 +143,12 @@ async fn train_forest(args: &TrainArgs) -> Result<()> {
             UsageError("train --model isolation-forest needs --data and --out".into()).into(),
         );
     };
+    if args.device != "cpu" {
+        return Err(UsageError(
+            "an isolation forest trains on the CPU (its trees are a few levels deep and train in well under a second): leave out --device".into(),
+        )
+        .into());
+    }
     if args.config.is_some()
         || args.target.is_some()
         || args.valid.is_some()
@@ -494,6 +505,7 @@ async fn train_on_lake(
     let mut params = Params::default();
     cfg.params.apply(&mut params)?;
     args.params.apply(&mut params)?;
+    let device = open_device(&args.device)?;
     let splits = models::lake_splits(lake, cfg).await?;
     info!(
         "training on {}: {} train, {} valid, {} test rows, {} features",
@@ -511,6 +523,7 @@ async fn train_on_lake(
     ]);
     let t = std::time::Instant::now();
     let (b, _) = models::train_and_save(
+        &device,
         &splits.train,
         Some(&splits.valid),
         &params,
@@ -736,6 +749,7 @@ async fn run(cli: Cli) -> Result<()> {
             };
             let mut params = Params::default();
             args.params.apply(&mut params)?;
+            let device = open_device(&args.device)?;
             let cols = contrail::gbdt::data::Columns {
                 target: target.clone(),
                 features: (!args.features.is_empty()).then(|| args.features.clone()),
@@ -759,9 +773,16 @@ async fn run(cli: Cli) -> Result<()> {
                 ("target".to_string(), target.clone()),
             ]);
             let t = std::time::Instant::now();
-            let (b, m) =
-                models::train_and_save(&train, valid.as_ref(), &params, out, lineage, &mut sink)
-                    .await?;
+            let (b, m) = models::train_and_save(
+                &device,
+                &train,
+                valid.as_ref(),
+                &params,
+                out,
+                lineage,
+                &mut sink,
+            )
+            .await?;
             drop(sink); // erases the progress bar
             info!(
                 "trained {} trees in {:.2}s; wrote {out}",
@@ -950,7 +971,16 @@ async fn run(cli: Cli) -> Result<()> {
             } else if let Some(train) = &base.train {
                 let mut train = train.clone();
                 train.out = format!("{}/models/fare_price.ctm", lake.url().trim_end_matches('/'));
-                train_on_lake(&lake, &train, &TrainArgs::default(), true).await?;
+                train_on_lake(
+                    &lake,
+                    &train,
+                    &TrainArgs {
+                        device: "cpu".into(),
+                        ..Default::default()
+                    },
+                    true,
+                )
+                .await?;
                 flag_anomalies(&lake, &train).await?;
             }
             println!("\ntotal {:.1}s", t.elapsed().as_secs_f64());
@@ -970,6 +1000,15 @@ fn log_etl(r: &etl_job::EtlReport) {
         r.run.duplicates,
         r.rows_per_second
     );
+}
+
+/// Parses `--device` and opens the device (before any data is read), logging what it is:
+/// a device asked for and absent is an error, never a fall back to the CPU.
+fn open_device(name: &str) -> Result<contrail::gbdt::Device> {
+    let device: contrail::gbdt::Device = name.parse()?;
+    let about = device.describe()?;
+    info!("device {about}");
+    Ok(device)
 }
 
 /// User error (2) or internal error (1), from the first classifiable error in the chain.
@@ -997,8 +1036,8 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         if let Some(s) = cause.downcast_ref::<models::ModelError>() {
             return code(s.is_user_error());
         }
-        if cause.is::<contrail::gbdt::GbdtError>() {
-            return 2;
+        if let Some(g) = cause.downcast_ref::<contrail::gbdt::GbdtError>() {
+            return code(g.is_user_error());
         }
     }
     1

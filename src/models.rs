@@ -44,7 +44,8 @@ impl ModelError {
         match self {
             ModelError::Store(e) => e.is_user_error(),
             ModelError::Etl(e) => e.is_user_error(),
-            ModelError::Gbdt(_) | ModelError::Invalid(_) | ModelError::Features(_) => true,
+            ModelError::Gbdt(e) => e.is_user_error(),
+            ModelError::Invalid(_) | ModelError::Features(_) => true,
             ModelError::Write { .. } => true,
         }
     }
@@ -247,7 +248,9 @@ fn metrics_of(b: &Booster, d: &Dataset, p: &[f64], prefix: &str) -> BTreeMap<Str
 }
 
 /// Trains and writes a package; returns the booster and its manifest.
+#[allow(clippy::too_many_arguments)]
 pub async fn train_and_save(
+    device: &crate::gbdt::Device,
     train: &Dataset,
     valid: Option<&Dataset>,
     params: &Params,
@@ -257,7 +260,7 @@ pub async fn train_and_save(
 ) -> Result<(Booster, package::Manifest), ModelError> {
     // Training is CPU-bound: run it off the async workers.
     let (booster, fitted) = tokio::task::block_in_place(|| {
-        crate::gbdt::train_with_predictions(train, valid, params, on_iteration)
+        crate::gbdt::train_on(device, train, valid, params, on_iteration)
     })?;
     let mut metrics = metrics_of(&booster, train, &fitted, "train");
     if let Some(v) = valid {

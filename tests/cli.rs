@@ -324,6 +324,29 @@ fn train_predict_inspect_on_a_parquet_file() {
             .count(),
         50
     );
+    // --device: an unknown name, and a back end this build may lack, are user errors
+    // before any data is read; never a silent fall back to the CPU.
+    let base = [
+        "train",
+        "--data",
+        "data.parquet",
+        "--target",
+        "fare",
+        "--out",
+        "g.ctm",
+        "--device",
+    ];
+    let bad = contrail(&dir.0, &[&base[..], &["gpu"]].concat(), &[]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad.stderr));
+    assert!(text(&bad.stderr).contains("cpu, wgpu, cuda or cuda:N"));
+    let cuda = contrail(&dir.0, &[&base[..], &["cuda:7"]].concat(), &[]);
+    assert_eq!(cuda.status.code(), Some(2), "{}", text(&cuda.stderr));
+    let why = text(&cuda.stderr);
+    assert!(
+        why.contains("--features cuda") || why.contains("cuda device 7"),
+        "{why}"
+    );
+    assert!(!dir.0.join("g.ctm").exists());
     let metrics: serde_json::Value = serde_json::from_slice(&out.stdout).expect("metrics json");
     assert!(
         metrics["train-r2"].as_f64().expect("r2") > 0.99,

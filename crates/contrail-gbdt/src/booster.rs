@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bin::{BinMapper, Binned};
 use crate::data::{Column, Dataset, FeatureKind};
+use crate::device::{Device, DeviceTrainer};
 use crate::metric;
 use crate::objective::Objective;
 use crate::train::{
@@ -70,6 +71,34 @@ fn feature_subset(n: usize, fraction: f64, seed: u64, iter: u64) -> Vec<usize> {
     f
 }
 
+/// The rows of each leaf, ascending within a leaf, from the leaf of every row
+/// (`u32::MAX`: not in the tree): written to `rows`, with each leaf's (begin, len).
+fn rows_by_leaf(leaf_of: &[u32], n_leaves: usize, rows: &mut Vec<u32>) -> Vec<(usize, usize)> {
+    let mut counts = vec![0usize; n_leaves];
+    for &l in leaf_of {
+        if let Some(c) = counts.get_mut(l as usize) {
+            *c += 1;
+        }
+    }
+    let mut ranges = Vec::with_capacity(n_leaves);
+    let mut next = Vec::with_capacity(n_leaves);
+    let mut at = 0;
+    for c in counts {
+        ranges.push((at, c));
+        next.push(at);
+        at += c;
+    }
+    rows.clear();
+    rows.resize(at, 0);
+    for (r, &l) in leaf_of.iter().enumerate() {
+        if let Some(p) = next.get_mut(l as usize) {
+            rows[*p] = r as u32;
+            *p += 1;
+        }
+    }
+    ranges
+}
+
 /// Trains a model. `on_iteration` sees every iteration's metrics (for logs and files).
 pub fn train(
     train: &Dataset,
@@ -88,6 +117,18 @@ pub fn train_with_predictions(
     params: &Params,
     on_iteration: &mut (dyn FnMut(&IterationLog) + Send),
 ) -> Result<(Booster, Vec<f64>), GbdtError> {
+    train_on(&Device::Cpu, train, valid, params, on_iteration)
+}
+
+/// [`train_with_predictions`] on a device: `wgpu` and `cuda` grow the same trees as the
+/// CPU (see [`crate::device`]).
+pub fn train_on(
+    device: &Device,
+    train: &Dataset,
+    valid: Option<&Dataset>,
+    params: &Params,
+    on_iteration: &mut (dyn FnMut(&IterationLog) + Send),
+) -> Result<(Booster, Vec<f64>), GbdtError> {
     params.validate()?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(params.num_threads)
@@ -96,10 +137,11 @@ pub fn train_with_predictions(
             name: "num_threads",
             reason: e.to_string(),
         })?;
-    pool.install(|| train_in_pool(train, valid, params, on_iteration))
+    pool.install(|| train_in_pool(device, train, valid, params, on_iteration))
 }
 
 fn train_in_pool(
+    device: &Device,
     train: &Dataset,
     valid: Option<&Dataset>,
     params: &Params,
@@ -184,7 +226,12 @@ fn train_in_pool(
     let metrics: Vec<String> = if params.metric.is_empty() {
         vec![obj.default_metric().to_string()]
     } else {
-        params.metric.clone()
+        params
+            .metric
+            .iter()
+            .filter(|m| *m != "none")
+            .cloned()
+            .collect()
     };
     let mut booster = Booster {
         feature_names: train.names.clone(),
@@ -206,7 +253,12 @@ fn train_in_pool(
     let mut leaf_of = vec![0u32; n];
     let mut pool = HistPool::default();
     let bagging = params.bagging_fraction < 1.0 && params.bagging_freq > 0;
+    let mut accel = match device {
+        Device::Cpu => None,
+        d => Some(DeviceTrainer::new(d, &binned, params.max_leaves())?),
+    };
     for it in 0..params.num_iterations {
+        let phase = std::time::Instant::now();
         // Gradients (weighted), quantised, into reused buffers.
         gf.par_iter_mut()
             .zip(hf.par_iter_mut())
@@ -218,6 +270,9 @@ fn train_in_pool(
                 *h = hi * wi;
             });
         let (sg, sh) = quantise_packed(&gf, &hf, &mut gh)?;
+        if accel.is_some() {
+            crate::device::add(crate::device::HOST_GRADIENTS, phase);
+        }
         if bagging && it % params.bagging_freq == 0 {
             let cut = (params.bagging_fraction * u64::MAX as f64) as u64;
             let round = (it / params.bagging_freq) as u64;
@@ -238,19 +293,36 @@ fn train_in_pool(
         .into_iter()
         .map(|i| usable[i])
         .collect();
-        let mut grown =
-            grow_tree_pooled(&binned, params, &feats, &mut rows, &gh, sg, sh, &mut pool);
-        // The leaf of every row in the tree's sample, from the leaves' row ranges (rows out
-        // of the bag: u32::MAX); leaf values from their exact gradient sums.
-        if bagging {
-            leaf_of.fill(u32::MAX);
-        }
-        for (leaf, &(b, len)) in grown.leaf_rows.iter().enumerate() {
-            for &r in &rows[b..b + len] {
-                leaf_of[r as usize] = leaf as u32;
+        // The leaf of every row in the tree's sample (rows out of the bag: u32::MAX);
+        // leaf values from their exact gradient sums.
+        let mut grown = match accel.as_mut() {
+            None => {
+                let grown =
+                    grow_tree_pooled(&binned, params, &feats, &mut rows, &gh, sg, sh, &mut pool);
+                if bagging {
+                    leaf_of.fill(u32::MAX);
+                }
+                for (leaf, &(b, len)) in grown.leaf_rows.iter().enumerate() {
+                    for &r in &rows[b..b + len] {
+                        leaf_of[r as usize] = leaf as u32;
+                    }
+                }
+                grown
             }
-        }
-        let sums = exact_leaf_sums(grown.leaf_rows.len(), &leaf_of, &gf, &hf);
+            Some(d) => {
+                let bag = bagging.then_some(&rows[..]);
+                let mut grown = d.grow(&binned, params, &feats, bag, &gh, sg, sh, &mut leaf_of)?;
+                if obj.renew_quantile().is_some() {
+                    // The rows of each leaf in ascending order, as the CPU's stable
+                    // partitions leave them.
+                    grown.leaf_rows =
+                        rows_by_leaf(&leaf_of, grown.tree.leaf_value.len(), &mut rows);
+                }
+                grown
+            }
+        };
+        let phase = std::time::Instant::now();
+        let sums = exact_leaf_sums(grown.tree.leaf_value.len(), &leaf_of, &gf, &hf);
         set_leaf_values(&mut grown, params, &sums);
         if bagging {
             // Out-of-bag rows need their leaf too, for the score update: by traversal.
@@ -282,15 +354,20 @@ fn train_in_pool(
                 .enumerate()
                 .for_each(|(r, s)| *s += tree.leaf_value[tree.leaf_of_binned(vb, r)]);
         }
+        if accel.is_some() {
+            crate::device::add(crate::device::HOST_LEAVES, phase);
+        }
         booster.trees.push(grown.tree);
         // Metrics: partial sums over fixed-size chunks, the same whatever the thread count.
         let mut log = IterationLog {
             iteration: it + 1,
             values: Vec::new(),
         };
-        resp.par_iter_mut()
-            .zip(score.par_iter())
-            .for_each(|(r, s)| *r = obj.transform(*s));
+        if !metrics.is_empty() {
+            resp.par_iter_mut()
+                .zip(score.par_iter())
+                .for_each(|(r, s)| *r = obj.transform(*s));
+        }
         for m in &metrics {
             log.values.push((
                 "train".into(),
@@ -298,7 +375,7 @@ fn train_in_pool(
                 metric::evaluate(m, &train.target, &resp, w, &obj),
             ));
         }
-        if let (Some(v), Some(vs)) = (valid, vscore.as_ref()) {
+        if let (Some(v), Some(vs), false) = (valid, vscore.as_ref(), metrics.is_empty()) {
             let vresp: Vec<f64> = vs.par_iter().map(|s| obj.transform(*s)).collect();
             for m in &metrics {
                 log.values.push((
@@ -342,7 +419,12 @@ fn train_in_pool(
                 .for_each(|(r, s)| *r = obj.transform(*s));
         }
     }
-    // `resp` holds the transformed scores of the last iteration's metrics.
+    if metrics.is_empty() {
+        resp.par_iter_mut()
+            .zip(score.par_iter())
+            .for_each(|(r, s)| *r = obj.transform(*s));
+    }
+    // `resp` holds the transformed scores of the last iteration.
     Ok((booster, resp))
 }
 

@@ -8,12 +8,16 @@
 //! - [`booster`]: the boosting loop (bagging, feature fraction, early stopping) and the
 //!   trained [`booster::Booster`] with prediction and importances.
 //! - [`objective`], [`metric`]: LightGBM's objectives and metrics.
+//! - [`device`]: training on `wgpu` or `cuda[:N]` (cargo features of the same names),
+//!   the same trees as the CPU.
 //! - [`iforest`]: isolation forests (scikit-learn's semantics) for fare anomalies.
 //! - [`package`]: the model package (safetensors), validated on load, for every model kind.
 
 pub mod bin;
 pub mod booster;
+pub mod conformance;
 pub mod data;
+pub mod device;
 pub mod iforest;
 pub mod metric;
 pub mod objective;
@@ -22,8 +26,9 @@ pub mod shap;
 pub mod train;
 pub mod tree;
 
-pub use booster::{train, train_with_predictions, Booster, IterationLog};
+pub use booster::{train, train_on, train_with_predictions, Booster, IterationLog};
 pub use data::{Column, Dataset};
+pub use device::Device;
 pub use objective::Objective;
 pub use train::{GrowPolicy, Params};
 
@@ -35,4 +40,17 @@ pub enum GbdtError {
     Data { what: String, reason: String },
     #[error("model package {path}: {reason}")]
     Package { path: String, reason: String },
+    #[error("training device")]
+    Device(#[from] contrail_kernels::AccelError),
+}
+
+impl GbdtError {
+    /// Whether the user can fix it (bad data, parameters, files, a device that is not
+    /// there), as opposed to a device that failed while running.
+    pub fn is_user_error(&self) -> bool {
+        !matches!(
+            self,
+            GbdtError::Device(contrail_kernels::AccelError::Device { .. })
+        )
+    }
 }

@@ -15,7 +15,8 @@ pub fn higher_is_better(name: &str) -> bool {
 }
 
 pub fn check(name: &str) -> Result<(), GbdtError> {
-    if METRICS.contains(&name) {
+    // `none`: no metric at all (no per-iteration pass over the rows; LightGBM's "None").
+    if METRICS.contains(&name) || name == "none" {
         Ok(())
     } else {
         Err(GbdtError::Param {

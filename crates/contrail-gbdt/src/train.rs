@@ -189,6 +189,16 @@ impl Params {
         Ok(())
     }
 
+    /// The most leaves a tree can have.
+    pub(crate) fn max_leaves(&self) -> usize {
+        match self.grow_policy {
+            GrowPolicy::LeafWise => self.num_leaves,
+            GrowPolicy::DepthWise => self
+                .num_leaves
+                .max(1 << self.depth_limit().unwrap_or(6).min(16)),
+        }
+    }
+
     fn depth_limit(&self) -> Option<usize> {
         match (self.grow_policy, self.max_depth) {
             (_, d) if d > 0 => Some(d as usize),
@@ -903,7 +913,6 @@ pub fn find_best_split(
 }
 
 struct Leaf {
-    begin: usize,
     len: usize,
     depth: usize,
     sum: Sums,
@@ -916,7 +925,7 @@ struct Leaf {
     extra_l2: f64,
 }
 
-fn goes_left(s: &Split, bin: usize, missing: usize) -> bool {
+pub(crate) fn goes_left(s: &Split, bin: usize, missing: usize) -> bool {
     match &s.cat_bins {
         Some(bits) => bits.get(bin / 32).is_some_and(|w| w >> (bin % 32) & 1 == 1),
         None if bin == missing => s.default_left,
@@ -997,12 +1006,112 @@ fn partition(data: &Binned, s: &Split, rows: &mut [u32], scratch: &mut Vec<u32>)
 /// What one tree's growth produced, with the rows of each leaf.
 pub struct Grown {
     pub tree: Tree,
-    /// (begin, len) of each leaf's rows in the index array.
+    /// (begin, len) of each leaf's rows in the index array (growth on the CPU; empty when
+    /// a device kept the rows).
     pub leaf_rows: Vec<(usize, usize)>,
     /// (low, high) bounds on each leaf's value from monotone constraints.
     pub leaf_bounds: Vec<(f64, f64)>,
     /// L2 added to each leaf's value (see [`Split::extra_l2`]).
     pub leaf_extra_l2: Vec<f64>,
+}
+
+/// Where a growing tree's rows are kept, and the two passes over them: histograms of
+/// leaves and partitions of leaves by their splits. The CPU keeps each leaf's rows as a
+/// range of an index array ([`CpuLeaves`]); a device keeps the leaf of every row. The
+/// growth loop ([`grow_tree_on`]) is shared, so both grow the same trees: histograms are
+/// integer sums, whatever adds them up.
+///
+/// Leaves are numbered as the tree's leaves: the root is leaf 0, and a split's right
+/// child is the next new leaf number.
+pub trait LeafStore {
+    /// What a pass can fail with (nothing, on the CPU).
+    type Error;
+    /// The packed histograms of `leaves`, each over the columns of the features in
+    /// `feats` (other features' bins zero) with bundles marginalised, as
+    /// [`build_histogram`] computes them.
+    fn histograms(&mut self, leaves: &[usize]) -> Result<Vec<Vec<u64>>, Self::Error>;
+    /// Applies splits, `(leaf, split, new_leaf)`: the rows of `leaf` that do not go left
+    /// move to `new_leaf`. Returns each leaf's left row count.
+    fn split(&mut self, splits: &[(usize, &Split, usize)]) -> Result<Vec<usize>, Self::Error>;
+    /// A histogram given back for reuse.
+    fn recycle(&mut self, _hist: Vec<u64>) {}
+}
+
+/// The CPU's [`LeafStore`]: each leaf's rows are a range of one index array, partitioned
+/// in place.
+pub struct CpuLeaves<'a> {
+    data: &'a Binned,
+    feats: &'a [usize],
+    rows: &'a mut [u32],
+    gh: &'a [u64],
+    pool: &'a mut HistPool,
+    /// (begin, len) of each leaf's rows.
+    ranges: Vec<(usize, usize)>,
+}
+
+impl<'a> CpuLeaves<'a> {
+    pub fn new(
+        data: &'a Binned,
+        feats: &'a [usize],
+        rows: &'a mut [u32],
+        gh: &'a [u64],
+        pool: &'a mut HistPool,
+    ) -> Self {
+        let n = rows.len();
+        CpuLeaves {
+            data,
+            feats,
+            rows,
+            gh,
+            pool,
+            ranges: vec![(0, n)],
+        }
+    }
+}
+
+impl LeafStore for CpuLeaves<'_> {
+    type Error = std::convert::Infallible;
+
+    fn histograms(&mut self, leaves: &[usize]) -> Result<Vec<Vec<u64>>, Self::Error> {
+        Ok(leaves
+            .iter()
+            .map(|&l| {
+                let (b, len) = self.ranges[l];
+                build_histogram_pooled(
+                    self.data,
+                    self.feats,
+                    &self.rows[b..b + len],
+                    self.gh,
+                    self.pool,
+                )
+            })
+            .collect())
+    }
+
+    fn split(&mut self, splits: &[(usize, &Split, usize)]) -> Result<Vec<usize>, Self::Error> {
+        Ok(splits
+            .iter()
+            .map(|&(leaf, s, new_leaf)| {
+                let (b, len) = self.ranges[leaf];
+                let n_left = partition(
+                    self.data,
+                    s,
+                    &mut self.rows[b..b + len],
+                    &mut self.pool.scratch,
+                );
+                self.ranges[leaf] = (b, n_left);
+                if self.ranges.len() <= new_leaf {
+                    self.ranges.resize(new_leaf + 1, (0, 0));
+                }
+                self.ranges[new_leaf] = (b + n_left, len - n_left);
+                n_left
+            })
+            .collect())
+    }
+
+    fn recycle(&mut self, hist: Vec<u64>) {
+        self.pool.put(hist);
+    }
 }
 
 /// Grows one tree on `rows` (which it reorders) with quantised gradients.
@@ -1031,15 +1140,40 @@ pub fn grow_tree_pooled(
     sh: f64,
     pool: &mut HistPool,
 ) -> Grown {
+    let n = rows.len();
+    let mut store = CpuLeaves::new(data, feats, rows, gh, pool);
+    let mut grown = match grow_tree_on(data, p, feats, n, sg, sh, &mut store) {
+        Ok(g) => g,
+        Err(e) => match e {},
+    };
+    grown.leaf_rows = store.ranges;
+    grown
+}
+
+/// Grows one tree of `n_rows` sample rows (all in leaf 0 of `store`) with quantised
+/// gradients (scales `sg`, `sh`).
+///
+/// Leaf-wise growth splits the leaf of largest gain, one at a time. Depth-wise growth
+/// splits the shallowest leaves in order of gain (ties to the lower leaf), and since no
+/// split of a level changes another leaf of that level, a whole level is one batch: one
+/// partition pass and one histogram pass for all of its leaves (a device then waits on
+/// two round trips a level instead of two a leaf). The tree is the same as one leaf at a
+/// time.
+pub fn grow_tree_on<S: LeafStore>(
+    data: &Binned,
+    p: &Params,
+    feats: &[usize],
+    n_rows: usize,
+    sg: f64,
+    sh: f64,
+    store: &mut S,
+) -> Result<Grown, S::Error> {
     let ctx = Ctx { p, sg, sh };
     let depth_limit = p.depth_limit();
-    let max_leaves = match p.grow_policy {
-        GrowPolicy::LeafWise => p.num_leaves,
-        GrowPolicy::DepthWise => p.num_leaves.max(1 << depth_limit.unwrap_or(6).min(16)),
-    };
-    let root_hist = build_histogram_pooled(data, feats, rows, gh, pool);
+    let max_leaves = p.max_leaves();
+    let root_hist = store.histograms(&[0])?.pop().unwrap_or_default();
     let mut sum = Sums {
-        n: rows.len() as i64,
+        n: n_rows as i64,
         ..Default::default()
     };
     if let Some(b) = hist_total(data, feats, &root_hist) {
@@ -1049,8 +1183,7 @@ pub fn grow_tree_pooled(
     let mut tree = Tree::default();
     let splittable = |depth: usize| depth_limit.is_none_or(|d| depth < d);
     let mut leaves = vec![Leaf {
-        begin: 0,
-        len: rows.len(),
+        len: n_rows,
         depth: 0,
         sum,
         split: if splittable(0) {
@@ -1064,165 +1197,141 @@ pub fn grow_tree_pooled(
         extra_l2: 0.0,
     }];
     while leaves.len() < max_leaves {
-        // Next leaf: largest gain (leaf-wise) or shallowest, then largest gain (depth-wise);
-        // ties go to the lower leaf index.
-        let mut pick: Option<usize> = None;
-        for (i, l) in leaves.iter().enumerate() {
-            let Some(s) = &l.split else { continue };
-            pick = match pick {
-                None => Some(i),
-                Some(j) => {
-                    let (lj, sj) = (
-                        &leaves[j],
-                        leaves[j].split.as_ref().map_or(f64::MIN, |s| s.gain),
-                    );
-                    let better = match p.grow_policy {
-                        GrowPolicy::LeafWise => s.gain > sj,
-                        GrowPolicy::DepthWise => {
-                            l.depth < lj.depth || (l.depth == lj.depth && s.gain > sj)
-                        }
-                    };
-                    Some(if better { i } else { j })
-                }
-            };
-        }
-        let Some(li) = pick else { break };
-        let Some(split) = leaves[li].split.take() else {
+        let batch = next_batch(&leaves, p.grow_policy, max_leaves - leaves.len());
+        if batch.is_empty() {
             break;
-        };
-        let (begin, len, depth) = (leaves[li].begin, leaves[li].len, leaves[li].depth);
-        let n_left = partition(
-            data,
-            &split,
-            &mut rows[begin..begin + len],
-            &mut pool.scratch,
-        );
-        // Exact counts now that the rows are partitioned.
-        let mut split = split;
-        split.left.n = n_left as i64;
-        split.right.n = (len - n_left) as i64;
-        // The new internal node.
-        let node = tree.left.len();
-        let new_leaf = leaves.len();
-        let f = split.feature;
-        let (threshold, cat_index) = match (&split.cat_bins, &data.mappers[f]) {
-            (Some(bits), _) => {
-                tree.cat_bitsets.push(bits.clone());
-                (0.0, (tree.cat_bitsets.len() - 1) as i32)
-            }
-            (None, BinMapper::Numeric { upper }) => (upper[split.threshold_bin as usize], -1),
-            (None, _) => (0.0, -1),
-        };
-        let parent_sum = leaves[li].sum;
-        tree.left.push(!(li as i32));
-        tree.right.push(!(new_leaf as i32));
-        tree.feature.push(f as u32);
-        tree.threshold_bin.push(split.threshold_bin);
-        tree.threshold.push(threshold);
-        tree.default_left.push(split.default_left);
-        tree.cat_index.push(cat_index);
-        tree.gain.push(split.gain);
-        tree.node_hess.push(parent_sum.h as f64 / sh);
-        tree.node_count.push(parent_sum.n as u64);
-        tree.node_value
-            .push(ctx.leaf_value(&parent_sum, leaves[li].extra_l2) * p.learning_rate);
-        if let Some((pn, is_left)) = leaves[li].parent {
-            if is_left {
-                tree.left[pn] = node as i32;
-            } else {
-                tree.right[pn] = node as i32;
-            }
         }
-        // Histograms: scan the smaller child, subtract for the larger.
-        let (l_rows, r_rows) = (begin..begin + n_left, begin + n_left..begin + len);
-        let mut large = std::mem::take(&mut leaves[li].hist);
-        let left_small = n_left <= len - n_left;
-        let small = build_histogram_pooled(
-            data,
-            feats,
-            &rows[if left_small {
-                l_rows.clone()
-            } else {
-                r_rows.clone()
-            }],
-            gh,
-            pool,
-        );
-        for (a, b) in large.iter_mut().zip(&small) {
-            *a = a.wrapping_sub(*b);
+        let splits: Vec<(usize, Split)> = batch
+            .iter()
+            .map(|&li| {
+                (
+                    li,
+                    leaves[li].split.take().expect("batch leaves have splits"),
+                )
+            })
+            .collect();
+        let first_new = leaves.len();
+        let jobs: Vec<(usize, &Split, usize)> = splits
+            .iter()
+            .enumerate()
+            .map(|(k, (li, s))| (*li, s, first_new + k))
+            .collect();
+        let n_lefts = store.split(&jobs)?;
+        // The new internal nodes, in the batch's order.
+        let mut small = Vec::with_capacity(splits.len());
+        let mut splits: Vec<(usize, Split, usize)> = splits
+            .into_iter()
+            .zip(&n_lefts)
+            .enumerate()
+            .map(|(k, ((li, mut split), &n_left))| {
+                let len = leaves[li].len;
+                // Exact counts now that the rows are partitioned.
+                split.left.n = n_left as i64;
+                split.right.n = (len - n_left) as i64;
+                let node = tree.left.len();
+                let new_leaf = first_new + k;
+                let f = split.feature;
+                let (threshold, cat_index) = match (&split.cat_bins, &data.mappers[f]) {
+                    (Some(bits), _) => {
+                        tree.cat_bitsets.push(bits.clone());
+                        (0.0, (tree.cat_bitsets.len() - 1) as i32)
+                    }
+                    (None, BinMapper::Numeric { upper }) => {
+                        (upper[split.threshold_bin as usize], -1)
+                    }
+                    (None, _) => (0.0, -1),
+                };
+                let parent_sum = leaves[li].sum;
+                tree.left.push(!(li as i32));
+                tree.right.push(!(new_leaf as i32));
+                tree.feature.push(f as u32);
+                tree.threshold_bin.push(split.threshold_bin);
+                tree.threshold.push(threshold);
+                tree.default_left.push(split.default_left);
+                tree.cat_index.push(cat_index);
+                tree.gain.push(split.gain);
+                tree.node_hess.push(parent_sum.h as f64 / sh);
+                tree.node_count.push(parent_sum.n as u64);
+                tree.node_value
+                    .push(ctx.leaf_value(&parent_sum, leaves[li].extra_l2) * p.learning_rate);
+                if let Some((pn, is_left)) = leaves[li].parent {
+                    if is_left {
+                        tree.left[pn] = node as i32;
+                    } else {
+                        tree.right[pn] = node as i32;
+                    }
+                }
+                // The smaller child is scanned, the larger is the parent minus it.
+                small.push(if n_left <= len - n_left { li } else { new_leaf });
+                (li, split, node)
+            })
+            .collect();
+        let mut small_hists = store.histograms(&small)?;
+        // Children: histograms, bounds, best splits (each leaf on its own, in parallel).
+        let parents: Vec<(Vec<u64>, Vec<u64>, Bounds, Bounds)> = splits
+            .iter()
+            .zip(small_hists.iter_mut())
+            .zip(&small)
+            .map(|(((li, split, _), sm), &s_leaf)| {
+                let mut large = std::mem::take(&mut leaves[*li].hist);
+                let small = std::mem::take(sm);
+                for (a, b) in large.iter_mut().zip(&small) {
+                    *a = a.wrapping_sub(*b);
+                }
+                let (lh, rh) = if s_leaf == *li {
+                    (small, large)
+                } else {
+                    (large, small)
+                };
+                let (lb, rb) = child_bounds(&ctx, leaves[*li].bounds, split);
+                (lh, rh, lb, rb)
+            })
+            .collect();
+        let child_depth: Vec<usize> = splits
+            .iter()
+            .map(|(li, ..)| leaves[*li].depth + 1)
+            .collect();
+        let found: Vec<(Option<Split>, Option<Split>)> = splits
+            .par_iter()
+            .zip(parents.par_iter())
+            .zip(child_depth.par_iter())
+            .map(|(((_, split, _), (lh, rh, lb, rb)), &d)| {
+                if splittable(d) {
+                    rayon::join(
+                        || best_split(&ctx, data, feats, lh, &split.left, *lb),
+                        || best_split(&ctx, data, feats, rh, &split.right, *rb),
+                    )
+                } else {
+                    (None, None)
+                }
+            })
+            .collect();
+        for ((((li, split, node), (lh, rh, lb, rb)), (ls, rs)), d) in
+            splits.drain(..).zip(parents).zip(found).zip(child_depth)
+        {
+            let extra_l2 = split.extra_l2;
+            leaves[li] = Leaf {
+                len: split.left.n as usize,
+                depth: d,
+                sum: split.left,
+                hist: lh,
+                split: ls,
+                parent: Some((node, true)),
+                bounds: lb,
+                extra_l2,
+            };
+            leaves.push(Leaf {
+                len: split.right.n as usize,
+                depth: d,
+                sum: split.right,
+                hist: rh,
+                split: rs,
+                parent: Some((node, false)),
+                bounds: rb,
+                extra_l2,
+            });
         }
-        let (lh, rh) = if left_small {
-            (small, large)
-        } else {
-            (large, small)
-        };
-        let child_depth = depth + 1;
-        // Output bounds of the children: a split on a monotone feature bounds both sides
-        // by the mid-point of their outputs.
-        let pb = leaves[li].bounds;
-        let c = p.monotone_constraints.get(f).copied().unwrap_or(0);
-        let (lb, rb) = if c != 0 && split.cat_bins.is_none() {
-            let mid = (pb.clamp(ctx.leaf_value(&split.left, 0.0))
-                + pb.clamp(ctx.leaf_value(&split.right, 0.0)))
-                / 2.0;
-            if c > 0 {
-                (
-                    Bounds {
-                        lo: pb.lo,
-                        hi: pb.hi.min(mid),
-                    },
-                    Bounds {
-                        lo: pb.lo.max(mid),
-                        hi: pb.hi,
-                    },
-                )
-            } else {
-                (
-                    Bounds {
-                        lo: pb.lo.max(mid),
-                        hi: pb.hi,
-                    },
-                    Bounds {
-                        lo: pb.lo,
-                        hi: pb.hi.min(mid),
-                    },
-                )
-            }
-        } else {
-            (pb, pb)
-        };
-        let (ls, rs) = if splittable(child_depth) {
-            rayon::join(
-                || best_split(&ctx, data, feats, &lh, &split.left, lb),
-                || best_split(&ctx, data, feats, &rh, &split.right, rb),
-            )
-        } else {
-            (None, None)
-        };
-        leaves[li] = Leaf {
-            begin,
-            len: n_left,
-            depth: child_depth,
-            sum: split.left,
-            hist: lh,
-            split: ls,
-            parent: Some((node, true)),
-            bounds: lb,
-            extra_l2: split.extra_l2,
-        };
-        leaves.push(Leaf {
-            begin: begin + n_left,
-            len: len - n_left,
-            depth: child_depth,
-            sum: split.right,
-            hist: rh,
-            split: rs,
-            parent: Some((node, false)),
-            bounds: rb,
-            extra_l2: split.extra_l2,
-        });
     }
-    let mut leaf_rows = Vec::with_capacity(leaves.len());
     let mut leaf_bounds = Vec::with_capacity(leaves.len());
     let mut leaf_extra_l2 = Vec::with_capacity(leaves.len());
     for l in leaves {
@@ -1232,16 +1341,78 @@ pub fn grow_tree_pooled(
         leaf_bounds.push((l.bounds.lo * p.learning_rate, l.bounds.hi * p.learning_rate));
         tree.leaf_hess.push(l.sum.h as f64 / sh);
         tree.leaf_count.push(l.sum.n as u64);
-        leaf_rows.push((l.begin, l.len));
         if !l.hist.is_empty() {
-            pool.put(l.hist);
+            store.recycle(l.hist);
         }
     }
-    Grown {
+    Ok(Grown {
         tree,
-        leaf_rows,
+        leaf_rows: Vec::new(),
         leaf_bounds,
         leaf_extra_l2,
+    })
+}
+
+/// The leaves to split next: the one of largest gain (leaf-wise), or the shallowest
+/// leaves with splits by decreasing gain (depth-wise), at most `room`. Ties go to the
+/// lower leaf, as picking one leaf at a time would.
+fn next_batch(leaves: &[Leaf], policy: GrowPolicy, room: usize) -> Vec<usize> {
+    let gain = |i: usize| leaves[i].split.as_ref().map_or(f64::MIN, |s| s.gain);
+    let with_split = (0..leaves.len()).filter(|&i| leaves[i].split.is_some());
+    match policy {
+        GrowPolicy::LeafWise => {
+            let mut pick: Option<usize> = None;
+            for i in with_split {
+                if pick.is_none_or(|j| gain(i) > gain(j)) {
+                    pick = Some(i);
+                }
+            }
+            pick.into_iter().collect()
+        }
+        GrowPolicy::DepthWise => {
+            let Some(depth) = with_split.clone().map(|i| leaves[i].depth).min() else {
+                return Vec::new();
+            };
+            let mut level: Vec<usize> = with_split.filter(|&i| leaves[i].depth == depth).collect();
+            // Repeatedly taking the first leaf of largest gain is a stable sort by gain.
+            level.sort_by(|&a, &b| {
+                gain(b)
+                    .partial_cmp(&gain(a))
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            });
+            level.truncate(room);
+            level
+        }
+    }
+}
+
+/// Output bounds of a split's children: a split on a monotone feature bounds both sides
+/// by the mid-point of their outputs.
+fn child_bounds(ctx: &Ctx, pb: Bounds, split: &Split) -> (Bounds, Bounds) {
+    let c = ctx
+        .p
+        .monotone_constraints
+        .get(split.feature)
+        .copied()
+        .unwrap_or(0);
+    if c == 0 || split.cat_bins.is_some() {
+        return (pb, pb);
+    }
+    let mid = (pb.clamp(ctx.leaf_value(&split.left, 0.0))
+        + pb.clamp(ctx.leaf_value(&split.right, 0.0)))
+        / 2.0;
+    let lower = Bounds {
+        lo: pb.lo,
+        hi: pb.hi.min(mid),
+    };
+    let upper = Bounds {
+        lo: pb.lo.max(mid),
+        hi: pb.hi,
+    };
+    if c > 0 {
+        (lower, upper)
+    } else {
+        (upper, lower)
     }
 }
 

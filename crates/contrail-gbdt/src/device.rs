@@ -1,0 +1,554 @@
+//! Where trees are trained: `cpu`, `wgpu` or `cuda[:N]`.
+//!
+//! A device grows the same trees as the CPU. The bins are computed on the host once and
+//! uploaded (the row-major matrix the histogram pass reads, and each usable feature's
+//! column for partitions); each tree uploads the packed fixed-point gradients and keeps
+//! the leaf of every row on the device. The growth loop is the CPU's
+//! ([`crate::train::grow_tree_on`]): it asks the device for histograms of leaves and for
+//! partitions by splits, and gets back one histogram per leaf and one count per split.
+//! Split finding (numeric, categorical, monotone) runs on the host on those histograms,
+//! so a split is chosen by the same code from the same integers. Depth-wise growth asks
+//! for a whole level at a time. After a tree the leaf of every row comes back once, for
+//! the exact leaf values and the score update.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Instant;
+
+use crate::GbdtError;
+
+/// A training device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Device {
+    #[default]
+    Cpu,
+    /// The best wgpu adapter (a GPU, else a software one such as lavapipe).
+    Wgpu,
+    /// CUDA GPU number N.
+    Cuda(usize),
+}
+
+impl FromStr for Device {
+    type Err = GbdtError;
+    fn from_str(s: &str) -> Result<Self, GbdtError> {
+        let bad = || GbdtError::Param {
+            name: "device",
+            reason: format!("`{s}`: expected cpu, wgpu, cuda or cuda:N"),
+        };
+        match s {
+            "cpu" => Ok(Device::Cpu),
+            "wgpu" => Ok(Device::Wgpu),
+            "cuda" => Ok(Device::Cuda(0)),
+            _ => match s.strip_prefix("cuda:") {
+                Some(n) => n.parse().map(Device::Cuda).map_err(|_| bad()),
+                None => Err(bad()),
+            },
+        }
+    }
+}
+
+impl fmt::Display for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Device::Cpu => write!(f, "cpu"),
+            Device::Wgpu => write!(f, "wgpu"),
+            Device::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+impl Device {
+    /// Opens the device and describes it (name, memory), or says why it cannot be used:
+    /// a back end left out of this build, or no such device on this machine.
+    pub fn describe(&self) -> Result<String, GbdtError> {
+        match self {
+            Device::Cpu => Ok(format!("cpu: {} threads", rayon::current_num_threads())),
+            _ => open_info(self),
+        }
+    }
+}
+
+#[cfg(not(any(feature = "wgpu", feature = "cuda")))]
+pub(crate) use none::DeviceTrainer;
+#[cfg(not(any(feature = "wgpu", feature = "cuda")))]
+pub use none::{histogram, histogram_pass};
+
+/// Nanoseconds and counts of [`Profile`]'s phases.
+static PROFILE: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
+
+/// Adds the time since `since` to phase `i` of [`PROFILE`].
+pub(crate) fn add(i: usize, since: Instant) {
+    PROFILE[i].fetch_add(since.elapsed().as_nanos() as u64, Relaxed);
+}
+
+/// Phases of [`PROFILE`] the boosting loop times on the host when a device grows the trees.
+pub(crate) const HOST_GRADIENTS: usize = 6;
+pub(crate) const HOST_LEAVES: usize = 7;
+
+/// Where device training spent its time so far.
+pub fn profile() -> Profile {
+    let s = |i: usize| PROFILE[i].load(Relaxed) as f64 * 1e-9;
+    Profile {
+        upload: s(0),
+        histograms: s(1),
+        histogram_passes: PROFILE[4].load(Relaxed),
+        partitions: s(2),
+        partition_passes: PROFILE[5].load(Relaxed),
+        readback: s(3),
+        host_gradients: s(HOST_GRADIENTS),
+        host_leaves: s(HOST_LEAVES),
+    }
+}
+
+/// Where device training spent its time (seconds, summed over every tree since the
+/// process started): uploads of gradients, histogram passes (launch to histograms on the
+/// host), partition passes (launch to counts on the host), the leaf of every row read back.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Profile {
+    pub upload: f64,
+    pub histograms: f64,
+    pub histogram_passes: u64,
+    pub partitions: f64,
+    pub partition_passes: u64,
+    pub readback: f64,
+    /// Host: gradients, hessians and their quantisation.
+    pub host_gradients: f64,
+    /// Host: exact leaf sums and values, the score update.
+    pub host_leaves: f64,
+}
+
+#[cfg(not(any(feature = "wgpu", feature = "cuda")))]
+fn open_info(d: &Device) -> Result<String, GbdtError> {
+    Err(not_compiled(d))
+}
+
+#[allow(dead_code)]
+fn not_compiled(d: &Device) -> GbdtError {
+    GbdtError::Device(contrail_kernels::AccelError::NotCompiled {
+        backend: match d {
+            Device::Cuda(_) => "cuda",
+            _ => "wgpu",
+        },
+    })
+}
+
+#[cfg(not(any(feature = "wgpu", feature = "cuda")))]
+mod none {
+    use super::*;
+    use crate::bin::Binned;
+    use crate::train::{Grown, Params};
+
+    /// The packed histogram of `rows` on `device`: no device in this build.
+    pub fn histogram(
+        device: &Device,
+        _: &Binned,
+        _: &[usize],
+        _: &[u32],
+        _: &[u64],
+    ) -> Result<Vec<u64>, GbdtError> {
+        Err(not_compiled(device))
+    }
+
+    /// Times a histogram pass over every row on `device`: no device in this build.
+    pub fn histogram_pass(device: &Device, _: &Binned, _: usize) -> Result<(f64, u64), GbdtError> {
+        Err(not_compiled(device))
+    }
+
+    /// No device back end in this build: opening one says so.
+    pub(crate) enum DeviceTrainer {}
+
+    impl DeviceTrainer {
+        pub(crate) fn new(d: &Device, _: &Binned, _: usize) -> Result<Self, GbdtError> {
+            Err(not_compiled(d))
+        }
+        #[allow(clippy::too_many_arguments)]
+        pub(crate) fn grow(
+            &mut self,
+            _: &Binned,
+            _: &Params,
+            _: &[usize],
+            _: Option<&[u32]>,
+            _: &[u64],
+            _: f64,
+            _: f64,
+            _: &mut [u32],
+        ) -> Result<Grown, GbdtError> {
+            match *self {}
+        }
+    }
+}
+
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+pub(crate) use gpu::DeviceTrainer;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+pub use gpu::{histogram, histogram_pass};
+
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn open_info(d: &Device) -> Result<String, GbdtError> {
+    Ok(open(d)?.info.to_string())
+}
+
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn open(d: &Device) -> Result<contrail_kernels::Accel, GbdtError> {
+    use contrail_kernels::Accel;
+    match d {
+        Device::Cpu => unreachable!("the CPU is not opened as a device"),
+        #[cfg(feature = "wgpu")]
+        Device::Wgpu => Ok(Accel::wgpu()?),
+        #[cfg(feature = "cuda")]
+        Device::Cuda(n) => Ok(Accel::cuda(*n)?),
+        #[allow(unreachable_patterns)]
+        _ => Err(not_compiled(d)),
+    }
+}
+
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+mod gpu {
+    use super::*;
+    use super::{add, PROFILE};
+    use crate::bin::{Binned, Bins};
+    use crate::train::{goes_left, grow_tree_on, Grown, LeafStore, Params, Split};
+    use contrail_kernels::kernels::SPLIT_WORDS;
+    use std::sync::atomic::Ordering::Relaxed;
+    use std::time::Instant;
+
+    /// Times `reps` histogram passes over every row of `data` on `device` (after one
+    /// untimed pass): the median seconds a pass, launch to histogram on the host, and the
+    /// bytes a pass reads (each row's bins, gradient pair and leaf).
+    pub fn histogram_pass(
+        device: &Device,
+        data: &Binned,
+        reps: usize,
+    ) -> Result<(f64, u64), GbdtError> {
+        let mut t = DeviceTrainer::new(device, data, 1)?;
+        let gh: Vec<u64> = (0..data.n_rows as u64)
+            .map(|i| crate::train::pack((i % 7) as i64 - 3, (i % 5) as i64))
+            .collect();
+        t.begin(None, &gh)?;
+        let feats: Vec<usize> = (0..data.n_features)
+            .filter(|&f| data.rows.group_of[f].is_some())
+            .collect();
+        let mut store = DeviceLeaves::new(&t, data, &feats);
+        store.histograms(&[0])?;
+        let mut times = Vec::with_capacity(reps);
+        for _ in 0..reps.max(1) {
+            let s = Instant::now();
+            store.histograms(&[0])?;
+            times.push(s.elapsed().as_secs_f64());
+        }
+        times.sort_by(f64::total_cmp);
+        let words = data.rows.width().div_ceil(4).max(1) as u64;
+        let bytes = data.n_rows as u64 * (4 * words + 8 + 4);
+        Ok((times[times.len() / 2], bytes))
+    }
+    use contrail_kernels::{Accel, AccelError, Buf};
+    use rayon::prelude::*;
+
+    /// Training state on a device for one dataset: the uploaded bins, and per tree the
+    /// gradients and the leaf of every row.
+    pub(crate) struct DeviceTrainer {
+        accel: Accel,
+        n_rows: usize,
+        matrix: Buf,
+        width: u32,
+        columns: Buf,
+        col_words: u32,
+        /// The uploaded column of each feature (`u32::MAX`: not uploaded).
+        col_of_feature: Vec<u32>,
+        col_offset: Buf,
+        hist_len: usize,
+        leaf_of: Buf,
+        /// The packed gradient pairs of the current tree (two words a row).
+        gh: Buf,
+        max_leaves: usize,
+    }
+
+    /// Bytes a piece of the gradients' upload ([`Accel::write_u64`]): 1 MiB, or
+    /// `CONTRAIL_UPLOAD_CHUNK_MIB`. On an H200 (docs/gpu-performance.md, v3), 80 MB took
+    /// 99 ms as one vector and 30 / 45 / 61 ms in pieces of 1 / 8 / 32 MiB.
+    fn upload_chunk() -> usize {
+        std::env::var("CONTRAIL_UPLOAD_CHUNK_MIB")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(1)
+            .max(1)
+            << 20
+    }
+
+    impl DeviceTrainer {
+        /// Opens `device` and uploads the bins of `data`'s row matrix (the usable
+        /// features). Data the device cannot hold is an error here, before training.
+        pub(crate) fn new(
+            device: &Device,
+            data: &Binned,
+            max_leaves: usize,
+        ) -> Result<Self, GbdtError> {
+            let accel = open(device)?;
+            let backend = accel.info.backend;
+            let m = &data.rows;
+            let n = data.n_rows;
+            let bytes = match &m.bins {
+                Bins::U8(b) => b,
+                Bins::U16(_) => {
+                    return Err(AccelError::Unsupported {
+                        backend,
+                        reason: "more than 256 bins in a column (max_bin above 255) needs \
+                                 16-bit bins, which the device path does not take yet"
+                            .into(),
+                    }
+                    .into())
+                }
+            };
+            let width = m.width();
+            let words = width.div_ceil(4).max(1);
+            let feats: Vec<usize> = (0..data.n_features)
+                .filter(|&f| m.group_of[f].is_some())
+                .collect();
+            if let Some(&f) = feats
+                .iter()
+                .find(|&&f| data.offsets[f + 1] - data.offsets[f] > 256)
+            {
+                return Err(AccelError::Unsupported {
+                    backend,
+                    reason: format!("feature {f} has more than 256 bins"),
+                }
+                .into());
+            }
+            let col_words = n.div_ceil(4);
+            // Everything the device holds, checked before anything is uploaded.
+            let need = (n * words + feats.len() * col_words + 2 * n + n) as u64 * 4;
+            if let Some(mem) = accel.info.memory_bytes {
+                if need > mem {
+                    return Err(AccelError::TooLarge {
+                        backend,
+                        what: format!("{n} rows × {} columns", feats.len()),
+                        need,
+                        limit: mem,
+                    }
+                    .into());
+                }
+            }
+            accel.check_size("the bin matrix", n * words)?;
+            accel.check_size("the feature columns", feats.len() * col_words)?;
+            accel.check_size("the gradients", 2 * n)?;
+            let mut packed = vec![0u32; n * words];
+            if width > 0 {
+                packed
+                    .par_chunks_mut(words)
+                    .zip(bytes.par_chunks(width))
+                    .for_each(|(w, row)| {
+                        for (c, &b) in row.iter().enumerate() {
+                            w[c / 4] |= (b as u32) << ((c % 4) * 8);
+                        }
+                    });
+            }
+            let matrix = accel.upload("the bin matrix", &packed)?;
+            drop(packed);
+            let mut cols = vec![0u32; feats.len().max(1) * col_words.max(1)];
+            let mut col_of_feature = vec![u32::MAX; data.n_features];
+            for (k, &f) in feats.iter().enumerate() {
+                col_of_feature[f] = k as u32;
+                let src = &data.columns[f];
+                cols[k * col_words..(k + 1) * col_words]
+                    .par_iter_mut()
+                    .enumerate()
+                    .for_each(|(i, w)| {
+                        for j in 0..4 {
+                            if let Some(&b) = src.get(4 * i + j) {
+                                *w |= (b as u32) << (8 * j);
+                            }
+                        }
+                    });
+            }
+            let columns = accel.upload("the feature columns", &cols)?;
+            drop(cols);
+            let offsets: Vec<u32> = m.groups.iter().map(|g| g.offset as u32).collect();
+            let col_offset = accel.upload("column offsets", &offsets)?;
+            let leaf_of = accel.filled("leaf of each row", n, 0)?;
+            let gh = accel.filled("the gradients", 2 * n, 0)?;
+            Ok(DeviceTrainer {
+                gh,
+                accel,
+                n_rows: n,
+                matrix,
+                width: width as u32,
+                columns,
+                col_words: col_words as u32,
+                col_of_feature,
+                col_offset,
+                hist_len: m.hist_len,
+                leaf_of,
+                max_leaves,
+            })
+        }
+
+        /// Grows one tree on the rows of `bag` (all rows: `None`) and writes the leaf of
+        /// every row in the sample to `leaf_of` (others: `u32::MAX`).
+        #[allow(clippy::too_many_arguments)]
+        pub(crate) fn grow(
+            &mut self,
+            data: &Binned,
+            p: &Params,
+            feats: &[usize],
+            bag: Option<&[u32]>,
+            gh: &[u64],
+            sg: f64,
+            sh: f64,
+            leaf_of: &mut [u32],
+        ) -> Result<Grown, GbdtError> {
+            let n = self.n_rows;
+            let s = Instant::now();
+            let n_sample = self.begin(bag, gh)?;
+            add(0, s);
+            let mut store = DeviceLeaves::new(self, data, feats);
+            let grown = grow_tree_on(data, p, feats, n_sample, sg, sh, &mut store)?;
+            let s = Instant::now();
+            self.accel.read_into(&self.leaf_of, &mut leaf_of[..n])?;
+            add(3, s);
+            Ok(grown)
+        }
+
+        /// Uploads a tree's packed gradients and puts the rows of `bag` (all: `None`) in
+        /// leaf 0 and the others in no leaf; returns the gradients' buffer and the rows.
+        fn begin(&mut self, bag: Option<&[u32]>, gh: &[u64]) -> Result<usize, GbdtError> {
+            let n = self.n_rows;
+            // A packed u64 is (gradient << 32) + hessian: its low word is the hessian.
+            self.accel.write_u64(&self.gh, gh, upload_chunk())?;
+            let n_sample = match bag {
+                None => {
+                    self.accel.fill(&self.leaf_of, 0);
+                    n
+                }
+                Some(rows) => {
+                    let mut init = vec![u32::MAX; n];
+                    for &r in rows {
+                        init[r as usize] = 0;
+                    }
+                    self.leaf_of = self.accel.upload("leaf of each row", &init)?;
+                    rows.len()
+                }
+            };
+            Ok(n_sample)
+        }
+    }
+
+    /// The packed histogram of `rows` over `feats` computed on `device` (what
+    /// [`crate::train::build_histogram`] computes on the CPU).
+    pub fn histogram(
+        device: &Device,
+        data: &Binned,
+        feats: &[usize],
+        rows: &[u32],
+        gh: &[u64],
+    ) -> Result<Vec<u64>, GbdtError> {
+        let mut t = DeviceTrainer::new(device, data, 1)?;
+        t.begin(Some(rows), gh)?;
+        let mut store = DeviceLeaves::new(&t, data, feats);
+        Ok(store.histograms(&[0])?.pop().unwrap_or_default())
+    }
+
+    impl<'a> DeviceLeaves<'a> {
+        fn new(t: &'a DeviceTrainer, data: &'a Binned, feats: &[usize]) -> Self {
+            let groups = data.rows.groups_of(feats);
+            let mut skip = vec![true; data.rows.width()];
+            for &g in &groups {
+                skip[g] = false;
+            }
+            DeviceLeaves {
+                t,
+                data,
+                groups,
+                skip,
+            }
+        }
+    }
+
+    struct DeviceLeaves<'a> {
+        t: &'a DeviceTrainer,
+        data: &'a Binned,
+        /// The row-matrix columns of the tree's features.
+        groups: Vec<usize>,
+        /// Columns whose bins the CPU would not have added (features not in the tree).
+        skip: Vec<bool>,
+    }
+
+    impl LeafStore for DeviceLeaves<'_> {
+        type Error = GbdtError;
+
+        fn histograms(&mut self, leaves: &[usize]) -> Result<Vec<Vec<u64>>, GbdtError> {
+            let t = self.t;
+            let start = Instant::now();
+            PROFILE[4].fetch_add(1, Relaxed);
+            let mut slot_of_leaf = vec![u32::MAX; t.max_leaves.max(1)];
+            for (s, &l) in leaves.iter().enumerate() {
+                slot_of_leaf[l] = s as u32;
+            }
+            let slots = t.accel.upload("leaf slots", &slot_of_leaf)?;
+            let raw = t.accel.histograms(
+                &t.matrix,
+                t.width,
+                &t.gh,
+                &t.leaf_of,
+                &slots,
+                &t.col_offset,
+                t.n_rows as u32,
+                t.hist_len as u32,
+                leaves.len() as u32,
+            )?;
+            add(1, start);
+            let m = &self.data.rows;
+            Ok(raw
+                .chunks(t.hist_len)
+                .map(|w| {
+                    let mut h = w.to_vec();
+                    for (c, g) in m.groups.iter().enumerate() {
+                        if self.skip[c] {
+                            h[g.offset..g.offset + g.n_bins].fill(0);
+                        }
+                    }
+                    m.marginalise(&self.data.offsets, &self.groups, &mut h);
+                    h
+                })
+                .collect())
+        }
+
+        fn split(&mut self, splits: &[(usize, &Split, usize)]) -> Result<Vec<usize>, GbdtError> {
+            let t = self.t;
+            let start = Instant::now();
+            PROFILE[5].fetch_add(1, Relaxed);
+            let mut out = Vec::with_capacity(splits.len());
+            for chunk in splits.chunks(1024) {
+                let mut split_of_leaf = vec![u32::MAX; t.max_leaves.max(1)];
+                let mut table = vec![0u32; SPLIT_WORDS * chunk.len()];
+                for (k, &(leaf, s, nl)) in chunk.iter().enumerate() {
+                    let f = s.feature;
+                    split_of_leaf[leaf] = k as u32;
+                    let row = &mut table[SPLIT_WORDS * k..SPLIT_WORDS * (k + 1)];
+                    row[0] = t.col_of_feature[f];
+                    row[1] = nl as u32;
+                    let missing = self.data.mappers[f].missing_bin();
+                    let n_bins = self.data.offsets[f + 1] - self.data.offsets[f];
+                    for b in 0..n_bins {
+                        if goes_left(s, b, missing) {
+                            row[2 + b / 32] |= 1 << (b % 32);
+                        }
+                    }
+                }
+                let a = &t.accel;
+                let counts = a.split_rows(
+                    &t.columns,
+                    t.col_words,
+                    &t.leaf_of,
+                    &a.upload("split of each leaf", &split_of_leaf)?,
+                    &a.upload("split table", &table)?,
+                    t.n_rows as u32,
+                    chunk.len(),
+                )?;
+                out.extend(counts.iter().map(|&c| c as usize));
+            }
+            add(2, start);
+            Ok(out)
+        }
+    }
+}

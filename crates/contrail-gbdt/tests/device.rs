@@ -1,0 +1,111 @@
+//! Conformance of the device back ends ([`contrail_gbdt::conformance`]): run on every
+//! device this build has and this machine can open (wgpu: a GPU, or Mesa's lavapipe on a
+//! machine without one; cuda: an NVIDIA GPU).
+//!
+//! A device that cannot be opened is skipped with the reason printed, unless
+//! `CONTRAIL_REQUIRE_DEVICE` names it (CI sets `wgpu`: lavapipe is installed there).
+
+use contrail_gbdt::conformance::{self, Outcome};
+use contrail_gbdt::Device;
+
+/// The devices to check: those compiled in that open here.
+fn devices() -> Vec<Device> {
+    let mut all = Vec::new();
+    if cfg!(feature = "wgpu") {
+        all.push(Device::Wgpu);
+    }
+    if cfg!(feature = "cuda") {
+        all.push(Device::Cuda(0));
+    }
+    let required = std::env::var("CONTRAIL_REQUIRE_DEVICE").unwrap_or_default();
+    let mut open = Vec::new();
+    for d in all {
+        match d.describe() {
+            Ok(info) => {
+                eprintln!("checking {info}");
+                open.push(d);
+            }
+            Err(e) => {
+                let chain =
+                    std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
+                        .map(|e| e.to_string())
+                        .collect::<Vec<_>>()
+                        .join(": ");
+                let name = d.to_string();
+                assert!(
+                    !required
+                        .split(',')
+                        .any(|r| !r.is_empty() && name.starts_with(r)),
+                    "{name} is required (CONTRAIL_REQUIRE_DEVICE) but cannot be opened: {chain}"
+                );
+                eprintln!("skipping {name}: {chain}");
+            }
+        }
+    }
+    if open.is_empty() {
+        eprintln!("no device to check in this build (cargo features wgpu, cuda)");
+    }
+    open
+}
+
+fn require(d: &Device, outcomes: Vec<Outcome>) {
+    let failed: Vec<String> = outcomes
+        .iter()
+        .filter_map(|(name, diff)| diff.as_ref().map(|x| format!("{name}: {x}")))
+        .collect();
+    assert!(failed.is_empty(), "{d}: {}", failed.join("; "));
+}
+
+#[test]
+fn histograms_equal_the_cpu() {
+    for d in devices() {
+        require(&d, conformance::histograms(&d));
+    }
+}
+
+#[test]
+fn leaf_wise_trees_equal_the_cpu() {
+    for d in devices() {
+        require(&d, conformance::leaf_wise(&d));
+    }
+}
+
+#[test]
+fn depth_wise_trees_and_other_objectives_equal_the_cpu() {
+    for d in devices() {
+        require(&d, conformance::depth_wise_and_objectives(&d));
+    }
+}
+
+#[test]
+fn device_names_parse_and_absent_devices_are_errors() {
+    assert_eq!("cpu".parse::<Device>().unwrap(), Device::Cpu);
+    assert_eq!("wgpu".parse::<Device>().unwrap(), Device::Wgpu);
+    assert_eq!("cuda".parse::<Device>().unwrap(), Device::Cuda(0));
+    assert_eq!("cuda:3".parse::<Device>().unwrap(), Device::Cuda(3));
+    for bad in ["gpu", "cuda:", "cuda:x", "CPU", ""] {
+        assert!(bad.parse::<Device>().is_err(), "{bad}");
+    }
+    // A back end this build lacks, or a GPU number no machine has, is an error.
+    let e = Device::Cuda(999).describe().expect_err("no 1000th GPU");
+    let chain = format!(
+        "{e}: {}",
+        std::error::Error::source(&e)
+            .map(|s| s.to_string())
+            .unwrap_or_default()
+    );
+    assert!(
+        chain.contains("cuda") && (chain.contains("--features cuda") || chain.contains("999")),
+        "{chain}"
+    );
+    if !cfg!(feature = "wgpu") {
+        let e = Device::Wgpu.describe().expect_err("no wgpu in this build");
+        let chain = format!(
+            "{e}: {}",
+            std::error::Error::source(&e)
+                .map(|s| s.to_string())
+                .unwrap_or_default()
+        );
+        assert!(chain.contains("--features wgpu"), "{chain}");
+    }
+}

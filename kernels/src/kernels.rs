@@ -1,0 +1,319 @@
+//! The CubeCL kernels. Every loop over rows is grid-strided, so any grid covers any row
+//! count, and every sum is an integer atomic, so results do not depend on the grid.
+
+use cubecl::prelude::*;
+
+/// Adds one row's packed gradient (`g`, two's complement) and hessian (`h`) to the bins
+/// of its `width` columns in `hist` (bin `e` at `2e` and `2e + 1`), starting at `base`.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn add_row(
+    matrix: &Array<u32>,
+    col_offset: &Array<u32>,
+    hist: &Array<Atomic<u32>>,
+    r: usize,
+    base: u32,
+    g: u32,
+    h: u32,
+    #[comptime] width: u32,
+) {
+    let words = comptime!(width.div_ceil(4));
+    #[unroll]
+    for w in 0..words {
+        let word = matrix[r * words as usize + w as usize];
+        #[unroll]
+        for k in 0..4u32 {
+            let c = comptime!(w * 4 + k);
+            if comptime!(c < width) {
+                let b = (word >> (k * 8)) & 0xFF;
+                let e = (2 * (base + col_offset[c as usize] + b)) as usize;
+                hist[e].fetch_add(g);
+                hist[e + 1].fetch_add(h);
+            }
+        }
+    }
+}
+
+/// Histograms of the leaves that have a slot (`slot_of_leaf[leaf] != u32::MAX`), straight
+/// into device memory: `hist[slot · hist_len + bin]` as (gradient, hessian) pairs.
+/// Rows out of the tree's sample have a leaf past `slot_of_leaf` and are skipped.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+pub fn hist_global(
+    matrix: &Array<u32>,
+    gh: &Array<u32>,
+    leaf_of: &Array<u32>,
+    slot_of_leaf: &Array<u32>,
+    col_offset: &Array<u32>,
+    hist: &Array<Atomic<u32>>,
+    n_rows: u32,
+    hist_len: u32,
+    #[comptime] width: u32,
+) {
+    let stride = CUBE_COUNT * CUBE_DIM as usize;
+    let n_leaves = slot_of_leaf.len();
+    let mut r = ABSOLUTE_POS;
+    while r < n_rows as usize {
+        let leaf = leaf_of[r] as usize;
+        if leaf < n_leaves {
+            let slot = slot_of_leaf[leaf];
+            if slot != u32::MAX {
+                add_row(
+                    matrix,
+                    col_offset,
+                    hist,
+                    r,
+                    slot * hist_len,
+                    gh[2 * r + 1],
+                    gh[2 * r],
+                    width,
+                );
+            }
+        }
+        r += stride;
+    }
+}
+
+/// [`hist_global`] privatised: the cubes of grid row `y` build the histograms of slots
+/// `y · group .. (y + 1) · group` (all that fit a cube's shared memory), each cube adding
+/// its rows into a copy in shared memory and then that copy's non-zero bins to device
+/// memory, so the device-memory atomics are per cube and bin, not per row. Every grid row
+/// reads the leaf of every row; rows of other slots cost only that read.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+pub fn hist_shared(
+    matrix: &Array<u32>,
+    gh: &Array<u32>,
+    leaf_of: &Array<u32>,
+    slot_of_leaf: &Array<u32>,
+    col_offset: &Array<u32>,
+    hist: &Array<Atomic<u32>>,
+    n_rows: u32,
+    n_slots: u32,
+    #[comptime] hist_len: u32,
+    #[comptime] group: u32,
+    #[comptime] width: u32,
+) {
+    let size = comptime!((2 * hist_len * group) as usize);
+    let local = SharedMemory::<Atomic<u32>>::new(size);
+    let mut i = UNIT_POS as usize;
+    while i < size {
+        local[i].store(0u32);
+        i += CUBE_DIM as usize;
+    }
+    sync_cube();
+    let lo = CUBE_POS_Y * group;
+    let stride = (CUBE_COUNT_X * CUBE_DIM_X) as usize;
+    let n_leaves = slot_of_leaf.len();
+    let mut r = ABSOLUTE_POS_X as usize;
+    while r < n_rows as usize {
+        let leaf = leaf_of[r] as usize;
+        if leaf < n_leaves {
+            let slot = slot_of_leaf[leaf];
+            if slot >= lo && slot < lo + group {
+                add_row_shared(
+                    matrix,
+                    col_offset,
+                    &local,
+                    r,
+                    (slot - lo) * hist_len,
+                    gh[2 * r + 1],
+                    gh[2 * r],
+                    width,
+                );
+            }
+        }
+        r += stride;
+    }
+    sync_cube();
+    // Slots past the last are never added to: their copies stay zero.
+    let end = (n_slots - lo) * 2 * hist_len;
+    let base = (lo * 2 * hist_len) as usize;
+    let mut j = UNIT_POS as usize;
+    while j < size && j < end as usize {
+        let v = local[j].load();
+        if v != 0 {
+            hist[base + j].fetch_add(v);
+        }
+        j += CUBE_DIM as usize;
+    }
+}
+
+/// [`add_row`] into shared memory.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn add_row_shared(
+    matrix: &Array<u32>,
+    col_offset: &Array<u32>,
+    hist: &SharedMemory<Atomic<u32>>,
+    r: usize,
+    base: u32,
+    g: u32,
+    h: u32,
+    #[comptime] width: u32,
+) {
+    let words = comptime!(width.div_ceil(4));
+    #[unroll]
+    for w in 0..words {
+        let word = matrix[r * words as usize + w as usize];
+        #[unroll]
+        for k in 0..4u32 {
+            let c = comptime!(w * 4 + k);
+            if comptime!(c < width) {
+                let b = (word >> (k * 8)) & 0xFF;
+                let e = (2 * (base + col_offset[c as usize] + b)) as usize;
+                hist[e].fetch_add(g);
+                hist[e + 1].fetch_add(h);
+            }
+        }
+    }
+}
+
+/// [`add_row`] with one 64-bit atomic a bin: the packed `(gradient << 32) + hessian`
+/// (the hessian sum of any set of rows fits 32 bits, so the packed sum is the pair of
+/// sums), half the atomics of the 32-bit pair. CUDA has 64-bit atomics; WGSL does not.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn add_row_wide(
+    matrix: &Array<u32>,
+    col_offset: &Array<u32>,
+    hist: &Array<Atomic<u64>>,
+    r: usize,
+    base: u32,
+    v: u64,
+    #[comptime] width: u32,
+) {
+    let words = comptime!(width.div_ceil(4));
+    #[unroll]
+    for w in 0..words {
+        let word = matrix[r * words as usize + w as usize];
+        #[unroll]
+        for k in 0..4u32 {
+            let c = comptime!(w * 4 + k);
+            if comptime!(c < width) {
+                let b = (word >> (k * 8)) & 0xFF;
+                hist[(base + col_offset[c as usize] + b) as usize].fetch_add(v);
+            }
+        }
+    }
+}
+
+/// [`hist_global`] with 64-bit atomics on packed values (`gh[r]` is row `r`'s packed pair;
+/// `hist[slot · hist_len + bin]` the packed sums).
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+pub fn hist_global_wide(
+    matrix: &Array<u32>,
+    gh: &Array<u64>,
+    leaf_of: &Array<u32>,
+    slot_of_leaf: &Array<u32>,
+    col_offset: &Array<u32>,
+    hist: &Array<Atomic<u64>>,
+    n_rows: u32,
+    hist_len: u32,
+    #[comptime] width: u32,
+) {
+    let stride = CUBE_COUNT * CUBE_DIM as usize;
+    let n_leaves = slot_of_leaf.len();
+    let mut r = ABSOLUTE_POS;
+    while r < n_rows as usize {
+        let leaf = leaf_of[r] as usize;
+        if leaf < n_leaves {
+            let slot = slot_of_leaf[leaf];
+            if slot != u32::MAX {
+                add_row_wide(matrix, col_offset, hist, r, slot * hist_len, gh[r], width);
+            }
+        }
+        r += stride;
+    }
+}
+
+/// Words a split takes in the split table: its feature column, its new leaf, and the
+/// side of each of 256 bins (one bit each, 1 = left).
+pub const SPLIT_WORDS: usize = 10;
+
+/// Applies splits: a row of a split leaf (`split_of_leaf[leaf] = k`, `leaf < n_leaves`)
+/// reads its bin in the split's feature column (`columns`, feature-major, four rows a
+/// word, `col_words` words a column), looks its side up in the split's bit table, and
+/// either stays (left, counted in `counts[k]`) or moves to the split's new leaf. The
+/// split table holds [`SPLIT_WORDS`] words a split. Counts are added per cube in shared
+/// memory first (`max_splits` of them).
+///
+/// (Not named `partition`: that is a reserved word in WGSL, and a kernel WGSL cannot
+/// compile is only logged by the launch. `leaf_of`, the one buffer written, is the last: CubeCL binds written buffers after
+/// read ones. Five buffers: wgpu on Vulkan allows eight storage buffers a shader, one of which
+/// CubeCL takes for its metadata and one wgpu may take for array lengths.)
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+pub fn split_rows(
+    columns: &Array<u32>,
+    split_of_leaf: &Array<u32>,
+    table: &Array<u32>,
+    counts: &Array<Atomic<u32>>,
+    leaf_of: &mut Array<u32>,
+    n_rows: u32,
+    col_words: u32,
+    n_splits: u32,
+    n_leaves: u32,
+    #[comptime] max_splits: u32,
+) {
+    let local = SharedMemory::<Atomic<u32>>::new(max_splits as usize);
+    let mut i = UNIT_POS;
+    while i < n_splits {
+        local[i as usize].store(0u32);
+        i += CUBE_DIM;
+    }
+    sync_cube();
+    let stride = CUBE_COUNT * CUBE_DIM as usize;
+    let mut r = ABSOLUTE_POS;
+    while r < n_rows as usize {
+        let leaf = leaf_of[r];
+        if leaf < n_leaves {
+            let k = split_of_leaf[leaf as usize];
+            if k != u32::MAX {
+                let t = (k * 10) as usize;
+                let col = table[t] as usize;
+                let word = columns[col * col_words as usize + r / 4];
+                let b = (word >> (((r % 4) * 8) as u32)) & 0xFF;
+                let bit = (table[t + 2 + (b / 32) as usize] >> (b % 32)) & 1;
+                if bit == 1 {
+                    local[k as usize].fetch_add(1u32);
+                } else {
+                    leaf_of[r] = table[t + 1];
+                }
+            }
+        }
+        r += stride;
+    }
+    sync_cube();
+    let mut j = UNIT_POS;
+    while j < n_splits {
+        let v = local[j as usize].load();
+        if v != 0 {
+            counts[j as usize].fetch_add(v);
+        }
+        j += CUBE_DIM;
+    }
+}
+
+/// Copies `src[..n]` to `dst[offset..offset + n]`.
+#[cube(launch)]
+pub fn copy_words(src: &Array<u32>, dst: &mut Array<u32>, offset: u32, n: u32) {
+    let stride = CUBE_COUNT * CUBE_DIM as usize;
+    let mut i = ABSOLUTE_POS;
+    while i < n as usize {
+        dst[offset as usize + i] = src[i];
+        i += stride;
+    }
+}
+
+/// Sets `out[i] = value` for every `i`.
+#[cube(launch)]
+pub fn fill(out: &mut Array<u32>, value: u32, n: u32) {
+    let stride = CUBE_COUNT * CUBE_DIM as usize;
+    let mut i = ABSOLUTE_POS;
+    while i < n as usize {
+        out[i] = value;
+        i += stride;
+    }
+}
