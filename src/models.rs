@@ -284,6 +284,7 @@ pub async fn predict_file(
     data: &str,
     out: &str,
     contrib: bool,
+    device: &crate::gbdt::Device,
 ) -> Result<usize, ModelError> {
     let batches = read_parquet(data).await?;
     let Some(first) = batches.first() else {
@@ -319,8 +320,11 @@ pub async fn predict_file(
     for b in &batches {
         let d = crate::gbdt::data::features_only(b, &cols, data)?;
         let x = model.prepare(&d)?;
-        let p: Vec<f64> = model
-            .predict_raw(&x, None)
+        let raw = match device {
+            crate::gbdt::Device::Cpu => model.predict_raw(&x, None),
+            d => crate::gbdt::device::predict_raw(d, model, &x, None)?,
+        };
+        let p: Vec<f64> = raw
             .into_iter()
             .map(|s| model.objective.transform(s))
             .collect();

@@ -439,20 +439,15 @@ impl Accel {
         let hist = self.filled("histograms", 2 * bins, 0)?;
         // Statically sized shared memory: CUDA allows 48 KiB of it without opting in.
         let shared_limit = self.info.max_shared_bytes.min(48 * 1024);
-        // Slots whose histograms (two words a bin) fit one cube's shared memory together.
-        // Only when all of them do: with several groups of slots each grid row reads the
-        // leaf of every row, and on an H200 that measured slower than device-memory atomics
-        // (docs/gpu-performance.md, v4: 28.6 → 33.8 ms of histograms a tree; on wgpu 5× slower).
-        let group = (shared_limit / (8 * hist_len as usize).max(1)).min(slots as usize) as u32;
-        let shared = group >= 1 && group == slots;
-        let groups = 1;
-        // The privatised kernel: about two cubes a multiprocessor in all, each adding its
-        // copy once; a grid row a group of slots.
-        let units = self.info.units.unwrap_or(8).max(1);
+        // Shared memory only when the histograms of every slot of the pass fit one cube's.
+        // (Cubes in grid rows each taking a group of slots, every row reading the leaf of
+        // every row, measured slower than device-memory atomics on an H200:
+        // docs/gpu-performance.md, v4.)
+        let shared = hist_len as usize * slots as usize * 8 <= shared_limit;
+        // The privatised kernel: one or two cubes a multiprocessor, each adding its copy once.
         let cubes = if shared {
             self.cubes_for(n_rows as usize)
-                .min((2 * units).div_ceil(groups))
-                .max(1)
+                .min(2 * self.info.units.unwrap_or(8).max(1))
         } else {
             self.cubes_for(n_rows as usize)
         };
@@ -486,8 +481,8 @@ impl Accel {
             let dim = CubeDim::new_1d(CUBE);
             if shared {
                 kernels::hist_shared::launch::<R>(
-                    c, CubeCount::Static(cubes, groups, 1), dim, arr!(matrix), arr!(gh), arr!(leaf_of), arr!(slot_of_leaf),
-                    arr!(col_offset), arr!(&hist), n_rows, slots, hist_len, group, width,
+                    c, count, dim, arr!(matrix), arr!(gh), arr!(leaf_of), arr!(slot_of_leaf),
+                    arr!(col_offset), arr!(&hist), n_rows, hist_len, slots, width,
                 )
             } else {
                 kernels::hist_global::launch::<R>(
@@ -549,6 +544,42 @@ impl Accel {
         let mut v = self.read(&counts)?;
         v.truncate(n_splits);
         Ok(v)
+    }
+
+    /// Sums the leaf values of a forest for `n_rows` rows (see [`kernels::predict_binned`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn predict(
+        &self,
+        bins: &Buf,
+        col_words: u32,
+        table: &Buf,
+        leaf_value: &[f32],
+        n_rows: usize,
+        n_trees: u32,
+        node_base: u32,
+    ) -> Result<Vec<f32>, AccelError> {
+        self.check_size("leaf values", leaf_value.len())?;
+        let leaves = with_client!(self, c, R => c.create_from_slice(f32::as_bytes(leaf_value)));
+        let out = self.filled("predictions", n_rows, 0)?;
+        let cubes = self.cubes_for(n_rows);
+        with_client!(self, c, R => unsafe {
+            kernels::predict_binned::launch::<R>(
+                c,
+                CubeCount::Static(cubes, 1, 1),
+                CubeDim::new_1d(CUBE),
+                ArrayArg::from_raw_parts(bins.handle.clone(), bins.len),
+                ArrayArg::from_raw_parts(table.handle.clone(), table.len),
+                ArrayArg::from_raw_parts(leaves, leaf_value.len().max(1)),
+                ArrayArg::from_raw_parts(out.handle.clone(), n_rows.max(1)),
+                n_rows as u32,
+                col_words,
+                n_trees,
+                node_base,
+            )
+        });
+        let mut words = vec![0u32; out.len];
+        self.read_into(&out, &mut words)?;
+        Ok(words.into_iter().take(n_rows).map(f32::from_bits).collect())
     }
 
     /// Waits for every launch so far (for timings).

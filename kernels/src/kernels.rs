@@ -74,11 +74,9 @@ pub fn hist_global(
     }
 }
 
-/// [`hist_global`] privatised: the cubes of grid row `y` build the histograms of slots
-/// `y · group .. (y + 1) · group` (all that fit a cube's shared memory), each cube adding
-/// its rows into a copy in shared memory and then that copy's non-zero bins to device
-/// memory, so the device-memory atomics are per cube and bin, not per row. Every grid row
-/// reads the leaf of every row; rows of other slots cost only that read.
+/// [`hist_global`] privatised: each cube adds its rows into a copy of the histograms in
+/// shared memory (`slots · hist_len` bins) and then adds that copy's non-zero bins to
+/// device memory, so the device-memory atomics are per cube and bin, not per row.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 pub fn hist_shared(
@@ -89,12 +87,11 @@ pub fn hist_shared(
     col_offset: &Array<u32>,
     hist: &Array<Atomic<u32>>,
     n_rows: u32,
-    n_slots: u32,
     #[comptime] hist_len: u32,
-    #[comptime] group: u32,
+    #[comptime] slots: u32,
     #[comptime] width: u32,
 ) {
-    let size = comptime!((2 * hist_len * group) as usize);
+    let size = comptime!((2 * hist_len * slots) as usize);
     let local = SharedMemory::<Atomic<u32>>::new(size);
     let mut i = UNIT_POS as usize;
     while i < size {
@@ -102,21 +99,20 @@ pub fn hist_shared(
         i += CUBE_DIM as usize;
     }
     sync_cube();
-    let lo = CUBE_POS_Y * group;
-    let stride = (CUBE_COUNT_X * CUBE_DIM_X) as usize;
+    let stride = CUBE_COUNT * CUBE_DIM as usize;
     let n_leaves = slot_of_leaf.len();
-    let mut r = ABSOLUTE_POS_X as usize;
+    let mut r = ABSOLUTE_POS;
     while r < n_rows as usize {
         let leaf = leaf_of[r] as usize;
         if leaf < n_leaves {
             let slot = slot_of_leaf[leaf];
-            if slot >= lo && slot < lo + group {
+            if slot != u32::MAX {
                 add_row_shared(
                     matrix,
                     col_offset,
                     &local,
                     r,
-                    (slot - lo) * hist_len,
+                    slot * hist_len,
                     gh[2 * r + 1],
                     gh[2 * r],
                     width,
@@ -126,14 +122,11 @@ pub fn hist_shared(
         r += stride;
     }
     sync_cube();
-    // Slots past the last are never added to: their copies stay zero.
-    let end = (n_slots - lo) * 2 * hist_len;
-    let base = (lo * 2 * hist_len) as usize;
     let mut j = UNIT_POS as usize;
-    while j < size && j < end as usize {
+    while j < size {
         let v = local[j].load();
         if v != 0 {
-            hist[base + j].fetch_add(v);
+            hist[j].fetch_add(v);
         }
         j += CUBE_DIM as usize;
     }
@@ -293,6 +286,82 @@ pub fn split_rows(
             counts[j as usize].fetch_add(v);
         }
         j += CUBE_DIM;
+    }
+}
+
+/// Words a node takes in a forest table ([`predict_binned`]).
+pub const NODE_WORDS: usize = 6;
+/// Words a tree takes at the start of a forest table.
+pub const TREE_WORDS: usize = 3;
+/// A child with this bit set is a leaf (its index in its tree in the low bits).
+pub const LEAF_BIT: u32 = 1 << 31;
+
+/// Sums each row's leaf values over the trees of a forest, walking the trees on the
+/// row's bins (`bins`: feature-major, four rows a word, `col_words` words a feature).
+///
+/// `table` holds, for each of `n_trees` trees, [`TREE_WORDS`] words (first node, first
+/// leaf, node count), then from `node_base` on [`NODE_WORDS`] words a node (feature with
+/// the default-left flag in bit 31, threshold bin, left child, right child, offset of its
+/// categorical bit table in `table` or `u32::MAX`, the feature's missing bin), then the
+/// categorical bit tables (8 words each). A row goes left on a category in the table, on
+/// the missing bin by the default direction, else on a bin at most the threshold.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+pub fn predict_binned(
+    bins: &Array<u32>,
+    table: &Array<u32>,
+    leaf_value: &Array<f32>,
+    out: &mut Array<f32>,
+    n_rows: u32,
+    col_words: u32,
+    n_trees: u32,
+    node_base: u32,
+) {
+    let stride = CUBE_COUNT * CUBE_DIM as usize;
+    let mut r = ABSOLUTE_POS;
+    while r < n_rows as usize {
+        // Compensated (Kahan) sum: f32 with the error of about one rounding, not one a tree.
+        let mut acc = 0.0f32;
+        let mut lost = 0.0f32;
+        for t in 0..n_trees {
+            let tw = (t * 3) as usize;
+            let first = table[tw];
+            let leaves = table[tw + 1];
+            let mut v = 0.0f32;
+            if table[tw + 2] == 0 {
+                v = leaf_value[leaves as usize];
+            } else {
+                let mut n = 0u32;
+                let mut done = false;
+                while !done {
+                    let w = (node_base + (first + n) * 6) as usize;
+                    let fw = table[w];
+                    let f = fw & 0x7FFF_FFFF;
+                    let word = bins[(f * col_words) as usize + r / 4];
+                    let b = (word >> (((r % 4) * 8) as u32)) & 0xFF;
+                    let cat = table[w + 4];
+                    let mut left = b <= table[w + 1];
+                    if cat != u32::MAX {
+                        left = ((table[cat as usize + (b / 32) as usize] >> (b % 32)) & 1) == 1;
+                    } else if b == table[w + 5] {
+                        left = (fw >> 31) == 1;
+                    }
+                    let c = if left { table[w + 2] } else { table[w + 3] };
+                    if c >= 0x8000_0000u32 {
+                        v = leaf_value[(leaves + (c & 0x7FFF_FFFF)) as usize];
+                        done = true;
+                    } else {
+                        n = c;
+                    }
+                }
+            }
+            let y = v - lost;
+            let s = acc + y;
+            lost = (s - acc) - y;
+            acc = s;
+        }
+        out[r] = acc;
+        r += stride;
     }
 }
 

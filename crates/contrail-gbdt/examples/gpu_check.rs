@@ -251,9 +251,9 @@ fn main() {
         metric: vec!["none".into()],
         ..Default::default()
     };
-    let mut run = |d: &Device, n: usize| {
+    let mut run = |d: &Device, n: usize| -> Option<contrail_gbdt::Booster> {
         if n == 0 {
-            return;
+            return None;
         }
         let before = device::profile();
         let start = Instant::now();
@@ -308,18 +308,81 @@ fn main() {
                     (last - setup) / n as f64,
                     last - setup
                 ));
+                Some(b)
             }
             Err(e) => {
                 failures += 1;
                 println!("train {d}: failed: {e}");
                 table.push(format!("| train | {d} | failed: {e} | |"));
+                None
             }
         }
     };
+    let mut models = Vec::new();
     for d in devices.clone() {
-        run(&d, trees);
+        if let Some(b) = run(&d, trees) {
+            models.push(b);
+        }
     }
     run(&Device::Cpu, cpu_trees);
+    // Prediction: the trained model, and five copies of its trees (a 500-tree forest of
+    // the same shape), on every device and on the CPU; the device's sums against the CPU's.
+    if let Some(model) = models.first() {
+        let x = match model.prepare(&ds) {
+            Ok(x) => x,
+            Err(e) => {
+                println!("predict: {e}");
+                Vec::new()
+            }
+        };
+        let mut big = model.clone();
+        big.trees = (0..5).flat_map(|_| model.trees.iter().cloned()).collect();
+        // The CPU's reference (and its rate) on the first million rows.
+        let nf = model.n_features().max(1);
+        let sample = rows.min(1_000_000);
+        for m in [model, &big] {
+            let k = m.trees.len();
+            let t = Instant::now();
+            let want = m.predict_raw(&x[..sample * nf], None);
+            let cpu = t.elapsed().as_secs_f64();
+            table.push(format!(
+                "| predict {sample} rows, {k} trees | cpu | {:.0} rows/s ({cpu:.2} s) | |",
+                sample as f64 / cpu
+            ));
+            for d in &devices {
+                let mut best: Option<(f64, f64, f64)> = None;
+                let mut err = None;
+                for _ in 0..3 {
+                    let before = device::profile().predict;
+                    let t = Instant::now();
+                    match device::predict_raw(d, m, &x, None) {
+                        Ok(got) => {
+                            let all = t.elapsed().as_secs_f64();
+                            let kernel = device::profile().predict - before;
+                            let worst = want
+                                .iter()
+                                .zip(&got)
+                                .map(|(a, b)| (a - b).abs() / a.abs().max(1.0))
+                                .fold(0.0f64, f64::max);
+                            if best.is_none_or(|b| kernel < b.1) {
+                                best = Some((all, kernel, worst));
+                            }
+                        }
+                        Err(e) => err = Some(e.to_string()),
+                    }
+                }
+                table.push(match (best, err) {
+                    (Some((all, kernel, worst)), _) => format!(
+                        "| predict {rows} rows, {k} trees | {d} | kernel {:.0} rows/s ({:.1} ms, sums read back); whole call {:.0} rows/s | largest relative difference from the CPU {worst:.1e} |",
+                        rows as f64 / kernel,
+                        kernel * 1e3,
+                        rows as f64 / all
+                    ),
+                    (None, e) => format!("| predict | {d} | failed: {} | |", e.unwrap_or_default()),
+                });
+            }
+        }
+    }
     for d in &devices {
         table.extend(transfers(d, rows));
     }

@@ -506,6 +506,19 @@ impl Booster {
             .collect())
     }
 
+    /// [`Booster::predict`] on `device` (the CPU, or a GPU: see
+    /// [`crate::device::predict_raw`]).
+    pub fn predict_on(&self, device: &Device, data: &Dataset) -> Result<Vec<f64>, GbdtError> {
+        if *device == Device::Cpu {
+            return self.predict(data);
+        }
+        let x = self.prepare(data)?;
+        Ok(crate::device::predict_raw(device, self, &x, None)?
+            .into_iter()
+            .map(|s| self.objective.transform(s))
+            .collect())
+    }
+
     /// Total gain and number of splits per feature.
     pub fn importance(&self) -> (Vec<f64>, Vec<u64>) {
         let mut gain = vec![0.0; self.n_features()];

@@ -194,8 +194,22 @@ fn same_model(d: &Device, ds: &Dataset, p: &Params, name: &str) -> Outcome {
             return Ok(Some("training predictions".into()));
         }
         let x = cpu.prepare(ds)?;
-        if bits(&cpu.predict_raw(&x, None)) != bits(&dev.predict_raw(&x, None)) {
+        let want = cpu.predict_raw(&x, None);
+        if bits(&want) != bits(&dev.predict_raw(&x, None)) {
             return Ok(Some("predictions".into()));
+        }
+        // The device's own prediction kernel: f32 sums, within 1e-5 of the CPU's.
+        let got = crate::device::predict_raw(d, &dev, &x, None)?;
+        let worst = want
+            .iter()
+            .zip(&got)
+            .map(|(a, b)| (a - b).abs() / a.abs().max(1.0))
+            .fold(0.0f64, f64::max);
+        if got.len() != want.len() || !(worst <= 1e-5) {
+            return Ok(Some(format!(
+                "device predictions: {} rows, largest relative difference {worst:e}",
+                got.len()
+            )));
         }
         Ok(None)
     };

@@ -72,10 +72,10 @@ impl Device {
 #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
 pub(crate) use none::DeviceTrainer;
 #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
-pub use none::{histogram, histogram_pass};
+pub use none::{histogram, histogram_pass, predict_raw};
 
 /// Nanoseconds and counts of [`Profile`]'s phases.
-static PROFILE: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
+static PROFILE: [AtomicU64; 9] = [const { AtomicU64::new(0) }; 9];
 
 /// Adds the time since `since` to phase `i` of [`PROFILE`].
 pub(crate) fn add(i: usize, since: Instant) {
@@ -85,6 +85,8 @@ pub(crate) fn add(i: usize, since: Instant) {
 /// Phases of [`PROFILE`] the boosting loop times on the host when a device grows the trees.
 pub(crate) const HOST_GRADIENTS: usize = 6;
 pub(crate) const HOST_LEAVES: usize = 7;
+/// The prediction kernel's launch to the sums on the host ([`predict_raw`]).
+pub(crate) const PREDICT: usize = 8;
 
 /// Where device training spent its time so far.
 pub fn profile() -> Profile {
@@ -98,6 +100,7 @@ pub fn profile() -> Profile {
         readback: s(3),
         host_gradients: s(HOST_GRADIENTS),
         host_leaves: s(HOST_LEAVES),
+        predict: s(PREDICT),
     }
 }
 
@@ -116,6 +119,8 @@ pub struct Profile {
     pub host_gradients: f64,
     /// Host: exact leaf sums and values, the score update.
     pub host_leaves: f64,
+    /// Prediction: the kernel and the read-back of its sums.
+    pub predict: f64,
 }
 
 #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
@@ -147,6 +152,16 @@ mod none {
         _: &[u32],
         _: &[u64],
     ) -> Result<Vec<u64>, GbdtError> {
+        Err(not_compiled(device))
+    }
+
+    /// Raw predictions on `device`: no device in this build.
+    pub fn predict_raw(
+        device: &Device,
+        _: &crate::Booster,
+        _: &[f64],
+        _: Option<usize>,
+    ) -> Result<Vec<f64>, GbdtError> {
         Err(not_compiled(device))
     }
 
@@ -182,7 +197,7 @@ mod none {
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 pub(crate) use gpu::DeviceTrainer;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
-pub use gpu::{histogram, histogram_pass};
+pub use gpu::{histogram, histogram_pass, predict_raw};
 
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 fn open_info(d: &Device) -> Result<String, GbdtError> {
@@ -446,6 +461,124 @@ mod gpu {
         t.begin(Some(rows), gh)?;
         let mut store = DeviceLeaves::new(&t, data, feats);
         Ok(store.histograms(&[0])?.pop().unwrap_or_default())
+    }
+
+    /// Raw (link-scale) predictions of the first `n_trees` trees of `b` (all: `None`) for
+    /// the rows of `x` (as [`crate::Booster::prepare`] lays them out) on `device`.
+    ///
+    /// The host bins each value with the model's bin edges (a value goes left of a numeric
+    /// split exactly when its bin is at most the split's bin, so the walk on bins reaches
+    /// the leaf the walk on values does); the device walks every tree for every row and
+    /// adds the leaf values in `f32`; the initial score is added here in `f64`. The result
+    /// equals the CPU's to `f32` rounding of the sum (a few parts in 10⁷).
+    pub fn predict_raw(
+        device: &Device,
+        b: &crate::Booster,
+        x: &[f64],
+        n_trees: Option<usize>,
+    ) -> Result<Vec<f64>, GbdtError> {
+        use contrail_kernels::kernels::{LEAF_BIT, NODE_WORDS, TREE_WORDS};
+        let accel = open(device)?;
+        let backend = accel.info.backend;
+        let nf = b.n_features().max(1);
+        let n = x.len() / nf;
+        if let Some(f) = b.mappers.iter().position(|m| m.n_bins() > 256) {
+            return Err(AccelError::Unsupported {
+                backend,
+                reason: format!(
+                    "feature `{}` has {} bins; the device takes at most 256",
+                    b.feature_names[f],
+                    b.mappers[f].n_bins()
+                ),
+            }
+            .into());
+        }
+        let trees = &b.trees[..n_trees.unwrap_or(b.trees.len()).min(b.trees.len())];
+        // Bins, feature-major, four rows a word.
+        let col_words = n.div_ceil(4).max(1);
+        let mut bins = vec![0u32; nf * col_words];
+        bins.par_chunks_mut(col_words)
+            .enumerate()
+            .for_each(|(f, col)| {
+                let m = &b.mappers[f];
+                for (i, w) in col.iter_mut().enumerate() {
+                    for j in 0..4 {
+                        let r = 4 * i + j;
+                        if r >= n {
+                            break;
+                        }
+                        let v = x[r * nf + f];
+                        let bin = match m {
+                            crate::bin::BinMapper::Numeric { upper } => {
+                                crate::bin::BinMapper::bin_value(upper, v)
+                            }
+                            _ if v.is_nan() => m.missing_bin(),
+                            _ => (v as usize).min(m.missing_bin()),
+                        };
+                        *w |= (bin as u32) << (8 * j);
+                    }
+                }
+            });
+        // The forest as one table: tree headers, nodes, categorical bit tables.
+        let n_nodes: usize = trees.iter().map(|t| t.n_nodes()).sum();
+        let node_base = TREE_WORDS * trees.len();
+        let cat_base = node_base + NODE_WORDS * n_nodes;
+        let mut table = vec![0u32; cat_base];
+        let mut cats: Vec<u32> = Vec::new();
+        let mut leaf_value: Vec<f32> = Vec::new();
+        let (mut first, mut leaf0) = (0usize, 0usize);
+        for (ti, t) in trees.iter().enumerate() {
+            table[TREE_WORDS * ti] = first as u32;
+            table[TREE_WORDS * ti + 1] = leaf0 as u32;
+            table[TREE_WORDS * ti + 2] = t.n_nodes() as u32;
+            let child = |c: i32| {
+                if c < 0 {
+                    LEAF_BIT | !c as u32
+                } else {
+                    c as u32
+                }
+            };
+            for k in 0..t.n_nodes() {
+                let f = t.feature[k] as usize;
+                let w = node_base + NODE_WORDS * (first + k);
+                table[w] = t.feature[k] | (t.default_left[k] as u32) << 31;
+                table[w + 1] = t.threshold_bin[k];
+                table[w + 2] = child(t.left[k]);
+                table[w + 3] = child(t.right[k]);
+                table[w + 4] = match t.cat_index[k] {
+                    ci if ci >= 0 => {
+                        let at = cat_base + cats.len();
+                        let bits = &t.cat_bitsets[ci as usize];
+                        cats.extend((0..8).map(|i| bits.get(i).copied().unwrap_or(0)));
+                        at as u32
+                    }
+                    _ => u32::MAX,
+                };
+                table[w + 5] = b
+                    .mappers
+                    .get(f)
+                    .map_or(u32::MAX, |m| m.missing_bin() as u32);
+            }
+            leaf_value.extend(t.leaf_value.iter().map(|v| *v as f32));
+            first += t.n_nodes();
+            leaf0 += t.n_leaves();
+        }
+        table.extend(cats);
+        let bins = accel.upload("the bins", &bins)?;
+        let table_buf = accel.upload("the trees", &table)?;
+        accel.sync()?;
+        let start = Instant::now();
+        let sums = accel.predict(
+            &bins,
+            col_words as u32,
+            &table_buf,
+            &leaf_value,
+            n,
+            trees.len() as u32,
+            node_base as u32,
+        )?;
+        add(PREDICT, start);
+        Ok(sums.into_iter().map(|s| b.init_score + s as f64).collect())
     }
 
     impl<'a> DeviceLeaves<'a> {

@@ -109,3 +109,26 @@ fn device_names_parse_and_absent_devices_are_errors() {
         assert!(chain.contains("--features wgpu"), "{chain}");
     }
 }
+
+#[test]
+fn data_the_device_cannot_take_is_an_error_before_training() {
+    // More than 256 bins in a column needs 16-bit bins, which the device path does not take.
+    let ds = contrail_gbdt::conformance::data(5_000, 3);
+    let p = contrail_gbdt::Params {
+        num_iterations: 2,
+        max_bin: 1000,
+        ..Default::default()
+    };
+    for d in devices() {
+        let e = contrail_gbdt::train_on(&d, &ds, None, &p, &mut |_| {})
+            .err()
+            .unwrap_or_else(|| panic!("{d}: 1000 bins trained"));
+        let chain = format!(
+            "{e}: {}",
+            std::error::Error::source(&e)
+                .map(|s| s.to_string())
+                .unwrap_or_default()
+        );
+        assert!(chain.contains("256 bins"), "{d}: {chain}");
+    }
+}
