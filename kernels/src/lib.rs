@@ -10,7 +10,8 @@
 //! atomics, so histograms (and so splits and trees) are the CPU's, bit for bit.
 //!
 //! Only summaries cross back: a histogram per leaf and a count per split, and the leaf of
-//! every row once a tree is grown.
+//! every row once a tree is grown. Prediction walks a forest's trees on binned rows and
+//! adds leaf values in `f32`.
 //!
 //! Without the `wgpu` or `cuda` feature the crate holds only the types that name devices.
 
