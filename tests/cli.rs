@@ -687,3 +687,121 @@ fn drift_alarms_when_the_latest_day_moves() {
     let out = contrail(&dir.0, &["drift", "--features", "route"], &[]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
 }
+
+/// `train --device wgpu` writes the same model package as the CPU, byte for byte, and
+/// `predict --device wgpu` agrees with the CPU's predictions to f32 rounding. Needs a build
+/// with the `wgpu` feature and a Vulkan driver (Mesa's lavapipe where there is no GPU):
+/// `cargo test --features wgpu --test cli device_`.
+#[cfg(feature = "wgpu")]
+#[test]
+fn device_wgpu_trains_the_cpus_model_and_predicts_its_predictions() {
+    let dir = TempDir::new("cli-wgpu").expect("tmp");
+    let n = 6000;
+    let x: Vec<f64> = (0..n).map(|i| ((i * 37) % 101) as f64 / 10.1).collect();
+    let c: Vec<&str> = (0..n)
+        .map(|i| ["BA", "AF", "LH", "KL", "UA"][i % 5])
+        .collect();
+    let y: Vec<f64> = (0..n)
+        .map(|i| x[i].sin() * 3.0 + if c[i] == "LH" { 2.0 } else { 0.0 } + (i % 7) as f64 * 0.1)
+        .collect();
+    let batch = arrow_array::RecordBatch::try_from_iter([
+        (
+            "x",
+            std::sync::Arc::new(arrow_array::Float64Array::from(x)) as arrow_array::ArrayRef,
+        ),
+        (
+            "carrier",
+            std::sync::Arc::new(arrow_array::StringArray::from(c)) as arrow_array::ArrayRef,
+        ),
+        (
+            "fare",
+            std::sync::Arc::new(arrow_array::Float64Array::from(y)) as arrow_array::ArrayRef,
+        ),
+    ])
+    .expect("batch");
+    let bytes = contrail::store::parquet_io::encode(batch.schema(), &[batch], "data.parquet")
+        .expect("encode");
+    std::fs::write(dir.0.join("data.parquet"), &bytes).expect("write");
+    let train = |device: &str, out: &str| {
+        let o = contrail(
+            &dir.0,
+            &[
+                "train",
+                "--data",
+                "data.parquet",
+                "--target",
+                "fare",
+                "--num-iterations",
+                "30",
+                "--grow-policy",
+                "depthwise",
+                "--max-depth",
+                "5",
+                "--bagging-fraction",
+                "0.8",
+                "--bagging-freq",
+                "1",
+                "--device",
+                device,
+                "--out",
+                out,
+            ],
+            &[],
+        );
+        assert!(o.status.success(), "{device}: {}", text(&o.stderr));
+        text(&o.stderr)
+    };
+    train("cpu", "cpu.ctm");
+    let log = train("wgpu", "wgpu.ctm");
+    assert!(log.contains("device wgpu:"), "the device is logged:\n{log}");
+    assert_eq!(
+        std::fs::read(dir.0.join("cpu.ctm")).expect("cpu model"),
+        std::fs::read(dir.0.join("wgpu.ctm")).expect("wgpu model"),
+        "the same package, byte for byte"
+    );
+    let predict = |device: &str, out: &str| -> Vec<f64> {
+        let o = contrail(
+            &dir.0,
+            &[
+                "predict",
+                "--model",
+                "cpu.ctm",
+                "--data",
+                "data.parquet",
+                "--out",
+                out,
+                "--device",
+                device,
+            ],
+            &[],
+        );
+        assert!(o.status.success(), "{device}: {}", text(&o.stderr));
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            bytes::Bytes::from(std::fs::read(dir.0.join(out)).expect("pred")),
+        )
+        .expect("parquet")
+        .build()
+        .expect("reader");
+        reader
+            .flat_map(|b| {
+                let b = b.expect("batch");
+                let p = b
+                    .column_by_name("prediction")
+                    .expect("prediction")
+                    .as_any()
+                    .downcast_ref::<arrow_array::Float64Array>()
+                    .expect("f64")
+                    .values()
+                    .to_vec();
+                p
+            })
+            .collect()
+    };
+    let cpu = predict("cpu", "cpu.parquet");
+    let gpu = predict("wgpu", "wgpu.parquet");
+    assert_eq!(cpu.len(), n);
+    assert_eq!(gpu.len(), n);
+    for (a, b) in cpu.iter().zip(&gpu) {
+        assert!((a - b).abs() <= 1e-5 * a.abs().max(1.0), "{a} vs {b}");
+    }
+}
