@@ -106,19 +106,32 @@ const MAX_SPLITS: usize = 2048;
 pub struct Accel {
     client: Client,
     pub info: DeviceInfo,
-    /// 64-bit atomic adds in device and shared memory (CUDA; not WGSL).
-    wide_atomics: bool,
 }
 
-/// Whether the client's devices add 64-bit integers atomically.
-fn has_wide_atomics<R: Runtime>(c: &ComputeClient<R>) -> bool {
+/// What a client's device is: its name and memory as the driver told them, its limits
+/// and whether it adds 64-bit integers atomically, as the client reports them.
+fn device_info<R: Runtime>(
+    c: &ComputeClient<R>,
+    backend: &'static str,
+    name: String,
+    memory_bytes: Option<u64>,
+) -> DeviceInfo {
     use cubecl::ir::{features::AtomicUsage, StorageType, Type};
-    let ty = Type::new(StorageType::Atomic(
+    let props = c.properties();
+    let wide = Type::new(StorageType::Atomic(
         u64::as_type_native_unchecked().elem_type(),
     ));
-    c.properties()
-        .atomic_type_usage(ty)
-        .contains(AtomicUsage::Add)
+    DeviceInfo {
+        backend,
+        name,
+        memory_bytes,
+        max_buffer_bytes: memory_bytes.map_or(props.memory.max_page_size, |m| {
+            props.memory.max_page_size.min(m)
+        }),
+        max_shared_bytes: props.hardware.max_shared_memory_size,
+        units: props.hardware.num_streaming_multiprocessors,
+        wide_atomics: props.atomic_type_usage(wide).contains(AtomicUsage::Add),
+    }
 }
 
 fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
@@ -193,24 +206,10 @@ impl Accel {
             ),
         })?;
         let client = cubecl::wgpu::WgpuRuntime::client(device);
-        let props = client.properties();
-        let info = DeviceInfo {
-            backend: "wgpu",
-            name: name.clone(),
-            memory_bytes: None,
-            max_buffer_bytes: props.memory.max_page_size,
-            max_shared_bytes: props.hardware.max_shared_memory_size,
-            units: props.hardware.num_streaming_multiprocessors,
-            wide_atomics: false,
-        };
-        let wide_atomics = has_wide_atomics(&client);
+        let info = device_info(&client, "wgpu", name.clone(), None);
         Ok(Accel {
-            wide_atomics,
             client: Client::Wgpu(client),
-            info: DeviceInfo {
-                wide_atomics,
-                ..info
-            },
+            info,
         })
     }
 
@@ -254,24 +253,10 @@ impl Accel {
             cubecl::cuda::CudaRuntime::client(&cubecl::cuda::CudaDevice::new(index))
         })
         .map_err(|p| unavailable(panic_text(p)))?;
-        let props = client.properties();
-        let info = DeviceInfo {
-            backend: "cuda",
-            name,
-            memory_bytes: Some(mem),
-            max_buffer_bytes: props.memory.max_page_size.min(mem),
-            max_shared_bytes: props.hardware.max_shared_memory_size,
-            units: props.hardware.num_streaming_multiprocessors,
-            wide_atomics: false,
-        };
-        let wide_atomics = has_wide_atomics(&client);
+        let info = device_info(&client, "cuda", name, Some(mem));
         Ok(Accel {
-            wide_atomics,
             client: Client::Cuda(client),
-            info: DeviceInfo {
-                wide_atomics,
-                ..info
-            },
+            info,
         })
     }
 
@@ -384,10 +369,7 @@ impl Accel {
     /// Reads a buffer back into `out` (as long as the buffer), copying in parallel.
     pub fn read_into(&self, b: &Buf, out: &mut [u32]) -> Result<(), AccelError> {
         use rayon::prelude::*;
-        with_client!(self, c, R => c.flush())
-            .map_err(|e| self.device_error(format!("a launch failed: {e:?}")))?;
-        let bytes = with_client!(self, c, R => c.read_one(b.handle.clone()))
-            .map_err(|e| self.device_error(format!("reading a buffer: {e:?}")))?;
+        let bytes = self.fetch(b)?;
         let words = u32::from_bytes(&bytes);
         if words.len() < out.len() || out.len() != b.len {
             return Err(self.device_error(format!(
@@ -406,11 +388,16 @@ impl Accel {
     /// Reads a buffer back. A launch that failed (a kernel the driver could not compile,
     /// say) is reported here: the back ends only log it when it happens.
     pub fn read(&self, b: &Buf) -> Result<Vec<u32>, AccelError> {
+        Ok(u32::from_bytes(&self.fetch(b)?)[..b.len].to_vec())
+    }
+
+    /// The bytes of `b` once every launch before has run; a launch that failed is an
+    /// error here.
+    fn fetch(&self, b: &Buf) -> Result<cubecl::bytes::Bytes, AccelError> {
         with_client!(self, c, R => c.flush())
             .map_err(|e| self.device_error(format!("a launch failed: {e:?}")))?;
-        let bytes = with_client!(self, c, R => c.read_one(b.handle.clone()))
-            .map_err(|e| self.device_error(format!("reading a buffer: {e:?}")))?;
-        Ok(u32::from_bytes(&bytes)[..b.len].to_vec())
+        with_client!(self, c, R => c.read_one(b.handle.clone()))
+            .map_err(|e| self.device_error(format!("reading a buffer: {e:?}")))
     }
 
     /// The histograms of `slots` leaves (those with `slot_of_leaf[leaf] != u32::MAX`):
@@ -461,7 +448,7 @@ impl Accel {
         }
         // 64-bit atomics only in device memory: in shared memory they measured 4× slower
         // than two 32-bit ones on an H200 (a pass over 10 M rows: 0.93 ms against 0.23).
-        if self.wide_atomics && !shared {
+        if self.info.wide_atomics && !shared {
             with_client!(self, c, R => {
                 let count = CubeCount::Static(cubes, 1, 1);
                 let dim = CubeDim::new_1d(CUBE);

@@ -24,15 +24,3 @@ mod accel;
 pub mod kernels;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 pub use accel::{Accel, Buf, DeviceInfo};
-
-/// The back ends this build was compiled with.
-pub fn compiled_backends() -> Vec<&'static str> {
-    let mut v = Vec::new();
-    if cfg!(feature = "wgpu") {
-        v.push("wgpu");
-    }
-    if cfg!(feature = "cuda") {
-        v.push("cuda");
-    }
-    v
-}

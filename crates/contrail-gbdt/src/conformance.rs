@@ -11,11 +11,13 @@ use crate::train::{build_histogram, quantise, GrowPolicy};
 use crate::tree::Tree;
 use crate::{train_on, Objective, Params};
 
-/// A deterministic generator for the suite's data.
-struct Lcg(u64);
+/// A deterministic generator for the suite's data (and the crate's tests): uniform in
+/// [0, 1).
+pub struct Lcg(pub u64);
 
 impl Lcg {
-    fn next(&mut self) -> f64 {
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> f64 {
         self.0 = self
             .0
             .wrapping_mul(6364136223846793005)
