@@ -439,6 +439,10 @@ pub struct ParamArgs {
     /// Per feature, in feature order: 1 increasing, -1 decreasing, 0 free.
     #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
     pub monotone_constraints: Option<Vec<i8>>,
+    /// On a GPU: grow the CPU's trees bit for bit (gradients, leaf values and scores in
+    /// f64 on the host). Without it the device computes them in f32 (faster).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub deterministic: Option<bool>,
 }
 
 impl ParamArgs {
@@ -468,7 +472,8 @@ impl ParamArgs {
             data_random_seed,
             early_stopping_round,
             seed,
-            num_threads
+            num_threads,
+            deterministic
         );
         if let Some(g) = &self.grow_policy {
             p.grow_policy = match g.as_str() {

@@ -722,11 +722,13 @@ fn device_wgpu_trains_the_cpus_model_and_predicts_its_predictions() {
     let bytes = contrail::store::parquet_io::encode(batch.schema(), &[batch], "data.parquet")
         .expect("encode");
     std::fs::write(dir.0.join("data.parquet"), &bytes).expect("write");
-    let train = |device: &str, out: &str| {
+    let train = |device: &str, out: &str, deterministic: &str| {
         let o = contrail(
             &dir.0,
             &[
                 "train",
+                "--deterministic",
+                deterministic,
                 "--data",
                 "data.parquet",
                 "--target",
@@ -751,21 +753,24 @@ fn device_wgpu_trains_the_cpus_model_and_predicts_its_predictions() {
         assert!(o.status.success(), "{device}: {}", text(&o.stderr));
         text(&o.stderr)
     };
-    train("cpu", "cpu.ctm");
-    let log = train("wgpu", "wgpu.ctm");
+    // Deterministic: the CPU's trees, bit for bit.
+    train("cpu", "cpu.ctm", "true");
+    let log = train("wgpu", "wgpu.ctm", "true");
     assert!(log.contains("device wgpu:"), "the device is logged:\n{log}");
     assert_eq!(
         std::fs::read(dir.0.join("cpu.ctm")).expect("cpu model"),
         std::fs::read(dir.0.join("wgpu.ctm")).expect("wgpu model"),
         "the same package, byte for byte"
     );
-    let predict = |device: &str, out: &str| -> Vec<f64> {
+    // Gradients and scores on the device (the default): the CPU's model to rounding.
+    train("wgpu", "wgpu-fast.ctm", "false");
+    let predict_with = |model: &str, device: &str, out: &str| -> Vec<f64> {
         let o = contrail(
             &dir.0,
             &[
                 "predict",
                 "--model",
-                "cpu.ctm",
+                model,
                 "--data",
                 "data.parquet",
                 "--out",
@@ -797,11 +802,17 @@ fn device_wgpu_trains_the_cpus_model_and_predicts_its_predictions() {
             })
             .collect()
     };
-    let cpu = predict("cpu", "cpu.parquet");
-    let gpu = predict("wgpu", "wgpu.parquet");
+    let cpu = predict_with("cpu.ctm", "cpu", "cpu.parquet");
+    let gpu = predict_with("cpu.ctm", "wgpu", "wgpu.parquet");
+    let fast = predict_with("wgpu-fast.ctm", "cpu", "fast.parquet");
     assert_eq!(cpu.len(), n);
     assert_eq!(gpu.len(), n);
-    for (a, b) in cpu.iter().zip(&gpu) {
+    assert_eq!(fast.len(), n);
+    for ((a, b), c) in cpu.iter().zip(&gpu).zip(&fast) {
         assert!((a - b).abs() <= 1e-5 * a.abs().max(1.0), "{a} vs {b}");
+        assert!(
+            (a - c).abs() <= 1e-5 * a.abs().max(1.0),
+            "{a} vs {c} (device gradients)"
+        );
     }
 }

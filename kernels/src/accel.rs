@@ -545,9 +545,36 @@ impl Accel {
         n_trees: u32,
         node_base: u32,
     ) -> Result<Vec<f32>, AccelError> {
+        let out = self.filled("predictions", n_rows, 0)?;
+        self.predict_into(
+            bins, col_words, table, leaf_value, n_rows, n_trees, node_base, &out,
+        )?;
+        let mut words = vec![0u32; out.len];
+        self.read_into(&out, &mut words)?;
+        Ok(words.into_iter().take(n_rows).map(f32::from_bits).collect())
+    }
+
+    /// [`Accel::predict`] into `out` (`f32`, `n_rows` long), left on the device.
+    #[allow(clippy::too_many_arguments)]
+    pub fn predict_into(
+        &self,
+        bins: &Buf,
+        col_words: u32,
+        table: &Buf,
+        leaf_value: &[f32],
+        n_rows: usize,
+        n_trees: u32,
+        node_base: u32,
+        out: &Buf,
+    ) -> Result<(), AccelError> {
+        if out.len < n_rows.max(1) {
+            return Err(self.device_error(format!(
+                "{n_rows} predictions into a buffer of {} words",
+                out.len
+            )));
+        }
         self.check_size("leaf values", leaf_value.len())?;
         let leaves = with_client!(self, c, R => c.create_from_slice(f32::as_bytes(leaf_value)));
-        let out = self.filled("predictions", n_rows, 0)?;
         let cubes = self.cubes_for(n_rows);
         with_client!(self, c, R => unsafe {
             kernels::predict_binned::launch::<R>(
@@ -564,9 +591,110 @@ impl Accel {
                 node_base,
             )
         });
-        let mut words = vec![0u32; out.len];
-        self.read_into(&out, &mut words)?;
-        Ok(words.into_iter().take(n_rows).map(f32::from_bits).collect())
+        Ok(())
+    }
+
+    /// A new buffer holding `data`.
+    pub fn upload_f32(&self, what: &str, data: &[f32]) -> Result<Buf, AccelError> {
+        self.check_size(what, data.len().max(1))?;
+        let handle = if data.is_empty() {
+            with_client!(self, c, R => c.create_from_slice(f32::as_bytes(&[0.0])))
+        } else {
+            with_client!(self, c, R => c.create_from_slice(f32::as_bytes(data)))
+        };
+        Ok(Buf {
+            handle,
+            len: data.len().max(1),
+        })
+    }
+
+    /// Reads an `f32` buffer back.
+    pub fn read_f32(&self, b: &Buf) -> Result<Vec<f32>, AccelError> {
+        Ok(self.read(b)?.into_iter().map(f32::from_bits).collect())
+    }
+
+    /// Each row's gradient and hessian (one of the `OBJ_*` objectives of
+    /// [`kernels::gradients`], with its parameter `a`) at its score (32.32 fixed point:
+    /// integer part `int`, fraction `frac`, as [`Accel::add_scores`] keeps it), times its
+    /// weight (`None`: 1), as `f32` pairs in `gh` (two words a row, hessian first), and the
+    /// largest `|gradient|` and hessian over the rows (a NaN, or a negative hessian, shows
+    /// as such in the result). Then [`Accel::quantise_pairs`] turns them into fixed point.
+    #[allow(clippy::too_many_arguments)]
+    pub fn gradients(
+        &self,
+        objective: u32,
+        a: f32,
+        int: &Buf,
+        frac: &Buf,
+        label: &Buf,
+        weight: Option<&Buf>,
+        gh: &Buf,
+        n_rows: usize,
+    ) -> Result<(f32, f32), AccelError> {
+        let n = n_rows;
+        if [int.len, frac.len, label.len].iter().any(|&l| l < n) || gh.len < 2 * n {
+            return Err(self.device_error(format!("gradients of {n} rows: a buffer is short")));
+        }
+        if weight.is_some_and(|w| w.len < n) {
+            return Err(self.device_error(format!("gradients of {n} rows: the weights are short")));
+        }
+        let maxima = self.filled("gradient maxima", 2, 0)?;
+        let cubes = self.cubes_for(n);
+        let w = weight.unwrap_or(label);
+        with_client!(self, c, R => unsafe {
+            kernels::gradients::launch::<R>(
+                c,
+                CubeCount::Static(cubes, 1, 1),
+                CubeDim::new_1d(CUBE),
+                ArrayArg::from_raw_parts(int.handle.clone(), int.len),
+                ArrayArg::from_raw_parts(frac.handle.clone(), frac.len),
+                ArrayArg::from_raw_parts(label.handle.clone(), label.len),
+                ArrayArg::from_raw_parts(w.handle.clone(), w.len),
+                ArrayArg::from_raw_parts(maxima.handle.clone(), 2),
+                ArrayArg::from_raw_parts(gh.handle.clone(), gh.len),
+                n as u32,
+                a,
+                objective,
+                weight.is_some(),
+            )
+        });
+        let m = self.read(&maxima)?;
+        Ok((f32::from_bits(m[0]), f32::from_bits(m[1])))
+    }
+
+    /// Turns the `f32` pairs of [`Accel::gradients`] into fixed point in place:
+    /// `floor(x · s + 1/2)`, the gradient as a two's complement word.
+    pub fn quantise_pairs(&self, gh: &Buf, n_rows: usize, sg: f32, sh: f32) {
+        let cubes = self.cubes_for(n_rows);
+        with_client!(self, c, R => unsafe {
+            kernels::quantise_pairs::launch::<R>(
+                c,
+                CubeCount::Static(cubes, 1, 1),
+                CubeDim::new_1d(CUBE),
+                ArrayArg::from_raw_parts(gh.handle.clone(), gh.len),
+                n_rows.min(gh.len / 2) as u32,
+                sg,
+                sh,
+            )
+        });
+    }
+
+    /// Adds `delta` (`f32`) to the 32.32 fixed-point scores (`frac`, `int`) of the first
+    /// `n_rows` rows.
+    pub fn add_scores(&self, delta: &Buf, frac: &Buf, int: &Buf, n_rows: usize) {
+        let n = n_rows.min(delta.len).min(frac.len).min(int.len);
+        let cubes = self.cubes_for(n);
+        with_client!(self, c, R => unsafe {
+            kernels::add_scores::launch::<R>(
+                c,
+                CubeCount::Static(cubes, 1, 1),
+                CubeDim::new_1d(CUBE),
+                ArrayArg::from_raw_parts(delta.handle.clone(), delta.len),
+                ArrayArg::from_raw_parts(frac.handle.clone(), frac.len),
+                ArrayArg::from_raw_parts(int.handle.clone(), int.len),
+                n as u32,
+            )
+        });
     }
 
     /// Waits for every launch so far (for timings).

@@ -365,6 +365,149 @@ pub fn predict_binned(
     }
 }
 
+/// Objective codes of [`gradients`].
+pub const OBJ_SQUARED: u32 = 0;
+/// Huber loss with threshold `a`.
+pub const OBJ_HUBER: u32 = 1;
+/// Binary log loss on the logit.
+pub const OBJ_BINARY: u32 = 2;
+/// Poisson log likelihood on the log rate; the hessian uses `exp(f + a)` (`a`: max delta).
+pub const OBJ_POISSON: u32 = 3;
+/// Gamma deviance on the log mean.
+pub const OBJ_GAMMA: u32 = 4;
+/// Tweedie deviance on the log mean with variance power `a`.
+pub const OBJ_TWEEDIE: u32 = 5;
+
+/// Each row's gradient and hessian of the objective at its score (32.32 fixed point, as
+/// [`add_scores`] keeps it),
+/// times its weight (`weighted`), as `f32` bits in `gh` (hessian at `2r`, gradient at
+/// `2r + 1`), and the largest `|gradient|` and hessian as bits in `maxima[0]` and
+/// `maxima[1]` (a non-negative `f32` orders as its bits; a negative hessian or a NaN shows
+/// as bits above every finite value). The maxima are atomic maxima: the same whatever the
+/// grid or the order.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+pub fn gradients(
+    score_int: &Array<u32>,
+    score_frac: &Array<u32>,
+    label: &Array<f32>,
+    weight: &Array<f32>,
+    maxima: &Array<Atomic<u32>>,
+    gh: &mut Array<u32>,
+    n_rows: u32,
+    a: f32,
+    #[comptime] objective: u32,
+    #[comptime] weighted: bool,
+) {
+    let stride = CUBE_COUNT * CUBE_DIM as usize;
+    let mut r = ABSOLUTE_POS;
+    let mut mg = 0u32;
+    let mut mh = 0u32;
+    while r < n_rows as usize {
+        let f = f32::cast_from(i32::reinterpret(score_int[r]))
+            + f32::cast_from(score_frac[r]) * 2.328_306_4e-10f32;
+        let y = label[r];
+        let mut g = f - y;
+        let mut h = 1.0f32;
+        if comptime!(objective == 1) {
+            g = max(min(g, a), -a);
+        }
+        if comptime!(objective == 2) {
+            let p = 1.0f32 / (1.0f32 + (-f).exp());
+            g = p - y;
+            h = max(p * (1.0f32 - p), 1e-16f32);
+        }
+        if comptime!(objective == 3) {
+            g = f.exp() - y;
+            h = (f + a).exp();
+        }
+        if comptime!(objective == 4) {
+            let e = (-f).exp();
+            g = 1.0f32 - y * e;
+            h = max(y * e, 1e-16f32);
+        }
+        if comptime!(objective == 5) {
+            let ea = ((1.0f32 - a) * f).exp();
+            let eb = ((2.0f32 - a) * f).exp();
+            g = eb - y * ea;
+            h = max((2.0f32 - a) * eb - y * (1.0f32 - a) * ea, 1e-16f32);
+        }
+        if comptime!(weighted) {
+            let w = weight[r];
+            g *= w;
+            h *= w;
+        }
+        // |g| and h as bits: a NaN's bits are above infinity's, a negative value's have
+        // the sign bit set, so either shows in the maxima (no float comparison, which a
+        // driver's fast math could fold away).
+        let gb = u32::reinterpret(g) & 0x7FFF_FFFFu32;
+        let hb = u32::reinterpret(h);
+        if gb > mg {
+            mg = gb;
+        }
+        if hb > mh {
+            mh = hb;
+        }
+        gh[2 * r] = u32::reinterpret(h);
+        gh[2 * r + 1] = u32::reinterpret(g);
+        r += stride;
+    }
+    maxima[0].fetch_max(mg);
+    maxima[1].fetch_max(mh);
+}
+
+/// Turns the `f32` pairs [`gradients`] wrote into fixed point in place: the hessian
+/// `floor(h · sh + 1/2)` as `u32`, the gradient `floor(g · sg + 1/2)` as two's complement.
+/// `sg` and `sh` are powers of two small enough that no sum over the rows overflows.
+#[cube(launch)]
+pub fn quantise_pairs(gh: &mut Array<u32>, n_rows: u32, sg: f32, sh: f32) {
+    let stride = CUBE_COUNT * CUBE_DIM as usize;
+    let mut r = ABSOLUTE_POS;
+    while r < n_rows as usize {
+        let h = f32::reinterpret(gh[2 * r]);
+        let g = f32::reinterpret(gh[2 * r + 1]);
+        gh[2 * r] = u32::cast_from((h * sh + 0.5f32).floor());
+        gh[2 * r + 1] = u32::reinterpret(i32::cast_from((g * sg + 0.5f32).floor()));
+        r += stride;
+    }
+}
+
+/// Adds `delta[r]` to each row's score, kept in 32.32 fixed point: the integer part
+/// (`score_int`, two's complement) and the fraction (`score_frac`, units of `2^-32`).
+/// Integer sums are exact and cannot be reordered by a compiler the way a compensated
+/// float sum can (Vulkan drivers may fold Kahan's correction away, and did on lavapipe).
+/// A delta is taken to fixed point by truncating `|delta|` to `2^-32` (its whole part and
+/// fraction are exact in `f32`), then negated in two's complement if negative.
+#[cube(launch)]
+pub fn add_scores(
+    delta: &Array<f32>,
+    score_frac: &mut Array<u32>,
+    score_int: &mut Array<u32>,
+    n_rows: u32,
+) {
+    let stride = CUBE_COUNT * CUBE_DIM as usize;
+    let mut r = ABSOLUTE_POS;
+    while r < n_rows as usize {
+        let v = delta[r];
+        let u = v.abs();
+        let whole = u.floor();
+        // `u - floor(u)` is exact (Sterbenz) and below 1; times 2^32 it is below 2^32.
+        let mut part = u32::cast_from((u - whole) * 4294967296.0f32);
+        let mut int = i32::cast_from(whole);
+        if v < 0.0f32 {
+            // -(int + part·2^-32) in two's complement across the two words.
+            int = -int - select(part != 0u32, 1i32, 0i32);
+            part = 0u32 - part;
+        }
+        let old = score_frac[r];
+        let new = old + part;
+        let carry = select(new < old, 1i32, 0i32);
+        score_frac[r] = new;
+        score_int[r] = u32::reinterpret(i32::reinterpret(score_int[r]) + int + carry);
+        r += stride;
+    }
+}
+
 /// Copies `src[..n]` to `dst[offset..offset + n]`.
 #[cube(launch)]
 pub fn copy_words(src: &Array<u32>, dst: &mut Array<u32>, offset: u32, n: u32) {

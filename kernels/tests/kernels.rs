@@ -227,3 +227,155 @@ fn check_histograms(a: &Accel, bins_per_col: &[u32], leaf_counts: &[usize]) {
         }
     }
 }
+
+/// Gradients of every objective against the same formulas in `f64` on the host (to `f32`
+/// rounding), their maxima exact, the fixed-point pairs exactly `floor(x · s + 1/2)` of
+/// the device's own `f32` values, and compensated score updates.
+#[test]
+fn gradients_quantisation_and_score_updates_match_the_host() {
+    use contrail_kernels::kernels::*;
+    for a in accels() {
+        let n = 30_011usize;
+        let mut r = Rng(11);
+        let mut unit = move || (r.next() >> 11) as f64 / (1u64 << 53) as f64;
+        // Scores in 32.32 fixed point: integer parts and fractions.
+        let score: Vec<f64> = (0..n).map(|_| unit() * 6.0 - 3.0).collect();
+        let int: Vec<u32> = score.iter().map(|s| s.floor() as i32 as u32).collect();
+        let frac: Vec<u32> = score
+            .iter()
+            .map(|s| ((s - s.floor()) * 4294967296.0) as u32)
+            .collect();
+        let pos: Vec<f32> = (0..n).map(|_| (unit() * 5.0 + 0.1) as f32).collect();
+        let bin: Vec<f32> = (0..n).map(|_| (unit() < 0.3) as u32 as f32).collect();
+        let w: Vec<f32> = (0..n).map(|_| (unit() * 2.0) as f32).collect();
+        let (bh, bl, bw) = (
+            a.upload("int", &int).unwrap(),
+            a.upload("frac", &frac).unwrap(),
+            a.upload_f32("w", &w).unwrap(),
+        );
+        let gh = a.filled("gh", 2 * n, 0).unwrap();
+        for (obj, p, labels) in [
+            (OBJ_SQUARED, 0.0f32, &pos),
+            (OBJ_HUBER, 0.8, &pos),
+            (OBJ_BINARY, 0.0, &bin),
+            (OBJ_POISSON, 0.7, &pos),
+            (OBJ_GAMMA, 0.0, &pos),
+            (OBJ_TWEEDIE, 1.5, &pos),
+        ] {
+            let host = |i: usize| -> (f64, f64) {
+                let f = int[i] as i32 as f64 + frac[i] as f64 / 4294967296.0;
+                let y = labels[i] as f64;
+                let p = p as f64;
+                let (g, h) = match obj {
+                    OBJ_SQUARED => (f - y, 1.0),
+                    OBJ_HUBER => ((f - y).clamp(-p, p), 1.0),
+                    OBJ_BINARY => {
+                        let s = 1.0 / (1.0 + (-f).exp());
+                        (s - y, (s * (1.0 - s)).max(1e-16))
+                    }
+                    OBJ_POISSON => (f.exp() - y, (f + p).exp()),
+                    OBJ_GAMMA => (1.0 - y * (-f).exp(), (y * (-f).exp()).max(1e-16)),
+                    _ => {
+                        let (ea, eb) = (((1.0 - p) * f).exp(), ((2.0 - p) * f).exp());
+                        (
+                            eb - y * ea,
+                            ((2.0 - p) * eb - y * (1.0 - p) * ea).max(1e-16),
+                        )
+                    }
+                };
+                (g * w[i] as f64, h * w[i] as f64)
+            };
+            let bl_label = a.upload_f32("labels", labels).unwrap();
+            let (mg, mh) = a
+                .gradients(obj, p, &bh, &bl, &bl_label, Some(&bw), &gh, n)
+                .unwrap();
+            let raw = a.read(&gh).unwrap();
+            let (mut want_g, mut want_h) = (0f32, 0f32);
+            for i in 0..n {
+                let (g, h) = (f32::from_bits(raw[2 * i + 1]), f32::from_bits(raw[2 * i]));
+                let (eg, eh) = host(i);
+                let scale = eg.abs().max(eh.abs()).max(1.0);
+                assert!(
+                    (g as f64 - eg).abs() <= 1e-5 * scale && (h as f64 - eh).abs() <= 1e-5 * scale,
+                    "{}: objective {obj} row {i}: device ({g}, {h}), host ({eg}, {eh})",
+                    a.info
+                );
+                want_g = want_g.max(g.abs());
+                want_h = want_h.max(h);
+            }
+            assert_eq!(
+                (mg, mh),
+                (want_g, want_h),
+                "{}: objective {obj} maxima",
+                a.info
+            );
+            let (sg, sh) = (2f32.powi(20), 2f32.powi(24));
+            a.quantise_pairs(&gh, n, sg, sh);
+            let q = a.read(&gh).unwrap();
+            for i in 0..n {
+                let (g, h) = (f32::from_bits(raw[2 * i + 1]), f32::from_bits(raw[2 * i]));
+                assert_eq!(q[2 * i], (h * sh + 0.5).floor() as u32, "row {i} hessian");
+                assert_eq!(
+                    q[2 * i + 1] as i32,
+                    (g * sg + 0.5).floor() as i32,
+                    "row {i} gradient"
+                );
+            }
+        }
+        // A NaN gradient shows in the maxima.
+        let nan = a.upload_f32("labels", &[0.0, f32::NAN, 1.0]).unwrap();
+        let zero = a.upload("zero", &[0; 3]).unwrap();
+        let (mg, _) = a
+            .gradients(OBJ_SQUARED, 0.0, &zero, &zero, &nan, None, &gh, 3)
+            .unwrap();
+        assert!(mg.is_nan(), "{}: NaN gradient maximum {mg}", a.info);
+        // Fixed-point updates: many small steps of both signs on large scores keep their
+        // sums to 2^-32 a step.
+        let m = 1000usize;
+        let start: Vec<f64> = (0..m).map(|i| i as f64 * 1.37 - 700.0).collect();
+        let (bi, bf) = (
+            a.upload(
+                "int",
+                &start
+                    .iter()
+                    .map(|s| s.floor() as i32 as u32)
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap(),
+            a.upload(
+                "frac",
+                &start
+                    .iter()
+                    .map(|s| ((s - s.floor()) * 4294967296.0) as u32)
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap(),
+        );
+        let steps: Vec<Vec<f32>> = (0..300)
+            .map(|k| {
+                (0..m)
+                    .map(|i| match (k + i) % 4 {
+                        0 => 1e-4,
+                        1 => -3.3e-5,
+                        2 => -1.25,
+                        _ => 0.9 * (i as f32 - 500.0),
+                    })
+                    .collect()
+            })
+            .collect();
+        for s in &steps {
+            let d = a.upload_f32("delta", s).unwrap();
+            a.add_scores(&d, &bf, &bi, m);
+        }
+        let (ri, rf) = (a.read(&bi).unwrap(), a.read(&bf).unwrap());
+        for i in 0..m {
+            let want: f64 = start[i] + steps.iter().map(|s| s[i] as f64).sum::<f64>();
+            let got = ri[i] as i32 as f64 + rf[i] as f64 / 4294967296.0;
+            assert!(
+                (got - want).abs() < 1e-6,
+                "{}: row {i}: fixed-point score {got}, exact {want}",
+                a.info
+            );
+        }
+    }
+}

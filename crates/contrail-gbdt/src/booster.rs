@@ -257,22 +257,33 @@ fn train_in_pool(
         Device::Cpu => None,
         d => Some(DeviceTrainer::new(d, &binned, params.max_leaves())?),
     };
+    // Unless `deterministic`, a device computes gradients, leaf values and scores itself.
+    let on_device = match accel.as_mut() {
+        Some(d) if !params.deterministic => d.start_scores(&obj, &train.target, w, init)?,
+        _ => false,
+    };
     for it in 0..params.num_iterations {
-        let phase = std::time::Instant::now();
-        // Gradients (weighted), quantised, into reused buffers.
-        gf.par_iter_mut()
-            .zip(hf.par_iter_mut())
-            .enumerate()
-            .for_each(|(i, (g, h))| {
-                let (gi, hi) = obj.grad_hess(score[i], train.target[i]);
-                let wi = w.map_or(1.0, |w| w[i]);
-                *g = gi * wi;
-                *h = hi * wi;
-            });
-        let (sg, sh) = quantise_packed(&gf, &hf, &mut gh)?;
-        if accel.is_some() {
-            crate::device::add(crate::device::HOST_GRADIENTS, phase);
-        }
+        let (sg, sh) = match accel.as_mut() {
+            Some(d) if on_device => d.gradients()?,
+            _ => {
+                let phase = std::time::Instant::now();
+                // Gradients (weighted), quantised, into reused buffers.
+                gf.par_iter_mut()
+                    .zip(hf.par_iter_mut())
+                    .enumerate()
+                    .for_each(|(i, (g, h))| {
+                        let (gi, hi) = obj.grad_hess(score[i], train.target[i]);
+                        let wi = w.map_or(1.0, |w| w[i]);
+                        *g = gi * wi;
+                        *h = hi * wi;
+                    });
+                let scales = quantise_packed(&gf, &hf, &mut gh)?;
+                if accel.is_some() {
+                    crate::device::add(crate::device::HOST_GRADIENTS, phase);
+                }
+                scales
+            }
+        };
         if bagging && it % params.bagging_freq == 0 {
             let cut = (params.bagging_fraction * u64::MAX as f64) as u64;
             let round = (it / params.bagging_freq) as u64;
@@ -309,9 +320,23 @@ fn train_in_pool(
                 }
                 grown
             }
+            Some(d) if on_device => {
+                // Leaf values from the quantised sums, as growth set them.
+                let bag = bagging.then_some(&rows[..]);
+                d.grow(&binned, params, &feats, bag, None, sg, sh, None)?
+            }
             Some(d) => {
                 let bag = bagging.then_some(&rows[..]);
-                let mut grown = d.grow(&binned, params, &feats, bag, &gh, sg, sh, &mut leaf_of)?;
+                let mut grown = d.grow(
+                    &binned,
+                    params,
+                    &feats,
+                    bag,
+                    Some(&gh),
+                    sg,
+                    sh,
+                    Some(&mut leaf_of),
+                )?;
                 if obj.renew_quantile().is_some() {
                     // The rows of each leaf in ascending order, as the CPU's stable
                     // partitions leave them.
@@ -322,39 +347,45 @@ fn train_in_pool(
             }
         };
         let phase = std::time::Instant::now();
-        let sums = exact_leaf_sums(grown.tree.leaf_value.len(), &leaf_of, &gf, &hf);
-        set_leaf_values(&mut grown, params, &sums);
-        if bagging {
-            // Out-of-bag rows need their leaf too, for the score update: by traversal.
-            let tree = &grown.tree;
-            leaf_of
-                .par_iter_mut()
-                .enumerate()
-                .for_each(|(r, l)| *l = tree.leaf_of_binned(&binned, r) as u32);
+        match accel.as_mut() {
+            Some(d) if on_device => d.add_tree(&binned, &grown.tree)?,
+            _ => {
+                let sums = exact_leaf_sums(grown.tree.leaf_value.len(), &leaf_of, &gf, &hf);
+                set_leaf_values(&mut grown, params, &sums);
+                if bagging {
+                    // Out-of-bag rows need their leaf too, for the score update: by traversal.
+                    let tree = &grown.tree;
+                    leaf_of
+                        .par_iter_mut()
+                        .enumerate()
+                        .for_each(|(r, l)| *l = tree.leaf_of_binned(&binned, r) as u32);
+                }
+                if let Some(q) = obj.renew_quantile() {
+                    renew_leaves(
+                        &mut grown,
+                        &rows,
+                        &train.target,
+                        &score,
+                        w,
+                        q,
+                        params.learning_rate,
+                    );
+                }
+                // Update training scores.
+                let tree = &grown.tree;
+                score
+                    .par_iter_mut()
+                    .zip(leaf_of.par_iter())
+                    .for_each(|(s, l)| *s += tree.leaf_value[*l as usize]);
+            }
         }
-        if let Some(q) = obj.renew_quantile() {
-            renew_leaves(
-                &mut grown,
-                &rows,
-                &train.target,
-                &score,
-                w,
-                q,
-                params.learning_rate,
-            );
-        }
-        // Update training scores.
         let tree = &grown.tree;
-        score
-            .par_iter_mut()
-            .zip(leaf_of.par_iter())
-            .for_each(|(s, l)| *s += tree.leaf_value[*l as usize]);
         if let (Some(vs), Some(vb)) = (vscore.as_mut(), vbinned.as_ref()) {
             vs.par_iter_mut()
                 .enumerate()
                 .for_each(|(r, s)| *s += tree.leaf_value[tree.leaf_of_binned(vb, r)]);
         }
-        if accel.is_some() {
+        if accel.is_some() && !on_device {
             crate::device::add(crate::device::HOST_LEAVES, phase);
         }
         booster.trees.push(grown.tree);
@@ -364,6 +395,9 @@ fn train_in_pool(
             values: Vec::new(),
         };
         if !metrics.is_empty() {
+            if let Some(d) = accel.as_ref().filter(|_| on_device) {
+                score = d.scores()?;
+            }
             resp.par_iter_mut()
                 .zip(score.par_iter())
                 .for_each(|(r, s)| *r = obj.transform(*s));
@@ -420,6 +454,9 @@ fn train_in_pool(
         }
     }
     if metrics.is_empty() {
+        if let Some(d) = accel.as_ref().filter(|_| on_device) {
+            score = d.scores()?;
+        }
         resp.par_iter_mut()
             .zip(score.par_iter())
             .for_each(|(r, s)| *r = obj.transform(*s));

@@ -225,8 +225,111 @@ fn params() -> Params {
         num_leaves: 31,
         min_data_in_leaf: 10,
         min_data_per_group: 10,
+        deterministic: true,
         ..Default::default()
     }
+}
+
+/// Without `deterministic`, a device computes gradients, leaf values and scores itself in
+/// `f32`: the model must make the CPU's predictions to `tol` (relative to the larger of
+/// the prediction and 1), training predictions too.
+fn close_model(d: &Device, ds: &Dataset, p: &Params, name: &str, tol: f64) -> Outcome {
+    let run = || -> Result<Option<String>, crate::GbdtError> {
+        let (cpu, cpu_pred) = train_on(&Device::Cpu, ds, None, p, &mut |_| {})?;
+        let (dev, dev_pred) = train_on(d, ds, None, p, &mut |_| {})?;
+        let worst = |a: &[f64], b: &[f64]| {
+            a.iter()
+                .zip(b)
+                .map(|(a, b)| (a - b).abs() / a.abs().max(1.0))
+                .fold(
+                    0.0f64,
+                    |m, x| if x.is_nan() { f64::INFINITY } else { m.max(x) },
+                )
+        };
+        let same_splits = cpu
+            .trees
+            .iter()
+            .zip(&dev.trees)
+            .filter(|(a, b)| a.feature == b.feature && a.threshold_bin == b.threshold_bin)
+            .count();
+        let x = cpu.prepare(ds)?;
+        let (want, got) = (cpu.predict_raw(&x, None), dev.predict_raw(&x, None));
+        let (wp, wt) = (worst(&want, &got), worst(&cpu_pred, &dev_pred));
+        if std::env::var_os("CONTRAIL_CONFORMANCE_VERBOSE").is_some() {
+            eprintln!(
+                "{name}: {same_splits} of {} trees split alike; predictions within {wp:e}, \
+                 training predictions within {wt:e}",
+                cpu.trees.len()
+            );
+        }
+        if cpu.trees.len() != dev.trees.len() || want.len() != got.len() {
+            return Ok(Some(format!(
+                "{} trees vs {}",
+                cpu.trees.len(),
+                dev.trees.len()
+            )));
+        }
+        if !(wp <= tol && wt <= tol) {
+            return Ok(Some(format!(
+                "predictions differ by {wp:e}, training predictions by {wt:e} (tolerance \
+                 {tol:e}; {same_splits} of {} trees split alike)",
+                cpu.trees.len()
+            )));
+        }
+        Ok(None)
+    };
+    let diff = run().unwrap_or_else(|e| Some(error_chain(&e)));
+    (name.to_string(), diff)
+}
+
+/// The device's own gradients and scores (not `deterministic`): squared error with
+/// weights, bagging, binary, Poisson, depth-wise.
+pub fn device_gradients(d: &Device) -> Vec<Outcome> {
+    let ds = data(20_000, 17);
+    let mut binary = ds.clone();
+    let mut t = binary.target.clone();
+    t.sort_by(f64::total_cmp);
+    let median = t[t.len() / 2];
+    for y in binary.target.iter_mut() {
+        *y = (*y > median) as u8 as f64;
+    }
+    let mut counts = ds.clone();
+    for y in counts.target.iter_mut() {
+        *y = (*y / 3.0).floor().max(0.0);
+    }
+    let fast = Params {
+        deterministic: false,
+        ..params()
+    };
+    let mut bag = fast.clone();
+    bag.bagging_fraction = 0.7;
+    bag.bagging_freq = 1;
+    let bin = Params {
+        objective: Objective::Binary,
+        ..fast.clone()
+    };
+    let pois = Params {
+        objective: Objective::Poisson,
+        ..fast.clone()
+    };
+    let depth = Params {
+        grow_policy: GrowPolicy::DepthWise,
+        max_depth: 6,
+        ..fast.clone()
+    };
+    vec![
+        close_model(
+            d,
+            &ds,
+            &fast,
+            "device gradients: squared error, weights",
+            1e-5,
+        ),
+        close_model(d, &ds, &bag, "device gradients: bagging", 1e-5),
+        close_model(d, &binary, &bin, "device gradients: binary", 1e-5),
+        close_model(d, &counts, &pois, "device gradients: Poisson", 1e-5),
+        close_model(d, &ds, &depth, "device gradients: depth-wise", 1e-5),
+    ]
 }
 
 /// Leaf-wise models: plain, with bagging and feature fraction, with monotone constraints.
@@ -275,5 +378,6 @@ pub fn all(d: &Device) -> Vec<Outcome> {
     let mut v = histograms(d);
     v.extend(leaf_wise(d));
     v.extend(depth_wise_and_objectives(d));
+    v.extend(device_gradients(d));
     v
 }

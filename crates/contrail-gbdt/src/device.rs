@@ -1,15 +1,27 @@
 //! Where trees are trained: `cpu`, `wgpu` or `cuda[:N]`.
 //!
-//! A device grows the same trees as the CPU. The bins are computed on the host once and
-//! uploaded (the row-major matrix the histogram pass reads, and each usable feature's
-//! column for partitions); each tree uploads the packed fixed-point gradients and keeps
-//! the leaf of every row on the device. The growth loop is the CPU's
+//! The bins are computed on the host once and uploaded (the row-major matrix the
+//! histogram pass reads, and each usable feature's column for partitions and for walking
+//! trees); the device keeps the leaf of every row. The growth loop is the CPU's
 //! ([`crate::train::grow_tree_on`]): it asks the device for histograms of leaves and for
 //! partitions by splits, and gets back one histogram per leaf and one count per split.
 //! Split finding (numeric, categorical, monotone) runs on the host on those histograms,
 //! so a split is chosen by the same code from the same integers. Depth-wise growth asks
-//! for a whole level at a time. After a tree the leaf of every row comes back once, for
-//! the exact leaf values and the score update.
+//! for a whole level at a time.
+//!
+//! Two modes (the `deterministic` parameter):
+//! - **deterministic**: gradients are computed on the host in `f64`, quantised and
+//!   uploaded for every tree; after a tree the leaf of every row comes back for the exact
+//!   leaf values and the score update. The trees are the CPU's, bit for bit.
+//! - **device gradients** (the default): scores (32.32 fixed point), labels and weights
+//!   live on the device; a kernel computes each row's gradient pair in `f32`, the largest
+//!   `|gradient|` and hessian come back (two words) to choose the quantisation scales, and
+//!   a second kernel quantises in place. Leaf values come from the leaves' quantised sums,
+//!   and each tree is walked on the device to add it to the scores. Nothing of a row
+//!   crosses the bus; the model equals the CPU's to rounding (checked by
+//!   [`crate::conformance::device_gradients`]). Absolute and quantile losses, whose leaves
+//!   are renewed from the rows' residuals, and labels beyond `2^30` use the deterministic
+//!   path.
 
 use std::fmt;
 use std::str::FromStr;
@@ -75,7 +87,7 @@ pub(crate) use none::DeviceTrainer;
 pub use none::{histogram, histogram_pass, predict_raw};
 
 /// Nanoseconds and counts of [`Profile`]'s phases.
-static PROFILE: [AtomicU64; 9] = [const { AtomicU64::new(0) }; 9];
+static PROFILE: [AtomicU64; 11] = [const { AtomicU64::new(0) }; 11];
 
 /// Adds the time since `since` to phase `i` of [`PROFILE`].
 pub(crate) fn add(i: usize, since: Instant) {
@@ -87,6 +99,10 @@ pub(crate) const HOST_GRADIENTS: usize = 6;
 pub(crate) const HOST_LEAVES: usize = 7;
 /// The prediction kernel's launch to the sums on the host ([`predict_raw`]).
 pub(crate) const PREDICT: usize = 8;
+/// Gradients on the device: the kernel, the maxima read back, the quantisation.
+pub(crate) const DEVICE_GRADIENTS: usize = 9;
+/// Scores on the device: the tree walked for every row, added to its score.
+pub(crate) const DEVICE_SCORES: usize = 10;
 
 /// Where device training spent its time so far.
 pub fn profile() -> Profile {
@@ -101,6 +117,8 @@ pub fn profile() -> Profile {
         host_gradients: s(HOST_GRADIENTS),
         host_leaves: s(HOST_LEAVES),
         predict: s(PREDICT),
+        device_gradients: s(DEVICE_GRADIENTS),
+        device_scores: s(DEVICE_SCORES),
     }
 }
 
@@ -121,6 +139,10 @@ pub struct Profile {
     pub host_leaves: f64,
     /// Prediction: the kernel and the read-back of its sums.
     pub predict: f64,
+    /// Device: gradients, their maxima read back, quantisation (not `deterministic`).
+    pub device_gradients: f64,
+    /// Device: each tree added to the scores (not `deterministic`).
+    pub device_scores: f64,
 }
 
 #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
@@ -184,11 +206,33 @@ mod none {
             _: &Params,
             _: &[usize],
             _: Option<&[u32]>,
-            _: &[u64],
+            _: Option<&[u64]>,
             _: f64,
             _: f64,
-            _: &mut [u32],
+            _: Option<&mut [u32]>,
         ) -> Result<Grown, GbdtError> {
+            match *self {}
+        }
+        pub(crate) fn start_scores(
+            &mut self,
+            _: &crate::objective::Objective,
+            _: &[f64],
+            _: Option<&[f64]>,
+            _: f64,
+        ) -> Result<bool, GbdtError> {
+            match *self {}
+        }
+        pub(crate) fn gradients(&mut self) -> Result<(f64, f64), GbdtError> {
+            match *self {}
+        }
+        pub(crate) fn add_tree(
+            &mut self,
+            _: &Binned,
+            _: &crate::tree::Tree,
+        ) -> Result<(), GbdtError> {
+            match *self {}
+        }
+        pub(crate) fn scores(&self) -> Result<Vec<f64>, GbdtError> {
             match *self {}
         }
     }
@@ -223,7 +267,9 @@ mod gpu {
     use super::*;
     use super::{add, PROFILE};
     use crate::bin::{Binned, Bins};
+    use crate::objective::Objective;
     use crate::train::{goes_left, grow_tree_on, Grown, LeafStore, Params, Split};
+    use crate::tree::Tree;
     use contrail_kernels::kernels::SPLIT_WORDS;
     use std::sync::atomic::Ordering::Relaxed;
     use std::time::Instant;
@@ -240,7 +286,7 @@ mod gpu {
         let gh: Vec<u64> = (0..data.n_rows as u64)
             .map(|i| crate::train::pack((i % 7) as i64 - 3, (i % 5) as i64))
             .collect();
-        t.begin(None, &gh)?;
+        t.begin(None, Some(&gh))?;
         let feats: Vec<usize> = (0..data.n_features)
             .filter(|&f| data.rows.group_of[f].is_some())
             .collect();
@@ -277,6 +323,95 @@ mod gpu {
         /// The packed gradient pairs of the current tree (two words a row).
         gh: Buf,
         max_leaves: usize,
+        /// Scores, labels and weights, when the device computes the gradients.
+        scores: Option<Scores>,
+    }
+
+    /// What the device needs to compute gradients itself: each row's score in 32.32 fixed
+    /// point (integer part, fraction), label and weight, the objective's kernel code and
+    /// parameter, and a buffer for a tree's outputs.
+    struct Scores {
+        int: Buf,
+        frac: Buf,
+        label: Buf,
+        weight: Option<Buf>,
+        delta: Buf,
+        objective: u32,
+        a: f32,
+    }
+
+    /// The objective as [`contrail_kernels::kernels::gradients`] computes it (code and
+    /// parameter); `None` for those whose leaf values are renewed from the rows' residuals
+    /// on the host (absolute and quantile losses).
+    fn kernel_objective(obj: &Objective) -> Option<(u32, f32)> {
+        use contrail_kernels::kernels::*;
+        Some(match *obj {
+            Objective::Regression => (OBJ_SQUARED, 0.0),
+            Objective::Huber { alpha } => (OBJ_HUBER, alpha as f32),
+            Objective::Binary => (OBJ_BINARY, 0.0),
+            Objective::Poisson => (OBJ_POISSON, crate::objective::POISSON_MAX_DELTA as f32),
+            Objective::Gamma => (OBJ_GAMMA, 0.0),
+            Objective::Tweedie { rho } => (OBJ_TWEEDIE, rho as f32),
+            Objective::RegressionL1 | Objective::Quantile { .. } => return None,
+        })
+    }
+
+    /// Scores beyond this (in absolute value) are not kept on the device (32.32 fixed
+    /// point holds up to 2^31; the margin is for the trees' steps).
+    const SCORE_LIMIT: f64 = (1u64 << 30) as f64;
+
+    /// The forest table [`contrail_kernels::kernels::predict_binned`] walks, for `trees`
+    /// whose feature `f` is column `column(f)` of the bins and has its missing values in
+    /// bin `missing(f)`: the table, the leaf values in tree order, and where the nodes
+    /// start.
+    fn forest_table(
+        trees: &[&Tree],
+        column: impl Fn(usize) -> u32,
+        missing: impl Fn(usize) -> u32,
+    ) -> (Vec<u32>, Vec<f32>, usize) {
+        use contrail_kernels::kernels::{LEAF_BIT, NODE_WORDS, TREE_WORDS};
+        let n_nodes: usize = trees.iter().map(|t| t.n_nodes()).sum();
+        let node_base = TREE_WORDS * trees.len();
+        let cat_base = node_base + NODE_WORDS * n_nodes;
+        let mut table = vec![0u32; cat_base];
+        let mut cats: Vec<u32> = Vec::new();
+        let mut leaf_value: Vec<f32> = Vec::new();
+        let (mut first, mut leaf0) = (0usize, 0usize);
+        for (ti, t) in trees.iter().enumerate() {
+            table[TREE_WORDS * ti] = first as u32;
+            table[TREE_WORDS * ti + 1] = leaf0 as u32;
+            table[TREE_WORDS * ti + 2] = t.n_nodes() as u32;
+            let child = |c: i32| {
+                if c < 0 {
+                    LEAF_BIT | !c as u32
+                } else {
+                    c as u32
+                }
+            };
+            for k in 0..t.n_nodes() {
+                let f = t.feature[k] as usize;
+                let w = node_base + NODE_WORDS * (first + k);
+                table[w] = column(f) | (t.default_left[k] as u32) << 31;
+                table[w + 1] = t.threshold_bin[k];
+                table[w + 2] = child(t.left[k]);
+                table[w + 3] = child(t.right[k]);
+                table[w + 4] = match t.cat_index[k] {
+                    ci if ci >= 0 => {
+                        let at = cat_base + cats.len();
+                        let bits = &t.cat_bitsets[ci as usize];
+                        cats.extend((0..8).map(|i| bits.get(i).copied().unwrap_or(0)));
+                        at as u32
+                    }
+                    _ => u32::MAX,
+                };
+                table[w + 5] = missing(f);
+            }
+            leaf_value.extend(t.leaf_value.iter().map(|v| *v as f32));
+            first += t.n_nodes();
+            leaf0 += t.n_leaves();
+        }
+        table.extend(cats);
+        (table, leaf_value, node_base)
     }
 
     /// Bytes a piece of the gradients' upload ([`Accel::write_u64`]): 1 MiB, or
@@ -395,7 +530,143 @@ mod gpu {
                 hist_len: m.hist_len,
                 leaf_of,
                 max_leaves,
+                scores: None,
             })
+        }
+
+        /// Keeps every row's score (from `init`), label and weight on the device, so that
+        /// [`DeviceTrainer::gradients`] computes the gradients there and
+        /// [`DeviceTrainer::add_tree`] the scores. False (nothing kept) for objectives whose
+        /// leaves are renewed on the host, and for labels beyond what the device's scores
+        /// hold; the boosting loop then computes gradients on the host.
+        pub(crate) fn start_scores(
+            &mut self,
+            obj: &Objective,
+            labels: &[f64],
+            weights: Option<&[f64]>,
+            init: f64,
+        ) -> Result<bool, GbdtError> {
+            let Some((objective, a)) = kernel_objective(obj) else {
+                return Ok(false);
+            };
+            let n = self.n_rows;
+            let big = labels.par_iter().any(|y| !(y.abs() < SCORE_LIMIT));
+            if big || !(init.abs() < SCORE_LIMIT) || labels.len() != n {
+                return Ok(false);
+            }
+            let whole = init.floor();
+            let frac = ((init - whole) * 4294967296.0).floor().min(4294967295.0) as u32;
+            let acc = &self.accel;
+            let to_f32 = |v: &[f64]| v.par_iter().map(|x| *x as f32).collect::<Vec<f32>>();
+            self.scores = Some(Scores {
+                int: acc.filled("scores", n, whole as i32 as u32)?,
+                frac: acc.filled("scores", n, frac)?,
+                label: acc.upload_f32("labels", &to_f32(labels))?,
+                weight: match weights {
+                    Some(w) => Some(acc.upload_f32("weights", &to_f32(w))?),
+                    None => None,
+                },
+                delta: acc.filled("a tree's outputs", n, 0)?,
+                objective,
+                a,
+            });
+            Ok(true)
+        }
+
+        /// Computes every row's gradient pair on the device from its score and quantises
+        /// it in place (the scales from the largest `|gradient|` and hessian, so that no
+        /// sum over the rows overflows its field, as [`crate::train::quantise_packed`]
+        /// does from their sums); returns the scales.
+        pub(crate) fn gradients(&mut self) -> Result<(f64, f64), GbdtError> {
+            let start = Instant::now();
+            let sc = self.scores.as_ref().ok_or_else(|| {
+                GbdtError::Device(AccelError::Device {
+                    backend: self.accel.info.backend,
+                    reason: "gradients asked for before the scores were kept".into(),
+                })
+            })?;
+            let n = self.n_rows;
+            let (mg, mh) = self.accel.gradients(
+                sc.objective,
+                sc.a,
+                &sc.int,
+                &sc.frac,
+                &sc.label,
+                sc.weight.as_ref(),
+                &self.gh,
+                n,
+            )?;
+            if !mg.is_finite() || !mh.is_finite() || mh < 0.0 {
+                return Err(GbdtError::Data {
+                    what: "training data".into(),
+                    reason: format!(
+                        "the device's gradients are not finite or a hessian is negative \
+                         (largest |gradient| {mg}, hessian {mh}): the scores diverged; \
+                         a smaller learning_rate or `deterministic` (f64 on the host) may help"
+                    ),
+                });
+            }
+            let sg = crate::train::scale_for(n as f64 * mg as f64, n, 63 - crate::train::H_BITS)?;
+            let sh = crate::train::scale_for(n as f64 * mh as f64, n, crate::train::H_BITS)?;
+            self.accel.quantise_pairs(&self.gh, n, sg as f32, sh as f32);
+            add(DEVICE_GRADIENTS, start);
+            Ok((sg, sh))
+        }
+
+        /// Adds `tree`'s output to every row's score on the device (each row walks the
+        /// tree on its bins, so rows out of the tree's sample are scored too).
+        pub(crate) fn add_tree(&mut self, data: &Binned, tree: &Tree) -> Result<(), GbdtError> {
+            let start = Instant::now();
+            let Some(sc) = self.scores.as_ref() else {
+                return Ok(());
+            };
+            let (table, leaf_value, node_base) = forest_table(
+                &[tree],
+                |f| self.col_of_feature[f],
+                |f| data.mappers[f].missing_bin() as u32,
+            );
+            if tree
+                .feature
+                .iter()
+                .any(|&f| self.col_of_feature[f as usize] == u32::MAX)
+            {
+                return Err(GbdtError::Device(AccelError::Device {
+                    backend: self.accel.info.backend,
+                    reason: "a tree splits on a feature the device does not hold".into(),
+                }));
+            }
+            let a = &self.accel;
+            let table = a.upload("the tree", &table)?;
+            a.predict_into(
+                &self.columns,
+                self.col_words,
+                &table,
+                &leaf_value,
+                self.n_rows,
+                1,
+                node_base as u32,
+                &sc.delta,
+            )?;
+            a.add_scores(&sc.delta, &sc.frac, &sc.int, self.n_rows);
+            add(DEVICE_SCORES, start);
+            Ok(())
+        }
+
+        /// The rows' scores on the device.
+        pub(crate) fn scores(&self) -> Result<Vec<f64>, GbdtError> {
+            let Some(sc) = self.scores.as_ref() else {
+                return Ok(Vec::new());
+            };
+            let s = Instant::now();
+            let int = self.accel.read(&sc.int)?;
+            let frac = self.accel.read(&sc.frac)?;
+            add(3, s);
+            Ok(int
+                .par_iter()
+                .zip(frac.par_iter())
+                .take(self.n_rows)
+                .map(|(i, f)| *i as i32 as f64 + *f as f64 / 4294967296.0)
+                .collect())
         }
 
         /// Grows one tree on the rows of `bag` (all rows: `None`) and writes the leaf of
@@ -407,10 +678,10 @@ mod gpu {
             p: &Params,
             feats: &[usize],
             bag: Option<&[u32]>,
-            gh: &[u64],
+            gh: Option<&[u64]>,
             sg: f64,
             sh: f64,
-            leaf_of: &mut [u32],
+            leaf_of: Option<&mut [u32]>,
         ) -> Result<Grown, GbdtError> {
             let n = self.n_rows;
             let s = Instant::now();
@@ -418,18 +689,23 @@ mod gpu {
             add(0, s);
             let mut store = DeviceLeaves::new(self, data, feats);
             let grown = grow_tree_on(data, p, feats, n_sample, sg, sh, &mut store)?;
-            let s = Instant::now();
-            self.accel.read_into(&self.leaf_of, &mut leaf_of[..n])?;
-            add(3, s);
+            if let Some(leaf_of) = leaf_of {
+                let s = Instant::now();
+                self.accel.read_into(&self.leaf_of, &mut leaf_of[..n])?;
+                add(3, s);
+            }
             Ok(grown)
         }
 
-        /// Uploads a tree's packed gradients and puts the rows of `bag` (all: `None`) in
-        /// leaf 0 and the others in no leaf; returns the gradients' buffer and the rows.
-        fn begin(&mut self, bag: Option<&[u32]>, gh: &[u64]) -> Result<usize, GbdtError> {
+        /// Uploads a tree's packed gradients (`None`: the device computed them) and puts
+        /// the rows of `bag` (all: `None`) in leaf 0 and the others in no leaf; returns the
+        /// rows in the sample.
+        fn begin(&mut self, bag: Option<&[u32]>, gh: Option<&[u64]>) -> Result<usize, GbdtError> {
             let n = self.n_rows;
             // A packed u64 is (gradient << 32) + hessian: its low word is the hessian.
-            self.accel.write_u64(&self.gh, gh, upload_chunk())?;
+            if let Some(gh) = gh {
+                self.accel.write_u64(&self.gh, gh, upload_chunk())?;
+            }
             let n_sample = match bag {
                 None => {
                     self.accel.fill(&self.leaf_of, 0);
@@ -458,7 +734,7 @@ mod gpu {
         gh: &[u64],
     ) -> Result<Vec<u64>, GbdtError> {
         let mut t = DeviceTrainer::new(device, data, 1)?;
-        t.begin(Some(rows), gh)?;
+        t.begin(Some(rows), Some(gh))?;
         let mut store = DeviceLeaves::new(&t, data, feats);
         Ok(store.histograms(&[0])?.pop().unwrap_or_default())
     }
@@ -477,7 +753,6 @@ mod gpu {
         x: &[f64],
         n_trees: Option<usize>,
     ) -> Result<Vec<f64>, GbdtError> {
-        use contrail_kernels::kernels::{LEAF_BIT, NODE_WORDS, TREE_WORDS};
         let accel = open(device)?;
         let backend = accel.info.backend;
         let nf = b.n_features().max(1);
@@ -520,50 +795,16 @@ mod gpu {
                 }
             });
         // The forest as one table: tree headers, nodes, categorical bit tables.
-        let n_nodes: usize = trees.iter().map(|t| t.n_nodes()).sum();
-        let node_base = TREE_WORDS * trees.len();
-        let cat_base = node_base + NODE_WORDS * n_nodes;
-        let mut table = vec![0u32; cat_base];
-        let mut cats: Vec<u32> = Vec::new();
-        let mut leaf_value: Vec<f32> = Vec::new();
-        let (mut first, mut leaf0) = (0usize, 0usize);
-        for (ti, t) in trees.iter().enumerate() {
-            table[TREE_WORDS * ti] = first as u32;
-            table[TREE_WORDS * ti + 1] = leaf0 as u32;
-            table[TREE_WORDS * ti + 2] = t.n_nodes() as u32;
-            let child = |c: i32| {
-                if c < 0 {
-                    LEAF_BIT | !c as u32
-                } else {
-                    c as u32
-                }
-            };
-            for k in 0..t.n_nodes() {
-                let f = t.feature[k] as usize;
-                let w = node_base + NODE_WORDS * (first + k);
-                table[w] = t.feature[k] | (t.default_left[k] as u32) << 31;
-                table[w + 1] = t.threshold_bin[k];
-                table[w + 2] = child(t.left[k]);
-                table[w + 3] = child(t.right[k]);
-                table[w + 4] = match t.cat_index[k] {
-                    ci if ci >= 0 => {
-                        let at = cat_base + cats.len();
-                        let bits = &t.cat_bitsets[ci as usize];
-                        cats.extend((0..8).map(|i| bits.get(i).copied().unwrap_or(0)));
-                        at as u32
-                    }
-                    _ => u32::MAX,
-                };
-                table[w + 5] = b
-                    .mappers
+        let refs: Vec<&Tree> = trees.iter().collect();
+        let (table, leaf_value, node_base) = forest_table(
+            &refs,
+            |f| f as u32,
+            |f| {
+                b.mappers
                     .get(f)
-                    .map_or(u32::MAX, |m| m.missing_bin() as u32);
-            }
-            leaf_value.extend(t.leaf_value.iter().map(|v| *v as f32));
-            first += t.n_nodes();
-            leaf0 += t.n_leaves();
-        }
-        table.extend(cats);
+                    .map_or(u32::MAX, |m| m.missing_bin() as u32)
+            },
+        );
         let bins = accel.upload("the bins", &bins)?;
         let table_buf = accel.upload("the trees", &table)?;
         accel.sync()?;

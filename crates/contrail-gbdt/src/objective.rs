@@ -27,7 +27,7 @@ pub enum Objective {
 }
 
 /// LightGBM's default `poisson_max_delta_step`: stabilises the Poisson hessian.
-const POISSON_MAX_DELTA: f64 = 0.7;
+pub(crate) const POISSON_MAX_DELTA: f64 = 0.7;
 
 impl Objective {
     /// Parses a LightGBM objective name with its parameters.

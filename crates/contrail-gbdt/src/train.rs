@@ -85,6 +85,12 @@ pub struct Params {
     /// Empty: no constraints.
     #[serde(default)]
     pub monotone_constraints: Vec<i8>,
+    /// On a device (`wgpu`, `cuda`): grow the CPU's trees bit for bit, with gradients,
+    /// leaf values and scores computed on the host in `f64` (LightGBM's name). Off, the
+    /// device computes them itself in `f32` and the model agrees with the CPU's to
+    /// rounding. The CPU is always deterministic.
+    #[serde(default)]
+    pub deterministic: bool,
 }
 
 fn default_bin_sample() -> usize {
@@ -125,6 +131,7 @@ impl Default for Params {
             max_cat_to_onehot: 4,
             metric: Vec::new(),
             monotone_constraints: Vec::new(),
+            deterministic: false,
         }
     }
 }
@@ -288,7 +295,7 @@ fn abs_sum(v: &[f64]) -> (f64, bool) {
 }
 
 /// A power-of-two scale `s` with `sum(|round(x·s)|) < 2^bits` whatever the rounding.
-fn scale_for(total_abs: f64, n: usize, bits: u32) -> Result<f64, GbdtError> {
+pub(crate) fn scale_for(total_abs: f64, n: usize, bits: u32) -> Result<f64, GbdtError> {
     let budget = 2f64.powi(bits as i32) - n as f64 - 1.0;
     if budget <= 0.0 {
         return Err(GbdtError::Data {

@@ -78,6 +78,13 @@ fn depth_wise_trees_and_other_objectives_equal_the_cpu() {
 }
 
 #[test]
+fn device_gradients_and_scores_agree_with_the_cpu() {
+    for d in devices() {
+        require(&d, conformance::device_gradients(&d));
+    }
+}
+
+#[test]
 fn device_names_parse_and_absent_devices_are_errors() {
     assert_eq!("cpu".parse::<Device>().unwrap(), Device::Cpu);
     assert_eq!("wgpu".parse::<Device>().unwrap(), Device::Wgpu);
