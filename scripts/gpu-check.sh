@@ -67,7 +67,7 @@ except Exception as e:
 PY
 
 BIN="${BIN:-.gpu/gpu_check}"
-timeout 420 "$BIN" --rows "${ROWS:-10000000}" --trees "${TREES:-100}" --cpu-trees "${CPU_TREES:-5}" 2>&1 | tee "$OUT/gpu_check.log"
+timeout 420 "$BIN" --rows "${ROWS:-10000000}" --trees "${TREES:-100}" --cpu-trees "${CPU_TREES:-5}" ${CHECK_ARGS:---compare-histograms} 2>&1 | tee "$OUT/gpu_check.log"
 rc=${PIPESTATUS[0]}
 echo
 grep '^| copy' "$OUT/copy.txt"

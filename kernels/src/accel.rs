@@ -106,6 +106,14 @@ const MAX_SPLITS: usize = 2048;
 pub struct Accel {
     client: Client,
     pub info: DeviceInfo,
+    /// Histograms of several leaves too large for one cube's shared memory together are
+    /// built one leaf a cube from lists of their rows (else with device-memory atomics).
+    /// On by default; `CONTRAIL_HIST=global` turns it off (for comparisons).
+    pub grouped_histograms: bool,
+}
+
+fn grouped_default() -> bool {
+    std::env::var("CONTRAIL_HIST").map_or(true, |v| v != "global")
 }
 
 /// What a client's device is: its name and memory as the driver told them, its limits
@@ -208,6 +216,7 @@ impl Accel {
         let client = cubecl::wgpu::WgpuRuntime::client(device);
         let info = device_info(&client, "wgpu", name.clone(), None);
         Ok(Accel {
+            grouped_histograms: grouped_default(),
             client: Client::Wgpu(client),
             info,
         })
@@ -255,6 +264,7 @@ impl Accel {
         .map_err(|p| unavailable(panic_text(p)))?;
         let info = device_info(&client, "cuda", name, Some(mem));
         Ok(Accel {
+            grouped_histograms: grouped_default(),
             client: Client::Cuda(client),
             info,
         })
@@ -421,11 +431,33 @@ impl Accel {
         n_rows: u32,
         hist_len: u32,
         slots: u32,
+        slot_rows: &[u32],
     ) -> Result<Vec<u64>, AccelError> {
         let bins = hist_len as usize * slots as usize;
         let hist = self.filled("histograms", 2 * bins, 0)?;
         // Statically sized shared memory: CUDA allows 48 KiB of it without opting in.
         let shared_limit = self.info.max_shared_bytes.min(48 * 1024);
+        // Several leaves that do not fit one cube's shared memory together, but one does:
+        // list each leaf's rows, then one leaf a cube.
+        let grouped = hist_len as usize * slots as usize * 8 > shared_limit
+            && hist_len as usize * 8 <= shared_limit
+            && slot_rows.len() == slots as usize
+            && (slots as usize).next_power_of_two() * 8 <= shared_limit
+            && self.grouped_histograms;
+        if grouped {
+            return self.histograms_grouped(
+                matrix,
+                width,
+                gh,
+                leaf_of,
+                slot_of_leaf,
+                col_offset,
+                n_rows,
+                hist_len,
+                slot_rows,
+                hist,
+            );
+        }
         // Shared memory only when the histograms of every slot of the pass fit one cube's.
         // (Cubes in grid rows each taking a group of slots, every row reading the leaf of
         // every row, measured slower than device-memory atomics on an H200:
@@ -457,11 +489,20 @@ impl Accel {
                     arr!(col_offset), arr!(hist, bins), n_rows, hist_len, width,
                 )
             });
-            let words = self.read(&hist)?;
-            return Ok(words
-                .chunks(2)
-                .map(|p| p[0] as u64 | (p[1] as u64) << 32)
-                .collect());
+            // Packed 64-bit sums, low word first: the bytes are the values.
+            use rayon::prelude::*;
+            let bytes = self.fetch(&hist)?;
+            let words = u32::from_bytes(&bytes);
+            let n = hist.len.min(words.len()) / 2;
+            let mut out = vec![0u64; n];
+            out.par_chunks_mut(1 << 14)
+                .zip(words[..2 * n].par_chunks(2 << 14))
+                .for_each(|(o, w)| {
+                    for (x, p) in o.iter_mut().zip(w.chunks_exact(2)) {
+                        *x = p[0] as u64 | (p[1] as u64) << 32;
+                    }
+                });
+            return Ok(out);
         }
         with_client!(self, c, R => {
             let count = CubeCount::Static(cubes, 1, 1);
@@ -478,12 +519,25 @@ impl Accel {
                 )
             }
         });
-        // (gradient, hessian) word pairs: the gradient sum is two's complement.
-        Ok(self
-            .read(&hist)?
-            .chunks(2)
-            .map(|p| (((p[0] as i32 as i64) << 32) as u64).wrapping_add(p[1] as u64))
-            .collect())
+        self.read_pairs(&hist)
+    }
+
+    /// A histogram buffer of (gradient, hessian) word pairs as packed sums
+    /// (`(gradient << 32) + hessian`, the gradient two's complement), converted in parallel.
+    fn read_pairs(&self, hist: &Buf) -> Result<Vec<u64>, AccelError> {
+        use rayon::prelude::*;
+        let bytes = self.fetch(hist)?;
+        let words = u32::from_bytes(&bytes);
+        let n = hist.len.min(words.len()) / 2;
+        let mut out = vec![0u64; n];
+        out.par_chunks_mut(1 << 14)
+            .zip(words[..2 * n].par_chunks(2 << 14))
+            .for_each(|(o, w)| {
+                for (x, p) in o.iter_mut().zip(w.chunks_exact(2)) {
+                    *x = (((p[0] as i32 as i64) << 32) as u64).wrapping_add(p[1] as u64);
+                }
+            });
+        Ok(out)
     }
 
     /// Applies `n_splits` splits (see [`kernels::split_rows`]) and returns each split's
@@ -611,6 +665,106 @@ impl Accel {
     /// Reads an `f32` buffer back.
     pub fn read_f32(&self, b: &Buf) -> Result<Vec<f32>, AccelError> {
         Ok(self.read(b)?.into_iter().map(f32::from_bits).collect())
+    }
+
+    /// [`Accel::histograms`] one leaf a cube: [`kernels::gather_rows`] lists each slot's
+    /// rows (`slot_rows[s]` of them, as the host counted), then [`kernels::hist_rows`] adds
+    /// a piece of one slot's list in shared memory per cube. A count that disagrees with
+    /// the device's rows is an error, not a wrong histogram.
+    #[allow(clippy::too_many_arguments)]
+    fn histograms_grouped(
+        &self,
+        matrix: &Buf,
+        width: u32,
+        gh: &Buf,
+        leaf_of: &Buf,
+        slot_of_leaf: &Buf,
+        col_offset: &Buf,
+        n_rows: u32,
+        hist_len: u32,
+        slot_rows: &[u32],
+        hist: Buf,
+    ) -> Result<Vec<u64>, AccelError> {
+        let slots = slot_rows.len();
+        let mut start = Vec::with_capacity(slots + 1);
+        let mut total = 0u64;
+        for &l in slot_rows {
+            start.push(total as u32);
+            total += l as u64;
+        }
+        if total > n_rows as u64 {
+            return Err(
+                self.device_error(format!("{total} rows in the leaves of a pass, of {n_rows}"))
+            );
+        }
+        start.push(total as u32);
+        let list = self.filled("rows by leaf", total as usize, 0)?;
+        let fill = self.filled("rows by leaf: counters", slots, 0)?;
+        let starts = self.upload("rows by leaf: starts", &start)?;
+        // Rows a cube: 4,096 (on an H200, 100 trees of depth 10 on 10 M rows: 2.15 s with
+        // 4,096, 2.46 s with 8,192, 2.42 s with 32,768; docs/gpu-performance.md, v9), and at
+        // most 65,535 cubes.
+        let per = std::env::var("CONTRAIL_HIST_ROWS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(4096)
+            .max(256)
+            .max((total as usize).div_ceil(65_535));
+        let mut work: Vec<u32> = Vec::new();
+        for (s, &l) in slot_rows.iter().enumerate() {
+            let mut k = 0usize;
+            while k < l as usize {
+                let end = (k + per).min(l as usize);
+                work.extend([s as u32, start[s] + k as u32, start[s] + end as u32]);
+                k = end;
+            }
+        }
+        let cubes = (work.len() / 3) as u32;
+        if cubes > 0 {
+            let work = self.upload("rows by leaf: work", &work)?;
+            // Tiles of rows a cube for the gather: at least 16,384, at most 65,535 cubes.
+            let tile = 16_384u32.max(n_rows.div_ceil(65_535));
+            let gather = n_rows.div_ceil(tile).max(1);
+            // Slots rounded up to a power of two: few shapes to compile.
+            let max_slots = (slots.next_power_of_two() as u32).max(32);
+            with_client!(self, c, R => unsafe {
+                kernels::gather_rows::launch::<R>(
+                    c,
+                    CubeCount::Static(gather, 1, 1),
+                    CubeDim::new_1d(CUBE),
+                    ArrayArg::from_raw_parts(leaf_of.handle.clone(), leaf_of.len),
+                    ArrayArg::from_raw_parts(slot_of_leaf.handle.clone(), slot_of_leaf.len),
+                    ArrayArg::from_raw_parts(starts.handle.clone(), starts.len),
+                    ArrayArg::from_raw_parts(fill.handle.clone(), fill.len),
+                    ArrayArg::from_raw_parts(list.handle.clone(), list.len),
+                    n_rows,
+                    slots as u32,
+                    max_slots,
+                    tile,
+                );
+                kernels::hist_rows::launch::<R>(
+                    c,
+                    CubeCount::Static(cubes, 1, 1),
+                    CubeDim::new_1d(CUBE),
+                    ArrayArg::from_raw_parts(matrix.handle.clone(), matrix.len),
+                    ArrayArg::from_raw_parts(gh.handle.clone(), gh.len),
+                    ArrayArg::from_raw_parts(list.handle.clone(), list.len),
+                    ArrayArg::from_raw_parts(work.handle.clone(), work.len),
+                    ArrayArg::from_raw_parts(col_offset.handle.clone(), col_offset.len),
+                    ArrayArg::from_raw_parts(hist.handle.clone(), hist.len),
+                    hist_len,
+                    width,
+                )
+            });
+        }
+        let counts = self.read(&fill)?;
+        if let Some(s) = (0..slots).find(|&s| counts[s] != slot_rows[s]) {
+            return Err(self.device_error(format!(
+                "leaf slot {s} has {} rows on the device, {} by the host's count",
+                counts[s], slot_rows[s]
+            )));
+        }
+        self.read_pairs(&hist)
     }
 
     /// Each row's gradient and hessian (one of the `OBJ_*` objectives of

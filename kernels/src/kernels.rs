@@ -132,6 +132,140 @@ pub fn hist_shared(
     }
 }
 
+/// Lists the rows of each slot's leaf: row `r` with `slot = slot_of_leaf[leaf_of[r]]`
+/// (not `u32::MAX`) goes to `rows[slot_start[slot] + k]`, as long as that is below
+/// `slot_start[slot + 1]` (the host's count of the slot's rows; a row past it is not
+/// written). `fill[slot]` (zero before) ends as the slot's rows on the device.
+///
+/// A cube takes a tile of `tile` rows: it counts the tile's rows a slot in shared memory,
+/// reserves each slot's range in `rows` with one device-memory atomic, and places the rows
+/// by shared-memory atomics (one device atomic a slot a cube, not one a row, which
+/// measured slower than device-memory histograms on an H200: docs/gpu-performance.md, v7).
+/// The order within a slot depends on the run; the integer histograms built from the
+/// list do not.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+pub fn gather_rows(
+    leaf_of: &Array<u32>,
+    slot_of_leaf: &Array<u32>,
+    slot_start: &Array<u32>,
+    fill: &Array<Atomic<u32>>,
+    rows: &mut Array<u32>,
+    n_rows: u32,
+    n_slots: u32,
+    #[comptime] max_slots: u32,
+    #[comptime] tile: u32,
+) {
+    let counts = SharedMemory::<Atomic<u32>>::new(max_slots as usize);
+    let mut base = SharedMemory::<u32>::new(max_slots as usize);
+    let mut s = UNIT_POS;
+    while s < n_slots {
+        counts[s as usize].store(0u32);
+        s += CUBE_DIM;
+    }
+    sync_cube();
+    let n_leaves = slot_of_leaf.len();
+    let t0 = CUBE_POS as u32 * tile;
+    let mut i = UNIT_POS;
+    while i < tile {
+        let r = t0 + i;
+        if r < n_rows {
+            let leaf = leaf_of[r as usize] as usize;
+            if leaf < n_leaves {
+                let slot = slot_of_leaf[leaf];
+                if slot != u32::MAX {
+                    counts[slot as usize].fetch_add(1u32);
+                }
+            }
+        }
+        i += CUBE_DIM;
+    }
+    sync_cube();
+    let mut s = UNIT_POS;
+    while s < n_slots {
+        let c = counts[s as usize].load();
+        if c > 0 {
+            base[s as usize] = fill[s as usize].fetch_add(c);
+        }
+        counts[s as usize].store(0u32);
+        s += CUBE_DIM;
+    }
+    sync_cube();
+    let mut i = UNIT_POS;
+    while i < tile {
+        let r = t0 + i;
+        if r < n_rows {
+            let leaf = leaf_of[r as usize] as usize;
+            if leaf < n_leaves {
+                let slot = slot_of_leaf[leaf];
+                if slot != u32::MAX {
+                    let k = counts[slot as usize].fetch_add(1u32);
+                    let at = slot_start[slot as usize] + base[slot as usize] + k;
+                    if at < slot_start[slot as usize + 1] {
+                        rows[at as usize] = r;
+                    }
+                }
+            }
+        }
+        i += CUBE_DIM;
+    }
+}
+
+/// Histograms from lists of rows ([`gather_rows`]): cube `k` takes the rows
+/// `rows[work[3k + 1]..work[3k + 2]]`, all of slot `work[3k]`, adds them into one
+/// histogram in shared memory and then its non-zero bins into `hist[slot · hist_len + bin]`
+/// ((gradient, hessian) pairs). Every cube works on one leaf, so shared memory holds one
+/// histogram whatever the number of leaves in the pass.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+pub fn hist_rows(
+    matrix: &Array<u32>,
+    gh: &Array<u32>,
+    rows: &Array<u32>,
+    work: &Array<u32>,
+    col_offset: &Array<u32>,
+    hist: &Array<Atomic<u32>>,
+    #[comptime] hist_len: u32,
+    #[comptime] width: u32,
+) {
+    let size = comptime!((2 * hist_len) as usize);
+    let local = SharedMemory::<Atomic<u32>>::new(size);
+    let mut i = UNIT_POS as usize;
+    while i < size {
+        local[i].store(0u32);
+        i += CUBE_DIM as usize;
+    }
+    sync_cube();
+    let w = (CUBE_POS * 3) as usize;
+    let slot = work[w];
+    let end = work[w + 2] as usize;
+    let mut k = work[w + 1] as usize + UNIT_POS as usize;
+    while k < end {
+        let r = rows[k] as usize;
+        add_row_shared(
+            matrix,
+            col_offset,
+            &local,
+            r,
+            0u32,
+            gh[2 * r + 1],
+            gh[2 * r],
+            width,
+        );
+        k += CUBE_DIM as usize;
+    }
+    sync_cube();
+    let base = (2 * slot * hist_len) as usize;
+    let mut j = UNIT_POS as usize;
+    while j < size {
+        let v = local[j].load();
+        if v != 0 {
+            hist[base + j].fetch_add(v);
+        }
+        j += CUBE_DIM as usize;
+    }
+}
+
 /// [`add_row`] into shared memory.
 #[cube]
 #[allow(clippy::too_many_arguments)]

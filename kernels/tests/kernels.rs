@@ -140,14 +140,17 @@ fn partition_moves_right_rows_and_counts_left_rows() {
 /// for are left out; gradients are negative and positive.
 #[test]
 fn histograms_match_a_plain_loop_in_shared_and_device_memory() {
-    for a in accels() {
-        check_histograms(&a, &[7, 255, 31, 2, 128, 64], &[3, 200]);
-        // 20 columns of 250 bins: 5,000 bins a leaf, past any cube's shared memory.
-        check_histograms(&a, &[250; 20], &[5]);
+    for mut a in accels() {
+        check_histograms(&mut a, &[7, 255, 31, 2, 128, 64], &[3, 200]);
+        // 20 columns of 250 bins: 5,000 bins a leaf (40,000 bytes: one leaf a cube on
+        // CUDA's 48 KiB, device memory on lavapipe's 32 KiB).
+        check_histograms(&mut a, &[250; 20], &[5]);
+        // 30 columns: 7,500 bins a leaf, past any cube's shared memory.
+        check_histograms(&mut a, &[250; 30], &[5]);
     }
 }
 
-fn check_histograms(a: &Accel, bins_per_col: &[u32], leaf_counts: &[usize]) {
+fn check_histograms(a: &mut Accel, bins_per_col: &[u32], leaf_counts: &[usize]) {
     {
         let mut r = Rng(11);
         let n = 40_000usize;
@@ -205,8 +208,49 @@ fn check_histograms(a: &Accel, bins_per_col: &[u32], leaf_counts: &[usize]) {
                     want[e + 1] = want[e + 1].wrapping_add(gh[2 * i]);
                 }
             }
-            let got = a
-                .histograms(
+            let mut slot_rows = vec![0u32; slots as usize];
+            for &l in &leaf_of {
+                if let Some(&s) = slot_of_leaf.get(l as usize).filter(|s| **s != u32::MAX) {
+                    slot_rows[s as usize] += 1;
+                }
+            }
+            // Packed as the CPU's histograms are: (gradient sum << 32) + hessian sum.
+            let want: Vec<u64> = want
+                .chunks(2)
+                .map(|p| (((p[0] as i32 as i64) << 32) as u64).wrapping_add(p[1] as u64))
+                .collect();
+            // Leaves together in shared memory, one leaf a cube from lists of rows, and
+            // device-memory atomics (whichever apply at this size).
+            for grouped in [true, false] {
+                a.grouped_histograms = grouped;
+                let got = a
+                    .histograms(
+                        &a.upload("matrix", &matrix).unwrap(),
+                        width as u32,
+                        &a.upload("gh", &gh).unwrap(),
+                        &a.upload("leaf", &leaf_of).unwrap(),
+                        &a.upload("slots", &slot_of_leaf).unwrap(),
+                        &a.upload("offsets", &col_offset).unwrap(),
+                        n as u32,
+                        hist_len,
+                        slots,
+                        &slot_rows,
+                    )
+                    .unwrap();
+                assert_eq!(
+                    got, want,
+                    "{}: {n_leaves} leaves, {hist_len} bins, grouped {grouped}",
+                    a.info
+                );
+            }
+            // A host count that disagrees with the device's rows is an error.
+            let limit = a.info.max_shared_bytes.min(48 * 1024);
+            let one_fits = hist_len as usize * 8 <= limit;
+            if one_fits && hist_len as usize * slots as usize * 8 > limit {
+                a.grouped_histograms = true;
+                let mut wrong = slot_rows.clone();
+                wrong[0] = wrong[0].saturating_sub(1);
+                let e = a.histograms(
                     &a.upload("matrix", &matrix).unwrap(),
                     width as u32,
                     &a.upload("gh", &gh).unwrap(),
@@ -216,14 +260,10 @@ fn check_histograms(a: &Accel, bins_per_col: &[u32], leaf_counts: &[usize]) {
                     n as u32,
                     hist_len,
                     slots,
-                )
-                .unwrap();
-            // Packed as the CPU's histograms are: (gradient sum << 32) + hessian sum.
-            let want: Vec<u64> = want
-                .chunks(2)
-                .map(|p| (((p[0] as i32 as i64) << 32) as u64).wrapping_add(p[1] as u64))
-                .collect();
-            assert_eq!(got, want, "{}: {n_leaves} leaves, {hist_len} bins", a.info);
+                    &wrong,
+                );
+                assert!(e.is_err(), "{}: a wrong count went unnoticed", a.info);
+            }
         }
     }
 }

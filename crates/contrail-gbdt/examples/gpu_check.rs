@@ -290,7 +290,7 @@ fn main() {
                     String::new()
                 } else {
                     format!(
-                        "; device: gradients {:.3} s, scores {:.3} s, upload {:.3} s, histograms {:.3} s ({} passes), partitions {:.3} s ({} passes), read-back {:.3} s; host: gradients {:.3} s, leaves and scores {:.3} s",
+                        "; device: gradients {:.3} s, scores {:.3} s, upload {:.3} s, histograms {:.3} s ({} passes), partitions {:.3} s ({} passes), read-back {:.3} s; host: gradients {:.3} s, leaves and scores {:.3} s, histogram unpacking {:.3} s, split search {:.3} s",
                         p.device_gradients - before.device_gradients,
                         p.device_scores - before.device_scores,
                         p.upload - before.upload,
@@ -300,15 +300,23 @@ fn main() {
                         p.partition_passes - before.partition_passes,
                         p.readback - before.readback,
                         p.host_gradients - before.host_gradients,
-                        p.host_leaves - before.host_leaves
+                        p.host_leaves - before.host_leaves,
+                        p.host_unpack - before.host_unpack,
+                        p.host_splits - before.host_splits
                     )
                 };
+                let global = std::env::var("CONTRAIL_HIST").is_ok_and(|v| v == "global");
+                let per_cube = std::env::var("CONTRAIL_HIST_ROWS").ok();
                 let mode = if *d == Device::Cpu {
-                    ""
+                    String::new()
                 } else if deterministic {
-                    " deterministic"
+                    " deterministic".into()
+                } else if global {
+                    " device gradients, global histograms".into()
+                } else if let Some(k) = per_cube {
+                    format!(" device gradients, {k} rows a cube")
                 } else {
-                    " device gradients"
+                    " device gradients".into()
                 };
                 println!(
                     "train {d}{mode}: {n} trees, {} leaves in the last, total {total:.2} s, setup {setup:.2} s, trees {:.2} s ({:.4} s a tree), train logloss {logloss:.5}{phases}",
@@ -333,8 +341,39 @@ fn main() {
     };
     let mut models = Vec::new();
     let mut agreement = Vec::new();
+    let compare = args.iter().any(|a| a == "--compare-histograms");
     for d in devices.clone() {
+        // Warm-up: two trees in each mode compile every kernel shape the timed runs use
+        // (CUDA compiles at the first launch of each shape, NVRTC).
+        let t = Instant::now();
+        for (det, global) in [(false, false), (true, false), (false, true)] {
+            if global && !compare {
+                continue;
+            }
+            if global {
+                std::env::set_var("CONTRAIL_HIST", "global");
+            }
+            let _ = train_on(&d, &ds, None, &params(2, det), &mut |_| {});
+            std::env::remove_var("CONTRAIL_HIST");
+        }
+        println!("warm-up {d}: {:.2} s", t.elapsed().as_secs_f64());
         let fast = run(&d, trees, false);
+        if compare {
+            // The same training with every deeper level's histograms in device-memory
+            // atomics rather than one leaf a cube (read when the device is opened).
+            std::env::set_var("CONTRAIL_HIST", "global");
+            println!("histograms: device-memory atomics past the first level");
+            run(&d, trees, false);
+            std::env::remove_var("CONTRAIL_HIST");
+            if d != Device::Wgpu && args.iter().any(|a| a == "--sweep-rows") {
+                for rows_a_cube in ["2048", "8192"] {
+                    std::env::set_var("CONTRAIL_HIST_ROWS", rows_a_cube);
+                    println!("histograms: one leaf a cube, {rows_a_cube} rows a cube");
+                    run(&d, trees, false);
+                    std::env::remove_var("CONTRAIL_HIST_ROWS");
+                }
+            }
+        }
         if let Some((b, exact)) = run(&d, trees, true) {
             if let Some((f, fp)) = &fast {
                 // Device gradients against the CPU's trees (deterministic): same splits?

@@ -87,7 +87,7 @@ pub(crate) use none::DeviceTrainer;
 pub use none::{histogram, histogram_pass, predict_raw};
 
 /// Nanoseconds and counts of [`Profile`]'s phases.
-static PROFILE: [AtomicU64; 11] = [const { AtomicU64::new(0) }; 11];
+static PROFILE: [AtomicU64; 13] = [const { AtomicU64::new(0) }; 13];
 
 /// Adds the time since `since` to phase `i` of [`PROFILE`].
 pub(crate) fn add(i: usize, since: Instant) {
@@ -103,6 +103,10 @@ pub(crate) const PREDICT: usize = 8;
 pub(crate) const DEVICE_GRADIENTS: usize = 9;
 /// Scores on the device: the tree walked for every row, added to its score.
 pub(crate) const DEVICE_SCORES: usize = 10;
+/// Host: histograms as they came back made into the features' (bundles marginalised).
+pub(crate) const HOST_UNPACK: usize = 11;
+/// Host: the growth loop's split search and histogram subtraction (CPU training too).
+pub(crate) const HOST_SPLITS: usize = 12;
 
 /// Where device training spent its time so far.
 pub fn profile() -> Profile {
@@ -119,6 +123,8 @@ pub fn profile() -> Profile {
         predict: s(PREDICT),
         device_gradients: s(DEVICE_GRADIENTS),
         device_scores: s(DEVICE_SCORES),
+        host_unpack: s(HOST_UNPACK),
+        host_splits: s(HOST_SPLITS),
     }
 }
 
@@ -143,6 +149,10 @@ pub struct Profile {
     pub device_gradients: f64,
     /// Device: each tree added to the scores (not `deterministic`).
     pub device_scores: f64,
+    /// Host: histograms unpacked (bundles marginalised) after they came back.
+    pub host_unpack: f64,
+    /// Host: split search and histogram subtraction in the growth loop.
+    pub host_splits: f64,
 }
 
 #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
@@ -290,7 +300,7 @@ mod gpu {
         let feats: Vec<usize> = (0..data.n_features)
             .filter(|&f| data.rows.group_of[f].is_some())
             .collect();
-        let mut store = DeviceLeaves::new(&t, data, &feats);
+        let mut store = DeviceLeaves::new(&t, data, &feats, data.n_rows);
         store.histograms(&[0])?;
         let mut times = Vec::with_capacity(reps);
         for _ in 0..reps.max(1) {
@@ -466,8 +476,11 @@ mod gpu {
                 .into());
             }
             let col_words = n.div_ceil(4);
-            // Everything the device holds, checked before anything is uploaded.
-            let need = (n * words + feats.len() * col_words + 2 * n + n) as u64 * 4;
+            // Everything the device holds, checked before anything is uploaded: the bins
+            // (matrix and columns), gradient pairs (2 words a row), the leaf of each row,
+            // with device gradients the scores (2), labels, weights and a tree's outputs,
+            // and the rows listed by leaf for a histogram pass.
+            let need = (n * words + feats.len() * col_words + (2 + 1 + 5 + 1) * n) as u64 * 4;
             if let Some(mem) = accel.info.memory_bytes {
                 if need > mem {
                     return Err(AccelError::TooLarge {
@@ -687,7 +700,7 @@ mod gpu {
             let s = Instant::now();
             let n_sample = self.begin(bag, gh)?;
             add(0, s);
-            let mut store = DeviceLeaves::new(self, data, feats);
+            let mut store = DeviceLeaves::new(self, data, feats, n_sample);
             let grown = grow_tree_on(data, p, feats, n_sample, sg, sh, &mut store)?;
             if let Some(leaf_of) = leaf_of {
                 let s = Instant::now();
@@ -734,8 +747,8 @@ mod gpu {
         gh: &[u64],
     ) -> Result<Vec<u64>, GbdtError> {
         let mut t = DeviceTrainer::new(device, data, 1)?;
-        t.begin(Some(rows), Some(gh))?;
-        let mut store = DeviceLeaves::new(&t, data, feats);
+        let n_sample = t.begin(Some(rows), Some(gh))?;
+        let mut store = DeviceLeaves::new(&t, data, feats, n_sample);
         Ok(store.histograms(&[0])?.pop().unwrap_or_default())
     }
 
@@ -823,17 +836,21 @@ mod gpu {
     }
 
     impl<'a> DeviceLeaves<'a> {
-        fn new(t: &'a DeviceTrainer, data: &'a Binned, feats: &[usize]) -> Self {
+        /// The store of a tree whose `n_sample` rows are all in leaf 0.
+        fn new(t: &'a DeviceTrainer, data: &'a Binned, feats: &[usize], n_sample: usize) -> Self {
             let groups = data.rows.groups_of(feats);
             let mut skip = vec![true; data.rows.width()];
             for &g in &groups {
                 skip[g] = false;
             }
+            let mut rows = vec![0u32; t.max_leaves.max(1)];
+            rows[0] = n_sample as u32;
             DeviceLeaves {
                 t,
                 data,
                 groups,
                 skip,
+                rows,
             }
         }
     }
@@ -845,6 +862,8 @@ mod gpu {
         groups: Vec<usize>,
         /// Columns whose bins the CPU would not have added (features not in the tree).
         skip: Vec<bool>,
+        /// The rows in each leaf (from the partitions' counts).
+        rows: Vec<u32>,
     }
 
     impl LeafStore for DeviceLeaves<'_> {
@@ -869,11 +888,13 @@ mod gpu {
                 t.n_rows as u32,
                 t.hist_len as u32,
                 leaves.len() as u32,
+                &leaves.iter().map(|&l| self.rows[l]).collect::<Vec<u32>>(),
             )?;
             add(1, start);
+            let start = Instant::now();
             let m = &self.data.rows;
-            Ok(raw
-                .chunks(t.hist_len)
+            let out = raw
+                .par_chunks(t.hist_len)
                 .map(|w| {
                     let mut h = w.to_vec();
                     for (c, g) in m.groups.iter().enumerate() {
@@ -884,7 +905,9 @@ mod gpu {
                     m.marginalise(&self.data.offsets, &self.groups, &mut h);
                     h
                 })
-                .collect())
+                .collect();
+            add(HOST_UNPACK, start);
+            Ok(out)
         }
 
         fn split(&mut self, splits: &[(usize, &Split, usize)]) -> Result<Vec<usize>, GbdtError> {
@@ -919,6 +942,17 @@ mod gpu {
                     t.n_rows as u32,
                     chunk.len(),
                 )?;
+                for (&(leaf, _, new_leaf), &c) in chunk.iter().zip(&counts) {
+                    let all = self.rows[leaf];
+                    if c > all {
+                        return Err(GbdtError::Device(AccelError::Device {
+                            backend: t.accel.info.backend,
+                            reason: format!("a split kept {c} of leaf {leaf}'s {all} rows"),
+                        }));
+                    }
+                    self.rows[new_leaf] = all - c;
+                    self.rows[leaf] = c;
+                }
                 out.extend(counts.iter().map(|&c| c as usize));
             }
             add(2, start);

@@ -1273,15 +1273,25 @@ pub fn grow_tree_on<S: LeafStore>(
                 (li, split, node)
             })
             .collect();
-        let mut small_hists = store.histograms(&small)?;
+        let small_hists = store.histograms(&small)?;
+        let search = std::time::Instant::now();
         // Children: histograms, bounds, best splits (each leaf on its own, in parallel).
-        let parents: Vec<(Vec<u64>, Vec<u64>, Bounds, Bounds)> = splits
+        let taken: Vec<(Vec<u64>, Vec<u64>, Bounds)> = splits
             .iter()
-            .zip(small_hists.iter_mut())
-            .zip(&small)
-            .map(|(((li, split, _), sm), &s_leaf)| {
-                let mut large = std::mem::take(&mut leaves[*li].hist);
-                let small = std::mem::take(sm);
+            .zip(small_hists)
+            .map(|((li, _, _), sm)| {
+                (
+                    std::mem::take(&mut leaves[*li].hist),
+                    sm,
+                    leaves[*li].bounds,
+                )
+            })
+            .collect();
+        let parents: Vec<(Vec<u64>, Vec<u64>, Bounds, Bounds)> = splits
+            .par_iter()
+            .zip(taken.into_par_iter())
+            .zip(small.par_iter())
+            .map(|(((li, split, _), (mut large, small, bounds)), &s_leaf)| {
                 for (a, b) in large.iter_mut().zip(&small) {
                     *a = a.wrapping_sub(*b);
                 }
@@ -1290,7 +1300,7 @@ pub fn grow_tree_on<S: LeafStore>(
                 } else {
                     (large, small)
                 };
-                let (lb, rb) = child_bounds(&ctx, leaves[*li].bounds, split);
+                let (lb, rb) = child_bounds(&ctx, bounds, split);
                 (lh, rh, lb, rb)
             })
             .collect();
@@ -1313,6 +1323,7 @@ pub fn grow_tree_on<S: LeafStore>(
                 }
             })
             .collect();
+        crate::device::add(crate::device::HOST_SPLITS, search);
         for ((((li, split, node), (lh, rh, lb, rb)), (ls, rs)), d) in
             splits.drain(..).zip(parents).zip(found).zip(child_depth)
         {
