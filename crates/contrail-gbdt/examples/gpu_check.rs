@@ -427,7 +427,10 @@ fn main() {
     table.extend(agreement);
     // Prediction: the trained model, and five copies of its trees (a 500-tree forest of
     // the same shape), on every device and on the CPU; the device's sums against the CPU's.
-    if let Some(model) = models.first() {
+    if let Some(model) = models
+        .first()
+        .filter(|_| !args.iter().any(|a| a == "--skip-predict"))
+    {
         let x = match model.prepare(&ds) {
             Ok(x) => x,
             Err(e) => {
