@@ -520,6 +520,17 @@ impl Booster {
     /// Raw scores for row-major prepared features, with the first `n_trees` trees
     /// (all if `None`).
     pub fn predict_raw(&self, x: &[f64], n_trees: Option<usize>) -> Vec<f64> {
+        let trees = &self.trees[..n_trees.unwrap_or(self.trees.len()).min(self.trees.len())];
+        match crate::predict::Forest::compile(trees, &self.mappers, self.init_score) {
+            Some(f) => f.predict_raw(x),
+            None => self.predict_raw_reference(x, n_trees),
+        }
+    }
+
+    /// [`Booster::predict_raw`] by walking each tree's node tables on the raw values, a
+    /// row at a time: the reference the compiled forest ([`crate::predict::Forest`]) is
+    /// tested against (the same bits), and the fallback for models it cannot lay out.
+    pub fn predict_raw_reference(&self, x: &[f64], n_trees: Option<usize>) -> Vec<f64> {
         let nf = self.n_features().max(1);
         let trees = &self.trees[..n_trees.unwrap_or(self.trees.len()).min(self.trees.len())];
         x.par_chunks(nf * 256)

@@ -7,6 +7,7 @@
 //!   direction, categorical by gradient ordering), leaf-wise and depth-wise growth.
 //! - [`booster`]: the boosting loop (bagging, feature fraction, early stopping) and the
 //!   trained [`booster::Booster`] with prediction and importances.
+//! - [`predict`]: the fast CPU predictor (a compiled forest walked on binned rows).
 //! - [`objective`], [`metric`]: LightGBM's objectives and metrics.
 //! - [`device`]: training on `wgpu` or `cuda[:N]` (cargo features of the same names),
 //!   the same trees as the CPU.
@@ -22,6 +23,7 @@ pub mod iforest;
 pub mod metric;
 pub mod objective;
 pub mod package;
+pub mod predict;
 pub mod shap;
 pub mod train;
 pub mod tree;
