@@ -614,8 +614,9 @@ mod gpu {
                     what: "training data".into(),
                     reason: format!(
                         "the device's gradients are not finite or a hessian is negative \
-                         (largest |gradient| {mg}, hessian {mh}): the scores diverged; \
-                         a smaller learning_rate or `deterministic` (f64 on the host) may help"
+                         (largest |gradient| {mg}, hessian {mh}): negative weights, or scores \
+                         that diverged (a smaller learning_rate, or `deterministic`, which \
+                         computes gradients in f64 on the host, may help)"
                     ),
                 });
             }

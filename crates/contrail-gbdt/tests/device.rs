@@ -84,6 +84,61 @@ fn device_gradients_and_scores_agree_with_the_cpu() {
     }
 }
 
+/// Device gradients with a validation set: metrics each iteration (the device's scores
+/// read back), early stopping on the host's validation scores, the model cut at its best
+/// iteration, and the returned training predictions those of the model that was kept.
+#[test]
+fn device_gradients_with_validation_and_early_stopping() {
+    use contrail_gbdt::{train_on, Params};
+    for d in devices() {
+        let train = conformance::data(8_000, 21);
+        let valid = conformance::data(2_000, 22);
+        let p = Params {
+            num_iterations: 200,
+            learning_rate: 0.5,
+            num_leaves: 63,
+            min_data_in_leaf: 5,
+            early_stopping_round: 5,
+            metric: vec!["rmse".into(), "mae".into()],
+            ..Default::default()
+        };
+        let mut lines = 0;
+        let (b, pred) = train_on(&d, &train, Some(&valid), &p, &mut |log| {
+            assert_eq!(log.values.len(), 4, "{d}: train and valid, two metrics");
+            lines += 1;
+        })
+        .expect("train");
+        assert!(
+            b.best_iteration >= 1 && b.best_iteration < lines,
+            "{d}: stopped early"
+        );
+        assert_eq!(
+            b.trees.len(),
+            b.best_iteration,
+            "{d}: cut at the best iteration"
+        );
+        let want = b.predict(&train).expect("predict");
+        for (a, w) in pred.iter().zip(&want) {
+            assert!((a - w).abs() <= 1e-6 * w.abs().max(1.0), "{d}: {a} vs {w}");
+        }
+        let (cpu, _) = train_on(
+            &contrail_gbdt::Device::Cpu,
+            &train,
+            Some(&valid),
+            &p,
+            &mut |_| {},
+        )
+        .expect("train on the CPU");
+        let diff = (cpu.best_iteration as i64 - b.best_iteration as i64).abs();
+        assert!(
+            diff <= 2,
+            "{d}: best iteration {} vs the CPU's {}",
+            b.best_iteration,
+            cpu.best_iteration
+        );
+    }
+}
+
 #[test]
 fn device_names_parse_and_absent_devices_are_errors() {
     assert_eq!("cpu".parse::<Device>().unwrap(), Device::Cpu);
