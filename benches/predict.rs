@@ -7,18 +7,14 @@
 //! eight at a time), `reference` the row-at-a-time walk of each tree's node tables on raw
 //! values (the same bits). `_1_thread` in a one-thread pool (rows/s per core).
 
+use contrail::gbdt::conformance::Lcg;
 use contrail::gbdt::data::{Column, Dataset};
 use contrail::gbdt::{train, Booster, Params};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 fn data(n: usize, seed: u64) -> Dataset {
-    let mut s = seed;
-    let mut next = || {
-        s = s
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (s >> 11) as f64 / (1u64 << 53) as f64
-    };
+    let mut lcg = Lcg(seed);
+    let mut next = || lcg.next();
     let mut cols: Vec<Vec<f64>> = vec![Vec::with_capacity(n); 8];
     let mut cats: Vec<Vec<u32>> = vec![Vec::with_capacity(n); 2];
     let mut y = Vec::with_capacity(n);

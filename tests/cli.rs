@@ -20,6 +20,26 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// Writes `columns` as one Parquet file `name` in `dir`.
+fn write_parquet(dir: &Path, name: &str, columns: Vec<(&str, arrow_array::ArrayRef)>) {
+    let batch = arrow_array::RecordBatch::try_from_iter(columns).expect("batch");
+    let bytes =
+        contrail::store::parquet_io::encode(batch.schema(), &[batch], name).expect("encode");
+    std::fs::write(dir.join(name), &bytes).expect("write");
+}
+
+/// The record batches of the Parquet file `name` in `dir`.
+fn read_parquet(dir: &Path, name: &str) -> Vec<arrow_array::RecordBatch> {
+    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(
+        std::fs::read(dir.join(name)).expect(name),
+    ))
+    .expect("parquet")
+    .build()
+    .expect("reader")
+    .collect::<Result<_, _>>()
+    .expect("batches")
+}
+
 /// Every file under `root`, relative path to contents.
 fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
@@ -270,28 +290,28 @@ fn train_predict_inspect_on_a_parquet_file() {
             x[i] * 2.0 + if c[i] == "LH" { 5.0 } else { 0.0 } + if flag[i] { 1.0 } else { 0.0 }
         })
         .collect();
-    let batch = arrow_array::RecordBatch::try_from_iter([
-        (
-            "x",
-            std::sync::Arc::new(arrow_array::Float64Array::from(x)) as arrow_array::ArrayRef,
-        ),
-        (
-            "carrier",
-            std::sync::Arc::new(arrow_array::StringArray::from(c)) as arrow_array::ArrayRef,
-        ),
-        (
-            "flag",
-            std::sync::Arc::new(arrow_array::BooleanArray::from(flag)) as arrow_array::ArrayRef,
-        ),
-        (
-            "fare",
-            std::sync::Arc::new(arrow_array::Float64Array::from(y)) as arrow_array::ArrayRef,
-        ),
-    ])
-    .expect("batch");
-    let bytes = contrail::store::parquet_io::encode(batch.schema(), &[batch], "data.parquet")
-        .expect("encode");
-    std::fs::write(dir.0.join("data.parquet"), &bytes).expect("write");
+    write_parquet(
+        &dir.0,
+        "data.parquet",
+        vec![
+            (
+                "x",
+                std::sync::Arc::new(arrow_array::Float64Array::from(x)) as arrow_array::ArrayRef,
+            ),
+            (
+                "carrier",
+                std::sync::Arc::new(arrow_array::StringArray::from(c)) as arrow_array::ArrayRef,
+            ),
+            (
+                "flag",
+                std::sync::Arc::new(arrow_array::BooleanArray::from(flag)) as arrow_array::ArrayRef,
+            ),
+            (
+                "fare",
+                std::sync::Arc::new(arrow_array::Float64Array::from(y)) as arrow_array::ArrayRef,
+            ),
+        ],
+    );
     let out = contrail(
         &dir.0,
         &[
@@ -366,14 +386,7 @@ fn train_predict_inspect_on_a_parquet_file() {
         &[],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let pred = std::fs::read(dir.0.join("pred.parquet")).expect("pred");
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-        bytes::Bytes::from(pred),
-    )
-    .expect("parquet")
-    .build()
-    .expect("reader");
-    let batches: Vec<_> = reader.collect::<Result<_, _>>().expect("batches");
+    let batches = read_parquet(&dir.0, "pred.parquet");
     assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), n);
     assert!(
         batches[0].column_by_name("prediction").is_some()
@@ -432,24 +445,25 @@ fn isolation_forest_train_predict_inspect() {
         *p = 3.0;
     }
     let route: Vec<&str> = (0..n).map(|i| ["LHR-JFK", "CDG-JFK"][i % 2]).collect();
-    let batch = arrow_array::RecordBatch::try_from_iter([
-        (
-            "price",
-            std::sync::Arc::new(arrow_array::Float64Array::from(price)) as arrow_array::ArrayRef,
-        ),
-        (
-            "lead_time_days",
-            std::sync::Arc::new(arrow_array::Float64Array::from(lead)) as arrow_array::ArrayRef,
-        ),
-        (
-            "route",
-            std::sync::Arc::new(arrow_array::StringArray::from(route)) as arrow_array::ArrayRef,
-        ),
-    ])
-    .expect("batch");
-    let bytes = contrail::store::parquet_io::encode(batch.schema(), &[batch], "fares.parquet")
-        .expect("encode");
-    std::fs::write(dir.0.join("fares.parquet"), &bytes).expect("write");
+    write_parquet(
+        &dir.0,
+        "fares.parquet",
+        vec![
+            (
+                "price",
+                std::sync::Arc::new(arrow_array::Float64Array::from(price))
+                    as arrow_array::ArrayRef,
+            ),
+            (
+                "lead_time_days",
+                std::sync::Arc::new(arrow_array::Float64Array::from(lead)) as arrow_array::ArrayRef,
+            ),
+            (
+                "route",
+                std::sync::Arc::new(arrow_array::StringArray::from(route)) as arrow_array::ArrayRef,
+            ),
+        ],
+    );
     let train = |extra: &[&str]| {
         let mut a = vec![
             "train",
@@ -497,14 +511,7 @@ fn isolation_forest_train_predict_inspect() {
         &[],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let scored = std::fs::read(dir.0.join("scored.parquet")).expect("scored");
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-        bytes::Bytes::from(scored),
-    )
-    .expect("parquet")
-    .build()
-    .expect("reader");
-    let batches: Vec<_> = reader.collect::<Result<_, _>>().expect("batches");
+    let batches = read_parquet(&dir.0, "scored.parquet");
     let (mut flagged_errors, mut flagged, mut rows) = (0, 0, 0);
     for b in &batches {
         let price = b
@@ -704,24 +711,24 @@ fn device_wgpu_trains_the_cpus_model_and_predicts_its_predictions() {
     let y: Vec<f64> = (0..n)
         .map(|i| x[i].sin() * 3.0 + if c[i] == "LH" { 2.0 } else { 0.0 } + (i % 7) as f64 * 0.1)
         .collect();
-    let batch = arrow_array::RecordBatch::try_from_iter([
-        (
-            "x",
-            std::sync::Arc::new(arrow_array::Float64Array::from(x)) as arrow_array::ArrayRef,
-        ),
-        (
-            "carrier",
-            std::sync::Arc::new(arrow_array::StringArray::from(c)) as arrow_array::ArrayRef,
-        ),
-        (
-            "fare",
-            std::sync::Arc::new(arrow_array::Float64Array::from(y)) as arrow_array::ArrayRef,
-        ),
-    ])
-    .expect("batch");
-    let bytes = contrail::store::parquet_io::encode(batch.schema(), &[batch], "data.parquet")
-        .expect("encode");
-    std::fs::write(dir.0.join("data.parquet"), &bytes).expect("write");
+    write_parquet(
+        &dir.0,
+        "data.parquet",
+        vec![
+            (
+                "x",
+                std::sync::Arc::new(arrow_array::Float64Array::from(x)) as arrow_array::ArrayRef,
+            ),
+            (
+                "carrier",
+                std::sync::Arc::new(arrow_array::StringArray::from(c)) as arrow_array::ArrayRef,
+            ),
+            (
+                "fare",
+                std::sync::Arc::new(arrow_array::Float64Array::from(y)) as arrow_array::ArrayRef,
+            ),
+        ],
+    );
     let train = |device: &str, out: &str, deterministic: &str| {
         let o = contrail(
             &dir.0,
@@ -781,24 +788,16 @@ fn device_wgpu_trains_the_cpus_model_and_predicts_its_predictions() {
             &[],
         );
         assert!(o.status.success(), "{device}: {}", text(&o.stderr));
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-            bytes::Bytes::from(std::fs::read(dir.0.join(out)).expect("pred")),
-        )
-        .expect("parquet")
-        .build()
-        .expect("reader");
-        reader
+        read_parquet(&dir.0, out)
+            .iter()
             .flat_map(|b| {
-                let b = b.expect("batch");
-                let p = b
-                    .column_by_name("prediction")
+                b.column_by_name("prediction")
                     .expect("prediction")
                     .as_any()
                     .downcast_ref::<arrow_array::Float64Array>()
                     .expect("f64")
                     .values()
-                    .to_vec();
-                p
+                    .to_vec()
             })
             .collect()
     };

@@ -1,9 +1,9 @@
 //! [`Accel`]: one device (a wgpu adapter or a CUDA GPU), the buffers on it, and the
 //! launches of [`crate::kernels`] with their grids.
 //!
-//! Launches are `unsafe` in CubeCL because an array argument's length is taken on trust:
-//! every one here is a [`Buf`] with the length it was made with, and the kernels check
-//! their indices against the row counts and table lengths passed alongside.
+//! CubeCL takes an array argument's length on trust (`unsafe`): every one here comes from
+//! a [`Buf`] and its own length (`Buf::arg`, checked), and the kernels check their indices
+//! against the row counts and table lengths passed alongside.
 #![allow(unsafe_code)]
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -26,6 +26,23 @@ impl Buf {
     }
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// The whole buffer as a kernel's array argument (of 32-bit elements).
+    fn arg<R: Runtime>(&self) -> ArrayArg<R> {
+        self.arg_of(self.len)
+    }
+
+    /// The buffer as an array argument of `len` elements: at most its words for 32-bit
+    /// elements, half of them for 64-bit ones (checked).
+    fn arg_of<R: Runtime>(&self, len: usize) -> ArrayArg<R> {
+        assert!(
+            len <= self.len,
+            "an argument of {len} elements over {} words",
+            self.len
+        );
+        // SAFETY: the length is within the buffer's (asserted; 64-bit callers pass half).
+        unsafe { ArrayArg::from_raw_parts(self.handle.clone(), len) }
     }
 }
 
@@ -110,10 +127,29 @@ pub struct Accel {
     /// built one leaf a cube from lists of their rows (else with device-memory atomics).
     /// On by default; `CONTRAIL_HIST=global` turns it off (for comparisons).
     pub grouped_histograms: bool,
+    /// Rows a cube adds in the one-leaf-a-cube histograms: 4,096, or
+    /// `CONTRAIL_HIST_ROWS` (at least 256). On an H200, 100 trees of depth 10 on 10 M rows
+    /// took 2.15 s with 4,096, 2.46 s with 8,192, 2.42 s with 32,768
+    /// (docs/gpu-performance.md, v9).
+    pub hist_rows_a_cube: usize,
+}
+
+/// A (gradient sum, hessian sum) pair of histogram words as the CPU packs it:
+/// `(gradient << 32) + hessian`, the gradient two's complement.
+fn pack_pair(g: u32, h: u32) -> u64 {
+    (((g as i32 as i64) << 32) as u64).wrapping_add(h as u64)
 }
 
 fn grouped_default() -> bool {
     std::env::var("CONTRAIL_HIST").map_or(true, |v| v != "global")
+}
+
+fn hist_rows_default() -> usize {
+    std::env::var("CONTRAIL_HIST_ROWS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(4096)
+        .max(256)
 }
 
 /// What a client's device is: its name and memory as the driver told them, its limits
@@ -217,6 +253,7 @@ impl Accel {
         let info = device_info(&client, "wgpu", name.clone(), None);
         Ok(Accel {
             grouped_histograms: grouped_default(),
+            hist_rows_a_cube: hist_rows_default(),
             client: Client::Wgpu(client),
             info,
         })
@@ -265,6 +302,7 @@ impl Accel {
         let info = device_info(&client, "cuda", name, Some(mem));
         Ok(Accel {
             grouped_histograms: grouped_default(),
+            hist_rows_a_cube: hist_rows_default(),
             client: Client::Cuda(client),
             info,
         })
@@ -326,16 +364,19 @@ impl Accel {
         }
         let per = (chunk_bytes / 8).max(1);
         for (k, piece) in data.chunks(per).enumerate() {
-            let src = with_client!(self, c, R => c.create_from_slice(u64::as_bytes(piece)));
             let n = 2 * piece.len();
+            let src = Buf {
+                handle: with_client!(self, c, R => c.create_from_slice(u64::as_bytes(piece))),
+                len: n,
+            };
             let cubes = self.cubes_for(n);
-            with_client!(self, c, R => unsafe {
+            with_client!(self, c, R => {
                 kernels::copy_words::launch::<R>(
                     c,
                     CubeCount::Static(cubes, 1, 1),
                     CubeDim::new_1d(CUBE),
-                    ArrayArg::from_raw_parts(src.clone(), n),
-                    ArrayArg::from_raw_parts(dst.handle.clone(), dst.len),
+                    src.arg(),
+                    dst.arg(),
                     (2 * k * per) as u32,
                     n as u32,
                 )
@@ -364,12 +405,12 @@ impl Accel {
     /// Sets every word of `b` to `value`.
     pub fn fill(&self, b: &Buf, value: u32) {
         let cubes = self.cubes_for(b.len);
-        with_client!(self, c, R => unsafe {
+        with_client!(self, c, R => {
             kernels::fill::launch::<R>(
                 c,
                 CubeCount::Static(cubes, 1, 1),
                 CubeDim::new_1d(CUBE),
-                ArrayArg::from_raw_parts(b.handle.clone(), b.len),
+                b.arg(),
                 value,
                 b.len as u32,
             )
@@ -470,14 +511,6 @@ impl Accel {
         } else {
             self.cubes_for(n_rows as usize)
         };
-        macro_rules! arr {
-            ($b:expr) => {
-                unsafe { ArrayArg::from_raw_parts($b.handle.clone(), $b.len) }
-            };
-            ($b:expr, $len:expr) => {
-                unsafe { ArrayArg::from_raw_parts($b.handle.clone(), $len) }
-            };
-        }
         // 64-bit atomics only in device memory: in shared memory they measured 4× slower
         // than two 32-bit ones on an H200 (a pass over 10 M rows: 0.93 ms against 0.23).
         if self.info.wide_atomics && !shared {
@@ -485,46 +518,34 @@ impl Accel {
                 let count = CubeCount::Static(cubes, 1, 1);
                 let dim = CubeDim::new_1d(CUBE);
                 kernels::hist_global_wide::launch::<R>(
-                    c, count, dim, arr!(matrix), arr!(gh, gh.len / 2), arr!(leaf_of), arr!(slot_of_leaf),
-                    arr!(col_offset), arr!(hist, bins), n_rows, hist_len, width,
+                    c, count, dim, matrix.arg(), gh.arg_of(gh.len / 2), leaf_of.arg(), slot_of_leaf.arg(),
+                    col_offset.arg(), hist.arg_of(bins), n_rows, hist_len, width,
                 )
             });
-            // Packed 64-bit sums, low word first: the bytes are the values.
-            use rayon::prelude::*;
-            let bytes = self.fetch(&hist)?;
-            let words = u32::from_bytes(&bytes);
-            let n = hist.len.min(words.len()) / 2;
-            let mut out = vec![0u64; n];
-            out.par_chunks_mut(1 << 14)
-                .zip(words[..2 * n].par_chunks(2 << 14))
-                .for_each(|(o, w)| {
-                    for (x, p) in o.iter_mut().zip(w.chunks_exact(2)) {
-                        *x = p[0] as u64 | (p[1] as u64) << 32;
-                    }
-                });
-            return Ok(out);
+            // Packed 64-bit sums, low word first.
+            return self.read_pairs(&hist, |lo, hi| lo as u64 | (hi as u64) << 32);
         }
         with_client!(self, c, R => {
             let count = CubeCount::Static(cubes, 1, 1);
             let dim = CubeDim::new_1d(CUBE);
             if shared {
                 kernels::hist_shared::launch::<R>(
-                    c, count, dim, arr!(matrix), arr!(gh), arr!(leaf_of), arr!(slot_of_leaf),
-                    arr!(col_offset), arr!(&hist), n_rows, hist_len, slots, width,
+                    c, count, dim, matrix.arg(), gh.arg(), leaf_of.arg(), slot_of_leaf.arg(),
+                    col_offset.arg(), hist.arg(), n_rows, hist_len, slots, width,
                 )
             } else {
                 kernels::hist_global::launch::<R>(
-                    c, count, dim, arr!(matrix), arr!(gh), arr!(leaf_of), arr!(slot_of_leaf),
-                    arr!(col_offset), arr!(&hist), n_rows, hist_len, width,
+                    c, count, dim, matrix.arg(), gh.arg(), leaf_of.arg(), slot_of_leaf.arg(),
+                    col_offset.arg(), hist.arg(), n_rows, hist_len, width,
                 )
             }
         });
-        self.read_pairs(&hist)
+        self.read_pairs(&hist, pack_pair)
     }
 
-    /// A histogram buffer of (gradient, hessian) word pairs as packed sums
-    /// (`(gradient << 32) + hessian`, the gradient two's complement), converted in parallel.
-    fn read_pairs(&self, hist: &Buf) -> Result<Vec<u64>, AccelError> {
+    /// A buffer of word pairs read back as one `u64` a pair (`combine(first, second)`),
+    /// converted in parallel.
+    fn read_pairs(&self, hist: &Buf, combine: fn(u32, u32) -> u64) -> Result<Vec<u64>, AccelError> {
         use rayon::prelude::*;
         let bytes = self.fetch(hist)?;
         let words = u32::from_bytes(&bytes);
@@ -534,7 +555,7 @@ impl Accel {
             .zip(words[..2 * n].par_chunks(2 << 14))
             .for_each(|(o, w)| {
                 for (x, p) in o.iter_mut().zip(w.chunks_exact(2)) {
-                    *x = (((p[0] as i32 as i64) << 32) as u64).wrapping_add(p[1] as u64);
+                    *x = combine(p[0], p[1]);
                 }
             });
         Ok(out)
@@ -565,16 +586,16 @@ impl Accel {
         let counts = self.filled("split counts", n_splits, 0)?;
         let max_splits = (n_splits.max(1)).next_power_of_two() as u32;
         let cubes = self.cubes_for(n_rows as usize);
-        with_client!(self, c, R => unsafe {
+        with_client!(self, c, R => {
             kernels::split_rows::launch::<R>(
                 c,
                 CubeCount::Static(cubes, 1, 1),
                 CubeDim::new_1d(CUBE),
-                ArrayArg::from_raw_parts(columns.handle.clone(), columns.len),
-                ArrayArg::from_raw_parts(split_of_leaf.handle.clone(), split_of_leaf.len),
-                ArrayArg::from_raw_parts(table.handle.clone(), table.len),
-                ArrayArg::from_raw_parts(counts.handle.clone(), counts.len),
-                ArrayArg::from_raw_parts(leaf_of.handle.clone(), leaf_of.len),
+                columns.arg(),
+                split_of_leaf.arg(),
+                table.arg(),
+                counts.arg(),
+                leaf_of.arg(),
                 n_rows,
                 col_words,
                 n_splits as u32,
@@ -627,18 +648,17 @@ impl Accel {
                 out.len
             )));
         }
-        self.check_size("leaf values", leaf_value.len())?;
-        let leaves = with_client!(self, c, R => c.create_from_slice(f32::as_bytes(leaf_value)));
+        let leaves = self.upload_f32("leaf values", leaf_value)?;
         let cubes = self.cubes_for(n_rows);
-        with_client!(self, c, R => unsafe {
+        with_client!(self, c, R => {
             kernels::predict_binned::launch::<R>(
                 c,
                 CubeCount::Static(cubes, 1, 1),
                 CubeDim::new_1d(CUBE),
-                ArrayArg::from_raw_parts(bins.handle.clone(), bins.len),
-                ArrayArg::from_raw_parts(table.handle.clone(), table.len),
-                ArrayArg::from_raw_parts(leaves, leaf_value.len().max(1)),
-                ArrayArg::from_raw_parts(out.handle.clone(), n_rows.max(1)),
+                bins.arg(),
+                table.arg(),
+                leaves.arg(),
+                out.arg_of(n_rows.max(1)),
                 n_rows as u32,
                 col_words,
                 n_trees,
@@ -701,15 +721,8 @@ impl Accel {
         let list = self.filled("rows by leaf", total as usize, 0)?;
         let fill = self.filled("rows by leaf: counters", slots, 0)?;
         let starts = self.upload("rows by leaf: starts", &start)?;
-        // Rows a cube: 4,096 (on an H200, 100 trees of depth 10 on 10 M rows: 2.15 s with
-        // 4,096, 2.46 s with 8,192, 2.42 s with 32,768; docs/gpu-performance.md, v9), and at
-        // most 65,535 cubes.
-        let per = std::env::var("CONTRAIL_HIST_ROWS")
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-            .unwrap_or(4096)
-            .max(256)
-            .max((total as usize).div_ceil(65_535));
+        // At most 65,535 cubes.
+        let per = self.hist_rows_a_cube.max((total as usize).div_ceil(65_535));
         let mut work: Vec<u32> = Vec::new();
         for (s, &l) in slot_rows.iter().enumerate() {
             let mut k = 0usize;
@@ -727,16 +740,16 @@ impl Accel {
             let gather = n_rows.div_ceil(tile).max(1);
             // Slots rounded up to a power of two: few shapes to compile.
             let max_slots = (slots.next_power_of_two() as u32).max(32);
-            with_client!(self, c, R => unsafe {
+            with_client!(self, c, R => {
                 kernels::gather_rows::launch::<R>(
                     c,
                     CubeCount::Static(gather, 1, 1),
                     CubeDim::new_1d(CUBE),
-                    ArrayArg::from_raw_parts(leaf_of.handle.clone(), leaf_of.len),
-                    ArrayArg::from_raw_parts(slot_of_leaf.handle.clone(), slot_of_leaf.len),
-                    ArrayArg::from_raw_parts(starts.handle.clone(), starts.len),
-                    ArrayArg::from_raw_parts(fill.handle.clone(), fill.len),
-                    ArrayArg::from_raw_parts(list.handle.clone(), list.len),
+                    leaf_of.arg(),
+                    slot_of_leaf.arg(),
+                    starts.arg(),
+                    fill.arg(),
+                    list.arg(),
                     n_rows,
                     slots as u32,
                     max_slots,
@@ -746,12 +759,12 @@ impl Accel {
                     c,
                     CubeCount::Static(cubes, 1, 1),
                     CubeDim::new_1d(CUBE),
-                    ArrayArg::from_raw_parts(matrix.handle.clone(), matrix.len),
-                    ArrayArg::from_raw_parts(gh.handle.clone(), gh.len),
-                    ArrayArg::from_raw_parts(list.handle.clone(), list.len),
-                    ArrayArg::from_raw_parts(work.handle.clone(), work.len),
-                    ArrayArg::from_raw_parts(col_offset.handle.clone(), col_offset.len),
-                    ArrayArg::from_raw_parts(hist.handle.clone(), hist.len),
+                    matrix.arg(),
+                    gh.arg(),
+                    list.arg(),
+                    work.arg(),
+                    col_offset.arg(),
+                    hist.arg(),
                     hist_len,
                     width,
                 )
@@ -764,7 +777,7 @@ impl Accel {
                 counts[s], slot_rows[s]
             )));
         }
-        self.read_pairs(&hist)
+        self.read_pairs(&hist, pack_pair)
     }
 
     /// Each row's gradient and hessian (one of the `OBJ_*` objectives of
@@ -795,17 +808,17 @@ impl Accel {
         let maxima = self.filled("gradient maxima", 2, 0)?;
         let cubes = self.cubes_for(n);
         let w = weight.unwrap_or(label);
-        with_client!(self, c, R => unsafe {
+        with_client!(self, c, R => {
             kernels::gradients::launch::<R>(
                 c,
                 CubeCount::Static(cubes, 1, 1),
                 CubeDim::new_1d(CUBE),
-                ArrayArg::from_raw_parts(int.handle.clone(), int.len),
-                ArrayArg::from_raw_parts(frac.handle.clone(), frac.len),
-                ArrayArg::from_raw_parts(label.handle.clone(), label.len),
-                ArrayArg::from_raw_parts(w.handle.clone(), w.len),
-                ArrayArg::from_raw_parts(maxima.handle.clone(), 2),
-                ArrayArg::from_raw_parts(gh.handle.clone(), gh.len),
+                int.arg(),
+                frac.arg(),
+                label.arg(),
+                w.arg(),
+                maxima.arg_of(2),
+                gh.arg(),
                 n as u32,
                 a,
                 objective,
@@ -820,12 +833,12 @@ impl Accel {
     /// `floor(x · s + 1/2)`, the gradient as a two's complement word.
     pub fn quantise_pairs(&self, gh: &Buf, n_rows: usize, sg: f32, sh: f32) {
         let cubes = self.cubes_for(n_rows);
-        with_client!(self, c, R => unsafe {
+        with_client!(self, c, R => {
             kernels::quantise_pairs::launch::<R>(
                 c,
                 CubeCount::Static(cubes, 1, 1),
                 CubeDim::new_1d(CUBE),
-                ArrayArg::from_raw_parts(gh.handle.clone(), gh.len),
+                gh.arg(),
                 n_rows.min(gh.len / 2) as u32,
                 sg,
                 sh,
@@ -838,14 +851,14 @@ impl Accel {
     pub fn add_scores(&self, delta: &Buf, frac: &Buf, int: &Buf, n_rows: usize) {
         let n = n_rows.min(delta.len).min(frac.len).min(int.len);
         let cubes = self.cubes_for(n);
-        with_client!(self, c, R => unsafe {
+        with_client!(self, c, R => {
             kernels::add_scores::launch::<R>(
                 c,
                 CubeCount::Static(cubes, 1, 1),
                 CubeDim::new_1d(CUBE),
-                ArrayArg::from_raw_parts(delta.handle.clone(), delta.len),
-                ArrayArg::from_raw_parts(frac.handle.clone(), frac.len),
-                ArrayArg::from_raw_parts(int.handle.clone(), int.len),
+                delta.arg(),
+                frac.arg(),
+                int.arg(),
                 n as u32,
             )
         });

@@ -93,12 +93,7 @@ pub fn hist_shared(
 ) {
     let size = comptime!((2 * hist_len * slots) as usize);
     let local = SharedMemory::<Atomic<u32>>::new(size);
-    let mut i = UNIT_POS as usize;
-    while i < size {
-        local[i].store(0u32);
-        i += CUBE_DIM as usize;
-    }
-    sync_cube();
+    zero_shared(&local, size);
     let stride = CUBE_COUNT * CUBE_DIM as usize;
     let n_leaves = slot_of_leaf.len();
     let mut r = ABSOLUTE_POS;
@@ -122,14 +117,7 @@ pub fn hist_shared(
         r += stride;
     }
     sync_cube();
-    let mut j = UNIT_POS as usize;
-    while j < size {
-        let v = local[j].load();
-        if v != 0 {
-            hist[j].fetch_add(v);
-        }
-        j += CUBE_DIM as usize;
-    }
+    flush_shared(&local, hist, 0usize, size);
 }
 
 /// Lists the rows of each slot's leaf: row `r` with `slot = slot_of_leaf[leaf_of[r]]`
@@ -158,12 +146,7 @@ pub fn gather_rows(
 ) {
     let counts = SharedMemory::<Atomic<u32>>::new(max_slots as usize);
     let mut base = SharedMemory::<u32>::new(max_slots as usize);
-    let mut s = UNIT_POS;
-    while s < n_slots {
-        counts[s as usize].store(0u32);
-        s += CUBE_DIM;
-    }
-    sync_cube();
+    zero_shared(&counts, n_slots as usize);
     let n_leaves = slot_of_leaf.len();
     let t0 = CUBE_POS as u32 * tile;
     let mut i = UNIT_POS;
@@ -230,12 +213,7 @@ pub fn hist_rows(
 ) {
     let size = comptime!((2 * hist_len) as usize);
     let local = SharedMemory::<Atomic<u32>>::new(size);
-    let mut i = UNIT_POS as usize;
-    while i < size {
-        local[i].store(0u32);
-        i += CUBE_DIM as usize;
-    }
-    sync_cube();
+    zero_shared(&local, size);
     let w = (CUBE_POS * 3) as usize;
     let slot = work[w];
     let end = work[w + 2] as usize;
@@ -255,12 +233,33 @@ pub fn hist_rows(
         k += CUBE_DIM as usize;
     }
     sync_cube();
-    let base = (2 * slot * hist_len) as usize;
+    flush_shared(&local, hist, (2 * slot * hist_len) as usize, size);
+}
+
+/// Zeroes a cube's `local[..n]`, then waits for every unit of the cube.
+#[cube]
+fn zero_shared(local: &SharedMemory<Atomic<u32>>, n: usize) {
+    let mut i = UNIT_POS as usize;
+    while i < n {
+        local[i].store(0u32);
+        i += CUBE_DIM as usize;
+    }
+    sync_cube();
+}
+
+/// Adds a cube's non-zero `local[..n]` to `out[base..base + n]` (after a `sync_cube`).
+#[cube]
+fn flush_shared(
+    local: &SharedMemory<Atomic<u32>>,
+    out: &Array<Atomic<u32>>,
+    base: usize,
+    n: usize,
+) {
     let mut j = UNIT_POS as usize;
-    while j < size {
+    while j < n {
         let v = local[j].load();
         if v != 0 {
-            hist[base + j].fetch_add(v);
+            out[base + j].fetch_add(v);
         }
         j += CUBE_DIM as usize;
     }
@@ -385,12 +384,7 @@ pub fn split_rows(
     #[comptime] max_splits: u32,
 ) {
     let local = SharedMemory::<Atomic<u32>>::new(max_splits as usize);
-    let mut i = UNIT_POS;
-    while i < n_splits {
-        local[i as usize].store(0u32);
-        i += CUBE_DIM;
-    }
-    sync_cube();
+    zero_shared(&local, n_splits as usize);
     let stride = CUBE_COUNT * CUBE_DIM as usize;
     let mut r = ABSOLUTE_POS;
     while r < n_rows as usize {
@@ -413,14 +407,7 @@ pub fn split_rows(
         r += stride;
     }
     sync_cube();
-    let mut j = UNIT_POS;
-    while j < n_splits {
-        let v = local[j as usize].load();
-        if v != 0 {
-            counts[j as usize].fetch_add(v);
-        }
-        j += CUBE_DIM;
-    }
+    flush_shared(&local, counts, 0usize, n_splits as usize);
 }
 
 /// Words a node takes in a forest table ([`predict_binned`]).

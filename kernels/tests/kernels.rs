@@ -219,24 +219,33 @@ fn check_histograms(a: &mut Accel, bins_per_col: &[u32], leaf_counts: &[usize]) 
                 .chunks(2)
                 .map(|p| (((p[0] as i32 as i64) << 32) as u64).wrapping_add(p[1] as u64))
                 .collect();
+            let bufs = [
+                a.upload("matrix", &matrix).unwrap(),
+                a.upload("gh", &gh).unwrap(),
+                a.upload("leaf", &leaf_of).unwrap(),
+                a.upload("slots", &slot_of_leaf).unwrap(),
+                a.upload("offsets", &col_offset).unwrap(),
+            ];
+            let [matrix_b, gh_b, leaf_b, slots_b, offsets_b] = &bufs;
+            let run = |a: &Accel, slot_rows: &[u32]| {
+                a.histograms(
+                    matrix_b,
+                    width as u32,
+                    gh_b,
+                    leaf_b,
+                    slots_b,
+                    offsets_b,
+                    n as u32,
+                    hist_len,
+                    slots,
+                    slot_rows,
+                )
+            };
             // Leaves together in shared memory, one leaf a cube from lists of rows, and
             // device-memory atomics (whichever apply at this size).
             for grouped in [true, false] {
                 a.grouped_histograms = grouped;
-                let got = a
-                    .histograms(
-                        &a.upload("matrix", &matrix).unwrap(),
-                        width as u32,
-                        &a.upload("gh", &gh).unwrap(),
-                        &a.upload("leaf", &leaf_of).unwrap(),
-                        &a.upload("slots", &slot_of_leaf).unwrap(),
-                        &a.upload("offsets", &col_offset).unwrap(),
-                        n as u32,
-                        hist_len,
-                        slots,
-                        &slot_rows,
-                    )
-                    .unwrap();
+                let got = run(a, &slot_rows).unwrap();
                 assert_eq!(
                     got, want,
                     "{}: {n_leaves} leaves, {hist_len} bins, grouped {grouped}",
@@ -250,18 +259,7 @@ fn check_histograms(a: &mut Accel, bins_per_col: &[u32], leaf_counts: &[usize]) 
                 a.grouped_histograms = true;
                 let mut wrong = slot_rows.clone();
                 wrong[0] = wrong[0].saturating_sub(1);
-                let e = a.histograms(
-                    &a.upload("matrix", &matrix).unwrap(),
-                    width as u32,
-                    &a.upload("gh", &gh).unwrap(),
-                    &a.upload("leaf", &leaf_of).unwrap(),
-                    &a.upload("slots", &slot_of_leaf).unwrap(),
-                    &a.upload("offsets", &col_offset).unwrap(),
-                    n as u32,
-                    hist_len,
-                    slots,
-                    &wrong,
-                );
+                let e = run(a, &wrong);
                 assert!(e.is_err(), "{}: a wrong count went unnoticed", a.info);
             }
         }

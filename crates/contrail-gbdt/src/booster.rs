@@ -247,10 +247,7 @@ fn train_in_pool(
     let all_rows: Vec<u32> = (0..n as u32).collect();
     let mut bag: Vec<u32> = all_rows.clone();
     let mut rows: Vec<u32> = Vec::with_capacity(n);
-    let (mut gf, mut hf) = (vec![0.0f64; n], vec![0.0f64; n]);
-    let mut gh = vec![0u64; n];
     let mut resp = vec![obj.transform(init); n];
-    let mut leaf_of = vec![0u32; n];
     let mut pool = HistPool::default();
     let bagging = params.bagging_fraction < 1.0 && params.bagging_freq > 0;
     let mut accel = match device {
@@ -262,6 +259,12 @@ fn train_in_pool(
         Some(d) if !params.deterministic => d.start_scores(&obj, &train.target, w, init)?,
         _ => false,
     };
+    // The host's gradients, their packed pairs and the leaf of every row: none when the
+    // device computes them.
+    let host_n = if on_device { 0 } else { n };
+    let (mut gf, mut hf) = (vec![0.0f64; host_n], vec![0.0f64; host_n]);
+    let mut gh = vec![0u64; host_n];
+    let mut leaf_of = vec![0u32; host_n];
     for it in 0..params.num_iterations {
         let (sg, sh) = match accel.as_mut() {
             Some(d) if on_device => d.gradients()?,

@@ -286,13 +286,7 @@ fn close_model(d: &Device, ds: &Dataset, p: &Params, name: &str, tol: f64) -> Ou
 /// weights, bagging, binary, Poisson, depth-wise.
 pub fn device_gradients(d: &Device) -> Vec<Outcome> {
     let ds = data(20_000, 17);
-    let mut binary = ds.clone();
-    let mut t = binary.target.clone();
-    t.sort_by(f64::total_cmp);
-    let median = t[t.len() / 2];
-    for y in binary.target.iter_mut() {
-        *y = (*y > median) as u8 as f64;
-    }
+    let binary = above_median(&ds);
     let mut counts = ds.clone();
     for y in counts.target.iter_mut() {
         *y = (*y / 3.0).floor().max(0.0);
@@ -352,13 +346,7 @@ pub fn leaf_wise(d: &Device) -> Vec<Outcome> {
 /// objective (whose leaves are renewed from the rows of each leaf).
 pub fn depth_wise_and_objectives(d: &Device) -> Vec<Outcome> {
     let ds = data(20_000, 13);
-    let mut binary = ds.clone();
-    let mut t = binary.target.clone();
-    t.sort_by(f64::total_cmp);
-    let median = t[t.len() / 2];
-    for y in binary.target.iter_mut() {
-        *y = (*y > median) as u8 as f64;
-    }
+    let binary = above_median(&ds);
     let mut depth = params();
     depth.grow_policy = GrowPolicy::DepthWise;
     depth.max_depth = 6;
@@ -371,6 +359,18 @@ pub fn depth_wise_and_objectives(d: &Device) -> Vec<Outcome> {
         same_model(d, &binary, &bin, "trees: binary"),
         same_model(d, &ds, &quant, "trees: quantile (leaves renewed)"),
     ]
+}
+
+/// `ds` with a binary target: 1 above the target's median, else 0.
+fn above_median(ds: &Dataset) -> Dataset {
+    let mut binary = ds.clone();
+    let mut t = binary.target.clone();
+    t.sort_by(f64::total_cmp);
+    let median = t[t.len() / 2];
+    for y in binary.target.iter_mut() {
+        *y = (*y > median) as u8 as f64;
+    }
+    binary
 }
 
 /// Every check.

@@ -634,11 +634,6 @@ mod gpu {
             let Some(sc) = self.scores.as_ref() else {
                 return Ok(());
             };
-            let (table, leaf_value, node_base) = forest_table(
-                &[tree],
-                |f| self.col_of_feature[f],
-                |f| data.mappers[f].missing_bin() as u32,
-            );
             if tree
                 .feature
                 .iter()
@@ -649,6 +644,11 @@ mod gpu {
                     reason: "a tree splits on a feature the device does not hold".into(),
                 }));
             }
+            let (table, leaf_value, node_base) = forest_table(
+                &[tree],
+                |f| self.col_of_feature[f],
+                |f| data.mappers[f].missing_bin() as u32,
+            );
             let a = &self.accel;
             let table = a.upload("the tree", &table)?;
             a.predict_into(
