@@ -20,5 +20,7 @@ pub use contrail_store as store;
 
 pub mod config;
 pub mod drift;
+pub mod interop;
 pub mod models;
+pub mod score;
 pub mod summary;

@@ -290,6 +290,35 @@ enum Command {
         #[arg(long, default_value = "cpu")]
         device: String,
     },
+    /// Batch scoring: each Parquet part of --input into one output part under --output,
+    /// committed atomically; a re-run scores only what is missing (docs/scoring.md).
+    ///
+    /// Output parts are named `<part>-<model hash>.parquet` and never overwritten;
+    /// `_SUCCESS` (rows and SHA-256 of every part) comes last, a JSON summary on stdout.
+    /// Features are the input's columns of the same names (or, for a model trained on the
+    /// lake, computed from curated rows); the input is checked against the model before
+    /// anything is written. A category the model never saw goes to the feature's "other"
+    /// bin, with the categories too rare in training to get their own.
+    Score {
+        /// The model package (gradient-boosted trees or an isolation forest).
+        #[arg(long)]
+        model: String,
+        /// A Parquet file, or a folder/prefix: every *.parquet under it, sorted.
+        #[arg(long)]
+        input: String,
+        /// The output folder or prefix (a path, file://, s3://).
+        #[arg(long)]
+        output: String,
+        /// Where to walk the trees: cpu, wgpu or cuda[:N] (a build with those features).
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Rows read and predicted at a time (the output bytes do not depend on it).
+        #[arg(long, default_value_t = 65_536)]
+        batch_rows: usize,
+        /// Input columns to copy to the output [default: all]; `--keep ''` for none.
+        #[arg(long, value_delimiter = ',')]
+        keep: Option<Vec<String>>,
+    },
     /// Write the train/valid/test feature tables of a lake model (a config's [train]
     /// section) as Parquet, for training other libraries on the same rows.
     ExportFeatures {
@@ -309,6 +338,33 @@ enum Command {
     },
     /// Print a model's manifest and feature importances.
     Inspect { model: String },
+    /// Turn a LightGBM text model or an XGBoost JSON/UBJSON model into a Contrail package
+    /// whose predictions equal the library's (LightGBM: the same f64 sums; XGBoost: to
+    /// its f32 rounding). Input columns are matched by the model's feature names;
+    /// categorical features take their integer codes.
+    Import {
+        /// The source format.
+        #[arg(long, value_enum)]
+        from: contrail::interop::ImportFormat,
+        /// The model file (a path or URL).
+        file: String,
+        /// Where to write the package.
+        #[arg(long)]
+        out: String,
+    },
+    /// Write a gradient-boosted model as XGBoost JSON, for XGBoost, Treelite or Triton's
+    /// FIL. Categorical features take the category's position in the model's list (see
+    /// `contrail inspect`); an unseen category goes left.
+    Export {
+        /// The target format.
+        #[arg(long, value_parser = ["xgboost-json"])]
+        to: String,
+        /// The model package.
+        model: String,
+        /// Where to write the exported model.
+        #[arg(long)]
+        out: String,
+    },
     /// How far each numeric feature's distribution on the lake's latest days has moved
     /// from a reference window: population stability index and Jensen–Shannon distance
     /// per day and feature. Exits with 3 when a PSI is above --max-psi.
@@ -837,6 +893,35 @@ async fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
+        Command::Score {
+            model,
+            input,
+            output,
+            device,
+            batch_rows,
+            keep,
+        } => {
+            let opts = contrail::score::ScoreOptions {
+                model,
+                input,
+                output,
+                device: open_device(&device)?,
+                batch_rows,
+                keep,
+                progress_bar: !quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            };
+            let s = contrail::score::score(&opts).await?;
+            info!(
+                "scored {} rows in {} parts ({} already there) in {:.2}s: {:.0} rows/s, the predictor alone {:.0} rows/s",
+                s.rows_scored,
+                s.parts_scored,
+                s.parts_skipped,
+                s.seconds,
+                s.rows_per_second,
+                s.predict_rows_per_second
+            );
+            println!("{}", serde_json::to_string_pretty(&s)?);
+        }
         Command::ExportFeatures {
             lake,
             config,
@@ -856,6 +941,24 @@ async fn run(cli: Cli) -> Result<()> {
             println!(
                 "{}",
                 serde_json::json!({"train": n[0], "valid": n[1], "test": n[2], "out": out})
+            );
+        }
+        Command::Import { from, file, out } => {
+            let s = contrail::interop::import_model(from, &file, &out).await?;
+            info!(
+                "imported {} trees ({} features, objective {}) from {file}; wrote {out}",
+                s.trees,
+                s.features.len(),
+                s.objective
+            );
+            println!("{}", serde_json::to_string(&s)?);
+        }
+        Command::Export { to, model, out } => {
+            let n = contrail::interop::export_model(&model, &out).await?;
+            info!("wrote {out} ({to}, {n} bytes)");
+            println!(
+                "{}",
+                serde_json::json!({"out": out, "format": to, "bytes": n})
             );
         }
         Command::Inspect { model } => {
@@ -1043,6 +1146,9 @@ fn exit_code(e: &anyhow::Error) -> u8 {
             return code(s.is_user_error());
         }
         if let Some(s) = cause.downcast_ref::<contrail::summary::SummaryError>() {
+            return code(s.is_user_error());
+        }
+        if let Some(s) = cause.downcast_ref::<contrail::score::ScoreError>() {
             return code(s.is_user_error());
         }
         if let Some(s) = cause.downcast_ref::<models::ModelError>() {

@@ -87,13 +87,18 @@ pub enum Model {
 /// Loads a package of any kind (dispatch on its manifest's `model_kind`).
 pub async fn load_any(url: &str) -> Result<Model, ModelError> {
     let bytes = read_bytes(url).await?;
-    match package::model_kind(&bytes, url)?.as_str() {
+    parse_any(&bytes, url)
+}
+
+/// Parses package bytes of any kind (`url` for messages).
+pub fn parse_any(bytes: &[u8], url: &str) -> Result<Model, ModelError> {
+    match package::model_kind(bytes, url)?.as_str() {
         "gbdt" => {
-            let (b, m) = package::from_bytes(&bytes, url)?;
+            let (b, m) = package::from_bytes(bytes, url)?;
             Ok(Model::Gbdt(Box::new(b), Box::new(m)))
         }
         iforest::MODEL_KIND => {
-            let (f, m) = iforest::from_bytes(&bytes, url)?;
+            let (f, m) = iforest::from_bytes(bytes, url)?;
             Ok(Model::Forest(Box::new(f), Box::new(m)))
         }
         other => Err(ModelError::Invalid(format!(

@@ -815,3 +815,125 @@ fn device_wgpu_trains_the_cpus_model_and_predicts_its_predictions() {
         );
     }
 }
+
+#[test]
+fn import_predict_and_export_a_lightgbm_model() {
+    let dir = TempDir::new("cli-import").expect("tmp");
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/import");
+    let model = fixtures.join("lgb_binary.txt").display().to_string();
+    let rows = fixtures.join("lgb_binary.parquet").display().to_string();
+    let out = contrail(
+        &dir.0,
+        &[
+            "import",
+            "--from",
+            "lightgbm-text",
+            &model,
+            "--out",
+            "m.contrail",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(summary["trees"], 40);
+    assert_eq!(summary["categorical"], serde_json::json!(["cabin"]));
+    let out = contrail(
+        &dir.0,
+        &[
+            "predict",
+            "--model",
+            "m.contrail",
+            "--data",
+            &rows,
+            "--out",
+            "p.parquet",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut n = 0;
+    for b in read_parquet(&dir.0, "p.parquet") {
+        let col = |name: &str| {
+            contrail::gbdt::data::numeric_values(b.column_by_name(name).expect(name))
+                .expect("test data")
+        };
+        for (p, e) in col("prediction").iter().zip(col("expected")) {
+            assert!(
+                (p - e).abs() <= 1e-12 * e.abs().max(1e-3),
+                "{p} vs LightGBM's {e}"
+            );
+            n += 1;
+        }
+    }
+    assert_eq!(n, 2400);
+    let out = contrail(
+        &dir.0,
+        &[
+            "export",
+            "--to",
+            "xgboost-json",
+            "m.contrail",
+            "--out",
+            "m.json",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.0.join("m.json")).expect("m.json"))
+            .expect("test data");
+    assert_eq!(doc["learner"]["objective"]["name"], "binary:logistic");
+
+    // A truncated model: a user error naming the file, and no package written.
+    let text_model = std::fs::read_to_string(fixtures.join("lgb_binary.txt")).expect("test data");
+    let cut = text_model.find("Tree=3").expect("test data") + 40;
+    std::fs::write(dir.0.join("bad.txt"), &text_model[..cut]).expect("test data");
+    let out = contrail(
+        &dir.0,
+        &[
+            "import",
+            "--from",
+            "lightgbm-text",
+            "bad.txt",
+            "--out",
+            "bad.contrail",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("bad.txt"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!dir.0.join("bad.contrail").exists());
+    // An XGBoost file given as LightGBM text, and the reverse.
+    let xgb = fixtures.join("xgb_binary.json").display().to_string();
+    let out = contrail(
+        &dir.0,
+        &[
+            "import",
+            "--from",
+            "lightgbm-text",
+            &xgb,
+            "--out",
+            "x.contrail",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let out = contrail(
+        &dir.0,
+        &[
+            "import",
+            "--from",
+            "xgboost-json",
+            &model,
+            "--out",
+            "x.contrail",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}

@@ -12,6 +12,8 @@
 //! - [`device`]: training on `wgpu` or `cuda[:N]` (cargo features of the same names),
 //!   the same trees as the CPU.
 //! - [`iforest`]: isolation forests (scikit-learn's semantics) for fare anomalies.
+//! - [`import`]: LightGBM text and XGBoost JSON/UBJSON models in, XGBoost JSON out, each
+//!   library's decision rules kept exactly ([`ubjson`] reads the binary form).
 //! - [`package`]: the model package (safetensors), validated on load, for every model kind.
 
 pub mod bin;
@@ -20,6 +22,7 @@ pub mod conformance;
 pub mod data;
 pub mod device;
 pub mod iforest;
+pub mod import;
 pub mod metric;
 pub mod objective;
 pub mod package;
@@ -27,6 +30,7 @@ pub mod predict;
 pub mod shap;
 pub mod train;
 pub mod tree;
+pub mod ubjson;
 
 pub use booster::{train, train_on, train_with_predictions, Booster, IterationLog};
 pub use data::{Column, Dataset};
@@ -42,6 +46,8 @@ pub enum GbdtError {
     Data { what: String, reason: String },
     #[error("model package {path}: {reason}")]
     Package { path: String, reason: String },
+    #[error("importing a model")]
+    Import(#[from] import::ImportError),
     #[error("training device")]
     Device(#[from] contrail_kernels::AccelError),
 }
