@@ -1275,16 +1275,29 @@ fn xgboost_tree(
 // ------------------------------------------------------------------------------- export
 
 /// The smallest `f32` t with `x <= thr` exactly when `x < t` for every `f32` x.
+///
+/// JSON has no infinities: a threshold at or past the largest `f32` (every number goes
+/// left) becomes `f32::MAX`, so only `f32::MAX` and +inf cross; one below `-f32::MAX`
+/// becomes `-f32::MAX` (only -inf goes left in Contrail; none in XGBoost).
 fn f32_threshold(thr: f64) -> f32 {
-    if thr == f64::INFINITY {
-        return f32::INFINITY;
+    if thr >= f32::MAX as f64 {
+        return f32::MAX;
     }
     // The largest f32 <= thr, then the next one up.
     let mut lo = thr as f32;
     if lo as f64 > thr {
         lo = prev_f32(lo);
     }
-    next_f32(lo)
+    next_f32(lo).max(-f32::MAX)
+}
+
+/// A statistic as a finite `f32` (JSON has no infinities): clamped to the `f32` range.
+fn stat32(v: f64) -> f32 {
+    if v.is_nan() {
+        0.0
+    } else {
+        v.clamp(-(f32::MAX as f64), f32::MAX as f64) as f32
+    }
 }
 
 /// Writes a booster as an XGBoost JSON model (XGBoost 2 and 3, Treelite, Triton's FIL).
@@ -1373,9 +1386,16 @@ pub fn to_xgboost_json(b: &Booster) -> Result<String, ImportError> {
         for (id, &c) in order.iter().enumerate() {
             if c < 0 {
                 let j = !c as usize;
-                cond[id] = t.leaf_value[j] as f32;
-                base[id] = t.leaf_value[j] as f32;
-                hess[id] = t.leaf_hess[j] as f32;
+                let v = t.leaf_value[j] as f32;
+                if !v.is_finite() {
+                    return Err(unsupported(format!(
+                        "tree {ti}: leaf value {} beyond the f32 range",
+                        t.leaf_value[j]
+                    )));
+                }
+                cond[id] = v;
+                base[id] = v;
+                hess[id] = stat32(t.leaf_hess[j]);
                 continue;
             }
             let i = c as usize;
@@ -1386,9 +1406,9 @@ pub fn to_xgboost_json(b: &Booster) -> Result<String, ImportError> {
             next_child += 2;
             let f = t.feature[i] as usize;
             feat[id] = f as i64;
-            gain[id] = t.gain[i] as f32;
-            hess[id] = t.node_hess[i] as f32;
-            base[id] = t.node_value[i] as f32;
+            gain[id] = stat32(t.gain[i]);
+            hess[id] = stat32(t.node_hess[i]);
+            base[id] = stat32(t.node_value[i]);
             if t.cat_index[i] >= 0 {
                 let bits = &t.cat_bitsets[t.cat_index[i] as usize];
                 let BinMapper::Categorical { categories } = &b.mappers[f] else {
@@ -1546,6 +1566,11 @@ mod tests {
 
     #[test]
     fn export_thresholds_keep_f32_decisions() {
+        assert_eq!(f32_threshold(f64::INFINITY), f32::MAX);
+        assert_eq!(f32_threshold(1e300), f32::MAX);
+        assert_eq!(f32_threshold(-1e300), -f32::MAX);
+        assert_eq!(stat32(1e300), f32::MAX);
+        assert_eq!(stat32(f64::NAN), 0.0);
         for thr in [0.5f64, 1.0 / 3.0, -2.75, 1e-30, 123456.789, -0.0] {
             let t = f32_threshold(thr);
             for x in [

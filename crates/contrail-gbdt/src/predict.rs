@@ -28,8 +28,12 @@ const CATEGORICAL: u32 = 1 << 31;
 const DEFAULT_LEFT: u32 = 1 << 30;
 /// Rows walked through a tree together.
 pub const LANES: usize = 8;
-/// Rows a parallel block.
-const BLOCK: usize = 512;
+/// Rows a parallel block: at most [`MAX_BLOCK`] (the forest's node tables stream through
+/// the cache once a block, so larger blocks walk more rows per load of a tree: 16,384 rows
+/// predict 1.6 times as fast as 512 with a 500-tree, 255-leaf forest), at least
+/// [`MIN_BLOCK`], and small enough that every thread gets two blocks.
+const MAX_BLOCK: usize = 16_384;
+const MIN_BLOCK: usize = 512;
 
 /// One internal node. `feature`: the feature index in the low 30 bits, with
 /// [`CATEGORICAL`] and [`DEFAULT_LEFT`]. `cut`: for a numeric split the threshold bin in
@@ -148,10 +152,12 @@ impl Forest {
         let nf = self.mappers.len().max(1);
         let n = x.len() / nf;
         let mut out = vec![self.init; n];
-        out.par_chunks_mut(BLOCK)
-            .zip(x.par_chunks(BLOCK * nf))
+        let threads = rayon::current_num_threads().max(1);
+        let block = (n / (2 * threads)).clamp(MIN_BLOCK, MAX_BLOCK);
+        out.par_chunks_mut(block)
+            .zip(x.par_chunks(block * nf))
             .for_each_init(
-                || vec![0u16; BLOCK * nf],
+                || vec![0u16; block * nf],
                 |bins, (o, rows)| self.block(rows, bins, o),
             );
         out
