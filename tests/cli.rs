@@ -814,6 +814,56 @@ fn device_wgpu_trains_the_cpus_model_and_predicts_its_predictions() {
             "{a} vs {c} (device gradients)"
         );
     }
+    // The batch scoring job walks the trees on the device too.
+    let o = contrail(
+        &dir.0,
+        &[
+            "score",
+            "--model",
+            "cpu.ctm",
+            "--input",
+            "data.parquet",
+            "--output",
+            "scored",
+            "--device",
+            "wgpu",
+            "--keep",
+            "",
+        ],
+        &[],
+    );
+    assert!(
+        o.status.success(),
+        "score --device wgpu: {}",
+        text(&o.stderr)
+    );
+    let mut parts: Vec<String> = std::fs::read_dir(dir.0.join("scored"))
+        .expect("scored/")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|f| f.ends_with(".parquet"))
+        .collect();
+    parts.sort();
+    assert_eq!(parts.len(), 1, "{parts:?}");
+    let scored: Vec<f64> = read_parquet(&dir.0.join("scored"), &parts[0])
+        .iter()
+        .flat_map(|b| {
+            b.column_by_name("prediction")
+                .expect("prediction")
+                .as_any()
+                .downcast_ref::<arrow_array::Float64Array>()
+                .expect("f64")
+                .values()
+                .to_vec()
+        })
+        .collect();
+    assert_eq!(scored.len(), n);
+    for (a, b) in cpu.iter().zip(&scored) {
+        assert!(
+            (a - b).abs() <= 1e-5 * a.abs().max(1.0),
+            "{a} vs {b} (score --device wgpu)"
+        );
+    }
 }
 
 #[test]
