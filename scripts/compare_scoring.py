@@ -14,9 +14,11 @@ synthetic regression of compare_gbdt.py):
 Each is scored on the same --rows rows:
   LightGBM   Booster.predict on a float64 NumPy array (the LightGBM model only)
   XGBoost    inplace_predict of the model exported by `contrail export --to xgboost-json`
+  Treelite   GTIL on the exported models (agreement only: a reference interpreter)
   Contrail   `contrail score`: the predictor alone (its JSON summary's
              predict_rows_per_second) and the whole job (Parquet parts in, Parquet parts
-             out on local disk, committed), wall time of the command included
+             out on local disk, committed), wall time of the command included, writing
+             `prediction` alone (--keep '') and every input column beside it
 
 Every library uses --threads threads; each timing is the median of --repeats runs. The
 script also checks that Contrail's predictions of the imported model equal LightGBM's
@@ -76,7 +78,13 @@ def main():
         subprocess.check_call(["cargo", "build", "--release", "--bin", "contrail"], cwd=ROOT)
     c = os.path.abspath(args.contrail)
 
+    try:
+        import treelite  # noqa: F401
+    except ImportError:
+        subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "treelite==4.8.1"])
     import lightgbm as lgb
+    import treelite
+    import treelite.gtil
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -143,21 +151,27 @@ def main():
         b.set_param({"nthread": args.threads})
         secs, p_xgb[name] = timed(lambda: b.inplace_predict(X), args.repeats)
         results[(name, "XGBoost inplace_predict")] = n / secs
-    # Contrail: the whole job, from scratch each time.
+    # Contrail: the whole job, from scratch each time: writing `prediction` alone, and
+    # writing every input column beside it.
     p_con = {}
     for name in ("lightgbm", "contrail"):
-        job, pred = [], []
-        for _ in range(args.repeats):
-            out = w(f"scored-{name}")
-            shutil.rmtree(out, ignore_errors=True)
-            t = time.perf_counter()
-            s = json.loads(run([c, "-q", "score", "--model", w(f"{name}.contrail"), "--input", parts,
-                                "--output", out, "--keep", ""], threads=args.threads))
-            job.append(n / (time.perf_counter() - t))
-            pred.append(s["predict_rows_per_second"])
-            assert s["rows"] == n, s
-        results[(name, "Contrail predictor")] = statistics.median(pred)
-        results[(name, "Contrail score job")] = statistics.median(job)
+        for keep in ("", None):
+            job, pred = [], []
+            for _ in range(args.repeats):
+                out = w(f"scored-{name}")
+                shutil.rmtree(out, ignore_errors=True)
+                t = time.perf_counter()
+                s = json.loads(run([c, "-q", "score", "--model", w(f"{name}.contrail"), "--input", parts,
+                                    "--output", out] + (["--keep", keep] if keep is not None else []),
+                                   threads=args.threads))
+                job.append(n / (time.perf_counter() - t))
+                pred.append(s["predict_rows_per_second"])
+                assert s["rows"] == n, s
+            if keep == "":
+                results[(name, "Contrail predictor")] = statistics.median(pred)
+                results[(name, "Contrail score job")] = statistics.median(job)
+            else:
+                results[(name, "Contrail job, all columns")] = statistics.median(job)
         got = []
         for f in sorted(os.listdir(out)):
             if f.endswith(".parquet"):
@@ -166,7 +180,15 @@ def main():
 
     # Agreement.
     rel = lambda a, b: float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1.0)))  # noqa: E731
+    # Treelite (what Triton's FIL loads models through) reads the exported JSON too; its
+    # GTIL is a reference interpreter, so it checks agreement on the first 200,000 rows.
+    k = min(n, 200_000)
+    p_tl = {name: treelite.gtil.predict(treelite.frontend.load_xgboost_model(w(f"{name}.xgb.json")),
+                                        X[:k].astype(np.float32)).reshape(-1)
+            for name in ("lightgbm", "contrail")}
     checks = {
+        "Treelite GTIL (exported LightGBM model) vs Contrail": rel(p_tl["lightgbm"], p_con["lightgbm"][:k]),
+        "Treelite GTIL (exported Contrail model) vs Contrail": rel(p_tl["contrail"], p_con["contrail"][:k]),
         "Contrail (imported) vs LightGBM": rel(p_con["lightgbm"], p_lgb),
         "XGBoost (exported LightGBM model) vs Contrail": rel(p_xgb["lightgbm"], p_con["lightgbm"]),
         "XGBoost (exported Contrail model) vs Contrail": rel(p_xgb["contrail"], p_con["contrail"]),
@@ -182,8 +204,9 @@ def main():
     for (model, scorer), v in results.items():
         print(f"{model:<10} {scorer:<26} {v:>12,.0f} {v / base:>11.2f}x")
     for name in ("lightgbm", "contrail"):
-        job = results[(name, "Contrail score job")] / results[(name, "Contrail predictor")]
-        print(f"{name:<10} {'job / predictor':<26} {job:>12.2f}")
+        for job in ("Contrail score job", "Contrail job, all columns"):
+            r = results[(name, job)] / results[(name, "Contrail predictor")]
+            print(f"{name:<10} {job.replace('Contrail ', '') + ' / predictor':<26} {r:>12.2f}")
     print()
     for k, v in checks.items():
         print(f"largest relative difference, {k}: {v:.2e}")

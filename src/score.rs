@@ -115,6 +115,8 @@ pub enum ScoreError {
         #[source]
         source: ParquetError,
     },
+    #[error("internal error: {reason}")]
+    Internal { reason: String },
     #[error("{file}: its footer declares {declared} rows but {read} were read")]
     RowCount {
         file: String,
@@ -130,7 +132,9 @@ impl ScoreError {
             ScoreError::Store(e) => e.is_user_error(),
             ScoreError::Model(e) => e.is_user_error(),
             ScoreError::Gbdt(e) => e.is_user_error(),
-            ScoreError::Arrow { .. } | ScoreError::Parquet { .. } => false,
+            ScoreError::Arrow { .. } | ScoreError::Parquet { .. } | ScoreError::Internal { .. } => {
+                false
+            }
             ScoreError::RowCount { .. } => true,
             ScoreError::Io { .. } => true,
             ScoreError::BadOption { .. }
@@ -810,6 +814,26 @@ fn check_existing(part: &Part, bytes: &Bytes, url: &str) -> Result<ManifestPart,
 
 /// Parquet output of one part, fed batches of any size: rows reach the writer in chunks
 /// of [`WRITE_CHUNK_ROWS`], so the bytes depend on the rows alone.
+/// The lake's writer settings, without dictionaries for floating-point columns: scores
+/// and passed-through float features are nearly all distinct, so a dictionary costs a
+/// hash a value and saves nothing (about a third of the job's time when every input
+/// column is kept). The bytes are still a function of the rows alone.
+fn output_properties(schema: &SchemaRef) -> parquet::file::properties::WriterProperties {
+    let mut b = parquet_io::writer_properties().into_builder();
+    for f in schema.fields() {
+        if matches!(
+            f.data_type(),
+            DataType::Float16 | DataType::Float32 | DataType::Float64
+        ) {
+            b = b.set_column_dictionary_enabled(
+                parquet::schema::types::ColumnPath::from(f.name().as_str()),
+                false,
+            );
+        }
+    }
+    b.build()
+}
+
 struct PartWriter {
     writer: ArrowWriter<Vec<u8>>,
     schema: SchemaRef,
@@ -820,15 +844,12 @@ struct PartWriter {
 
 impl PartWriter {
     fn new(schema: SchemaRef, file: &str) -> Result<PartWriter, ScoreError> {
-        let writer = ArrowWriter::try_new(
-            Vec::new(),
-            schema.clone(),
-            Some(parquet_io::writer_properties()),
-        )
-        .map_err(|source| ScoreError::Parquet {
-            file: file.to_string(),
-            source,
-        })?;
+        let writer =
+            ArrowWriter::try_new(Vec::new(), schema.clone(), Some(output_properties(&schema)))
+                .map_err(|source| ScoreError::Parquet {
+                    file: file.to_string(),
+                    source,
+                })?;
         Ok(PartWriter {
             writer,
             schema,
@@ -895,6 +916,59 @@ impl PartWriter {
     }
 }
 
+/// A [`PartWriter`] on its own thread: Parquet encoding of one batch overlaps reading
+/// and predicting the next (the bytes are the same: one writer sees the batches in
+/// order). At most two batches wait in the channel.
+struct EncodeThread {
+    tx: Option<std::sync::mpsc::SyncSender<RecordBatch>>,
+    handle: Option<std::thread::JoinHandle<Result<Bytes, ScoreError>>>,
+}
+
+impl EncodeThread {
+    fn spawn(mut w: PartWriter) -> EncodeThread {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<RecordBatch>(2);
+        let handle = std::thread::spawn(move || {
+            for b in rx {
+                w.push(b)?;
+            }
+            w.finish()
+        });
+        EncodeThread {
+            tx: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
+    /// Hands a batch over; an encoding error surfaces here or at [`EncodeThread::finish`].
+    fn push(&mut self, b: RecordBatch) -> Result<(), ScoreError> {
+        let sent = self.tx.as_ref().is_some_and(|tx| tx.send(b).is_ok());
+        if sent {
+            Ok(())
+        } else {
+            // The thread stopped early: its error says why.
+            self.join().map(|_| ())
+        }
+    }
+
+    fn join(&mut self) -> Result<Bytes, ScoreError> {
+        self.tx = None;
+        match self.handle.take() {
+            Some(h) => h.join().unwrap_or_else(|_| {
+                Err(ScoreError::Internal {
+                    reason: "the Parquet encoding thread panicked".into(),
+                })
+            }),
+            None => Err(ScoreError::Internal {
+                reason: "the Parquet encoding thread already finished".into(),
+            }),
+        }
+    }
+
+    fn finish(mut self) -> Result<Bytes, ScoreError> {
+        self.join()
+    }
+}
+
 /// Reads, scores and encodes one part. Returns the bytes and the predictor's seconds.
 async fn score_part(
     lake: &Lake,
@@ -911,7 +985,7 @@ async fn score_part(
         files_in_flight: 1,
     };
     let mut stream = std::pin::pin!(parquet_io::scan(lake, vec![part.input.clone()], opts));
-    let mut out = PartWriter::new(part.out_schema.clone(), &url)?;
+    let mut out = EncodeThread::spawn(PartWriter::new(part.out_schema.clone(), &url)?);
     let mut fb = part
         .compute_features
         .then(crate::features::FeatureBuilder::new);
