@@ -10,6 +10,7 @@
 //! | [`etl`] | contrail-etl | ingest and raw-to-curated ETL with quarantine |
 //! | [`features`] | contrail-features | the shared feature function |
 //! | [`gbdt`] | contrail-gbdt | histogram gradient-boosted trees |
+//! | [`tuning`] | contrail-tune | hyperparameter search: samplers, pruners, the study journal ([`tune`] is `contrail tune`) |
 
 pub use contrail_etl as etl;
 pub use contrail_events as events;
@@ -17,6 +18,8 @@ pub use contrail_features as features;
 pub use contrail_gbdt as gbdt;
 pub use contrail_sim as sim;
 pub use contrail_store as store;
+/// Hyperparameter search (the library); the `contrail tune` glue is [`crate::tune`].
+pub use contrail_tune as tuning;
 
 pub mod config;
 pub mod drift;
@@ -24,3 +27,4 @@ pub mod interop;
 pub mod models;
 pub mod score;
 pub mod summary;
+pub mod tune;

@@ -396,6 +396,36 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Black-box hyperparameter search: runs --command once per trial with the trial's
+    /// parameters as one JSON object on stdin; the last line of its stdout is the
+    /// objective. Prints the best trial as one JSON line; the journal (resumed by running
+    /// again with the same --out) and report.html are in --out.
+    Tune {
+        /// The search space (TOML: one table per parameter; see contrail-tune's docs).
+        #[arg(long)]
+        space: PathBuf,
+        /// The objective command, run with `sh -c`.
+        #[arg(long)]
+        command: String,
+        /// Trials in the whole study (a resumed study counts those already run).
+        #[arg(long)]
+        trials: usize,
+        /// gp (Gaussian process, expected improvement), tpe or random.
+        #[arg(long, default_value = "gp")]
+        sampler: contrail::tuning::SamplerKind,
+        /// Trials run side by side (suggested together by constant liar).
+        #[arg(long, default_value_t = 1)]
+        parallel: usize,
+        /// The sampler's seed: the same seed gives the same suggestions.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// minimize or maximize.
+        #[arg(long, default_value = "minimize")]
+        direction: contrail::tuning::Direction,
+        /// Folder for journal.jsonl and report.html.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Simulate a small market into ./lake, run the ETL, summarise the lake and train the
     /// fare model.
     Quickstart {
@@ -1051,6 +1081,31 @@ async fn run(cli: Cli) -> Result<()> {
                 print!("{s}");
             }
         }
+        Command::Tune {
+            space,
+            command,
+            trials,
+            sampler,
+            parallel,
+            seed,
+            direction,
+            out,
+        } => {
+            let opts = contrail::tune::BlackBoxOptions {
+                space,
+                command,
+                trials,
+                sampler,
+                parallel,
+                seed,
+                direction,
+                out,
+            };
+            let best = tokio::task::spawn_blocking(move || contrail::tune::run_black_box(&opts))
+                .await
+                .context("the tuning thread")??;
+            println!("{}", serde_json::to_string(&best)?);
+        }
         Command::Quickstart { lake, sim: args } => {
             let base = JobConfig::parse(QUICKSTART, "configs/quickstart.toml (embedded)")?;
             let cfg = sim_config(Some(&base), &args)?;
@@ -1153,6 +1208,9 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         }
         if let Some(s) = cause.downcast_ref::<models::ModelError>() {
             return code(s.is_user_error());
+        }
+        if let Some(t) = cause.downcast_ref::<contrail::tune::TuneRunError>() {
+            return code(t.is_user_error());
         }
         if let Some(g) = cause.downcast_ref::<contrail::gbdt::GbdtError>() {
             return code(g.is_user_error());

@@ -196,7 +196,10 @@ fn exported_models_import_back_with_the_same_predictions() {
         .expect("test data")
         .booster;
         let json = import::to_xgboost_json(&b).expect("test data");
-        assert!(!json.contains("null"), "{file}: JSON has no NaN or infinities");
+        assert!(
+            !json.contains("null"),
+            "{file}: JSON has no NaN or infinities"
+        );
         // XGBoost's predictor takes a node's right child to be its left child + 1.
         let doc: serde_json::Value = serde_json::from_str(&json).expect("test data");
         for t in doc["learner"]["gradient_booster"]["model"]["trees"]

@@ -1,0 +1,347 @@
+//! End-to-end tests of `contrail tune` in black-box mode: a small sh/awk objective,
+//! failing trials, determinism, and SIGKILL mid-trial followed by a resume.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const SPACE: &str = r#"
+[x]
+type = "float"
+low = 0.0
+high = 1.0
+[y]
+type = "float"
+low = 0.0
+high = 1.0
+[mode]
+type = "categorical"
+choices = ["ok", "fail", "text", "ok2"]
+"#;
+
+/// The objective: (x - 0.3)² + (y - 0.7)² for modes ok/ok2; `fail` exits 3 with a
+/// message; `text` prints words. Trial `$HANG_AT` (once) records its pid and sleeps.
+/// Every run that is not killed appends its trial number to done.log.
+const OBJECTIVE: &str = r#"
+read p
+mode=$(printf '%s' "$p" | awk -F'[:,}]' '{gsub(/"/, "", $2); print $2}')
+if [ "$CONTRAIL_TRIAL" = "$HANG_AT" ] && [ ! -f "$LOGDIR/hung" ]; then
+  echo $$ > "$LOGDIR/hung"
+  exec sleep 30
+fi
+echo "$CONTRAIL_TRIAL" >> "$LOGDIR/done.log"
+case "$mode" in
+  fail) echo "bad things" >&2; exit 3 ;;
+  text) echo "not a number" ;;
+  *) printf '%s' "$p" | awk -F'[:,}]' '{ print "some log line"; printf "%.17g\n", ($4 - 0.3)^2 + ($6 - 0.7)^2 }' ;;
+esac
+"#;
+
+fn setup(dir: &Path) {
+    std::fs::write(dir.join("space.toml"), SPACE).expect("space");
+    std::fs::write(dir.join("objective.sh"), OBJECTIVE).expect("objective");
+}
+
+fn tune_cmd(dir: &Path, out: &str, extra: &[&str], hang_at: Option<usize>) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_contrail"));
+    c.current_dir(dir)
+        .args([
+            "tune",
+            "--space",
+            "space.toml",
+            "--command",
+            "sh objective.sh",
+            "--out",
+            out,
+        ])
+        .args(extra)
+        .env("LOGDIR", dir)
+        .env("HANG_AT", hang_at.map_or("none".into(), |h| h.to_string()));
+    c
+}
+
+fn tune(dir: &Path, out: &str, extra: &[&str]) -> Output {
+    tune_cmd(dir, out, extra, None)
+        .output()
+        .expect("run contrail")
+}
+
+fn records(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .expect("journal")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a journal line"))
+        .collect()
+}
+
+/// Every asked trial's parameters, by trial number.
+fn asked(recs: &[Value]) -> Vec<Value> {
+    recs.iter()
+        .filter(|r| r["record"] == "ask")
+        .flat_map(|r| r["trials"].as_array().cloned().unwrap_or_default())
+        .map(|t| t["params"].clone())
+        .collect()
+}
+
+fn best_line(out: &Output) -> Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.lines().count(),
+        1,
+        "one JSON line on stdout: {stdout}"
+    );
+    serde_json::from_str(stdout.trim()).expect("JSON")
+}
+
+#[test]
+fn black_box_study_records_failures_and_prints_the_best() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    setup(dir.path());
+    let out = tune(
+        dir.path(),
+        "study",
+        &[
+            "--trials",
+            "24",
+            "--sampler",
+            "tpe",
+            "--parallel",
+            "2",
+            "--seed",
+            "3",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let best = best_line(&out);
+    let recs = records(&dir.path().join("study/journal.jsonl"));
+    let params = asked(&recs);
+    assert_eq!(params.len(), 24);
+    let tells: Vec<&Value> = recs.iter().filter(|r| r["record"] == "tell").collect();
+    assert_eq!(tells.len(), 24);
+    // The best is the smallest complete value, with its trial's parameters.
+    let (bt, bv) = tells
+        .iter()
+        .filter(|r| r["state"] == "complete")
+        .map(|r| {
+            (
+                r["trial"].as_u64().unwrap_or(0),
+                r["value"].as_f64().unwrap_or(f64::NAN),
+            )
+        })
+        .fold((0, f64::INFINITY), |b, c| if c.1 < b.1 { c } else { b });
+    assert_eq!(best["trial"].as_u64(), Some(bt));
+    assert_eq!(best["value"].as_f64(), Some(bv));
+    assert_eq!(best["params"], params[bt as usize]);
+    let (x, y) = (
+        best["params"]["x"].as_f64().unwrap_or(9.0),
+        best["params"]["y"].as_f64().unwrap_or(9.0),
+    );
+    assert!(((x - 0.3).powi(2) + (y - 0.7).powi(2) - bv).abs() < 1e-9);
+    // Failures, with their reasons; the study went on past them.
+    let reason = |mode: &str| -> Vec<String> {
+        tells
+            .iter()
+            .filter(|r| params[r["trial"].as_u64().unwrap_or(0) as usize]["mode"] == mode)
+            .map(|r| format!("{} {}", r["state"], r["reason"]))
+            .collect()
+    };
+    let fails = reason("fail");
+    assert!(!fails.is_empty(), "the sampler never tried mode=fail");
+    assert!(
+        fails
+            .iter()
+            .all(|r| r.contains("failed") && r.contains("exit status 3: bad things")),
+        "{fails:?}"
+    );
+    let texts = reason("text");
+    assert!(!texts.is_empty(), "the sampler never tried mode=text");
+    assert!(
+        texts.iter().all(|r| r.contains("not a number")),
+        "{texts:?}"
+    );
+    let report = std::fs::read_to_string(dir.path().join("study/report.html")).expect("report");
+    assert!(
+        report.contains("<svg")
+            && report.contains("Optimisation history")
+            && report.contains(">mode<")
+    );
+}
+
+#[test]
+fn same_seed_same_study_and_maximize() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    setup(dir.path());
+    let args = [
+        "--trials",
+        "14",
+        "--sampler",
+        "gp",
+        "--parallel",
+        "3",
+        "--seed",
+        "7",
+    ];
+    let a = tune(dir.path(), "a", &args);
+    let b = tune(dir.path(), "b", &args);
+    assert!(a.status.success() && b.status.success());
+    assert_eq!(best_line(&a), best_line(&b));
+    let pa = asked(&records(&dir.path().join("a/journal.jsonl")));
+    assert_eq!(pa, asked(&records(&dir.path().join("b/journal.jsonl"))));
+    let c = tune(
+        dir.path(),
+        "c",
+        &[
+            "--trials",
+            "14",
+            "--sampler",
+            "gp",
+            "--parallel",
+            "3",
+            "--seed",
+            "8",
+        ],
+    );
+    assert!(c.status.success());
+    assert_ne!(pa, asked(&records(&dir.path().join("c/journal.jsonl"))));
+    // Maximising the same objective: the best is the largest value.
+    let m = tune(
+        dir.path(),
+        "m",
+        &[
+            "--trials",
+            "8",
+            "--sampler",
+            "random",
+            "--direction",
+            "maximize",
+        ],
+    );
+    assert!(m.status.success());
+    let best = best_line(&m)["value"].as_f64().unwrap_or(f64::NAN);
+    let recs = records(&dir.path().join("m/journal.jsonl"));
+    let max = recs
+        .iter()
+        .filter(|r| r["state"] == "complete")
+        .filter_map(|r| r["value"].as_f64())
+        .fold(f64::NEG_INFINITY, f64::max);
+    assert_eq!(best, max);
+}
+
+#[test]
+fn sigkill_mid_trial_then_resume_loses_and_repeats_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    setup(dir.path());
+    let args = ["--trials", "12", "--sampler", "gp", "--seed", "5"];
+    // Uninterrupted reference (its own log dir so done.log is not shared).
+    let refdir = tempfile::tempdir().expect("tempdir");
+    setup(refdir.path());
+    let reference = tune(refdir.path(), "ref", &args);
+    assert!(reference.status.success());
+    // Trial 7 hangs; kill -9 the tuner while it runs.
+    let mut child = tune_cmd(dir.path(), "study", &args, Some(7))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let hung = dir.path().join("hung");
+    let start = Instant::now();
+    while !hung.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "trial 7 never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    // Stop the orphaned objective too (it execs sleep under the pid it wrote).
+    if let Ok(pid) = std::fs::read_to_string(&hung) {
+        let _ = Command::new("kill").args(["-9", pid.trim()]).status();
+    }
+    let recs = records(&dir.path().join("study/journal.jsonl"));
+    assert_eq!(recs.iter().filter(|r| r["record"] == "tell").count(), 7);
+    // Resume: trial 7 runs again with the same parameters, then 8..11.
+    let out = tune(dir.path(), "study", &args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(best_line(&out), best_line(&reference));
+    let recs = records(&dir.path().join("study/journal.jsonl"));
+    assert_eq!(
+        asked(&recs),
+        asked(&records(&refdir.path().join("ref/journal.jsonl")))
+    );
+    for t in 0..12u64 {
+        let tells = recs
+            .iter()
+            .filter(|r| r["record"] == "tell" && r["trial"] == t)
+            .count();
+        assert_eq!(tells, 1, "trial {t} told {tells} times");
+    }
+    assert!(recs
+        .iter()
+        .any(|r| r["record"] == "restart" && r["trial"] == 7));
+    // Each trial's command finished exactly once (the killed run of 7 never finished).
+    let mut done: Vec<u64> = std::fs::read_to_string(dir.path().join("done.log"))
+        .expect("done.log")
+        .lines()
+        .map(|l| l.trim().parse().expect("a trial number"))
+        .collect();
+    done.sort_unstable();
+    assert_eq!(done, (0..12).collect::<Vec<u64>>());
+}
+
+#[test]
+fn bad_space_and_options_are_user_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    setup(dir.path());
+    std::fs::write(
+        dir.path().join("space.toml"),
+        "[lr]\ntype = \"float\"\nlow = 0.5\nhigh = 0.1\n",
+    )
+    .expect("write");
+    let out = tune(dir.path(), "s", &["--trials", "3"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("\"lr\"") && err.contains("low (0.5) must be below high (0.1)"),
+        "{err}"
+    );
+    setup(dir.path());
+    let out = tune(dir.path(), "s", &["--trials", "3", "--parallel", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    // A resumed study must be the same study.
+    assert!(tune(dir.path(), "s", &["--trials", "2", "--seed", "1"])
+        .status
+        .success());
+    let out = tune(dir.path(), "s", &["--trials", "3", "--seed", "2"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("seed"));
+    // A command that never succeeds: no best trial, a user error naming the reason.
+    let mut c = Command::new(env!("CARGO_BIN_EXE_contrail"));
+    let out = c
+        .current_dir(dir.path())
+        .args([
+            "tune",
+            "--space",
+            "space.toml",
+            "--command",
+            "exit 9",
+            "--trials",
+            "2",
+            "--out",
+            "never",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exit status 9"));
+}
