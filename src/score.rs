@@ -976,6 +976,7 @@ async fn score_part(
     scorer: &Scorer,
     batch_rows: usize,
     progress: &mut Option<RowBar>,
+    fb: &mut crate::features::FeatureBuilder,
 ) -> Result<(Bytes, f64), ScoreError> {
     let url = lake.display(&part.input);
     let opts = ScanOptions {
@@ -986,9 +987,7 @@ async fn score_part(
     };
     let mut stream = std::pin::pin!(parquet_io::scan(lake, vec![part.input.clone()], opts));
     let mut out = EncodeThread::spawn(PartWriter::new(part.out_schema.clone(), &url)?);
-    let mut fb = part
-        .compute_features
-        .then(crate::features::FeatureBuilder::new);
+    let mut fb = part.compute_features.then_some(fb);
     let (mut rows, mut predict_secs) = (0u64, 0.0);
     while let Some(b) = stream.next().await {
         let b = b?;
@@ -1035,6 +1034,33 @@ async fn score_part(
     }
     let bytes = tokio::task::block_in_place(|| out.finish())?;
     Ok((bytes, predict_secs))
+}
+
+/// Feeds an already-scored part's rows through the feature function (no output): the
+/// rolling features of the parts after it start from the same state as in an
+/// uninterrupted run.
+async fn warm_features(
+    lake: &Lake,
+    part: &Part,
+    batch_rows: usize,
+    fb: &mut crate::features::FeatureBuilder,
+) -> Result<(), ScoreError> {
+    let url = lake.display(&part.input);
+    let opts = ScanOptions {
+        columns: Some(part.read.clone()),
+        batch_size: batch_rows,
+        read_ahead: 2,
+        files_in_flight: 1,
+    };
+    let mut stream = std::pin::pin!(parquet_io::scan(lake, vec![part.input.clone()], opts));
+    while let Some(b) = stream.next().await {
+        let b = b?;
+        tokio::task::block_in_place(|| fb.compute(&b)).map_err(|source| ScoreError::Features {
+            file: url.clone(),
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 /// Runs a scoring job (docs/scoring.md).
@@ -1155,8 +1181,24 @@ pub async fn score(opts: &ScoreOptions) -> Result<ScoreSummary, ScoreError> {
         .progress_bar
         .then(|| RowBar::new(todo_rows, todo.len()));
     let (mut rows_scored, mut predict_secs, mut by_another) = (0u64, 0.0, 0usize);
-    for p in &todo {
-        let (bytes, secs) = score_part(&in_lake, p, &scorer, opts.batch_rows, &mut bar).await?;
+    // Features computed from curated rows carry rolling state from part to part, in the
+    // parts' (time) order, as training computed them: a part scored by an earlier run is
+    // read again (not scored) when a later part needs its history.
+    let mut fb = crate::features::FeatureBuilder::new();
+    let last_computed = todo
+        .iter()
+        .filter(|p| p.compute_features)
+        .map(|p| p.input.clone())
+        .max();
+    for p in &parts {
+        if !todo.iter().any(|t| t.input == p.input) {
+            if p.compute_features && last_computed.as_ref().is_some_and(|l| p.input < *l) {
+                warm_features(&in_lake, p, opts.batch_rows, &mut fb).await?;
+            }
+            continue;
+        }
+        let (bytes, secs) =
+            score_part(&in_lake, p, &scorer, opts.batch_rows, &mut bar, &mut fb).await?;
         predict_secs += secs;
         let entry = ManifestPart {
             input: p.input.clone(),

@@ -852,3 +852,144 @@ fn an_isolation_forest_scores_through_the_same_job() {
     let o = contrail(&dir.0, &gpu, &[]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
 }
+
+/// The `prediction` column of every Parquet file under `root`, by `event_id`.
+fn predictions_by_event(root: &Path) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for (name, bytes) in tree(root) {
+        if !name.ends_with(".parquet") {
+            continue;
+        }
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            bytes::Bytes::from(bytes),
+        )
+        .expect("parquet")
+        .build()
+        .expect("reader");
+        for b in reader {
+            let b = b.expect("batch");
+            let ids = b
+                .column_by_name("event_id")
+                .expect("event_id")
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .expect("strings")
+                .clone();
+            let p = b
+                .column_by_name("prediction")
+                .expect("prediction")
+                .as_any()
+                .downcast_ref::<Float64Array>()
+                .expect("f64")
+                .clone();
+            for i in 0..b.num_rows() {
+                out.insert(ids.value(i).to_string(), p.value(i));
+            }
+        }
+    }
+    out
+}
+
+/// A model trained on the lake's features scores the curated table through the job with
+/// the features training computed (rolling statistics carried from partition to
+/// partition in time order), also when a re-run finds earlier partitions already scored.
+#[test]
+fn a_lake_model_scores_the_curated_table_with_trainings_features() {
+    let dir = TempDir::new("score-lake").expect("tmp");
+    let lake = dir.0.join("lake").display().to_string();
+    for args in [
+        vec![
+            "simulate", "--lake", &lake, "--days", "4", "--routes", "6", "--seed", "5",
+        ],
+        vec!["etl", "--lake", &lake],
+    ] {
+        let o = contrail(&dir.0, &args, &[]);
+        assert!(o.status.success(), "{args:?}: {}", text(&o.stderr));
+    }
+    std::fs::write(
+        dir.0.join("fare.toml"),
+        format!(
+            "lake = {lake:?}\n\n[train]\ntarget = \"price\"\nvalid_days = 1\ntest_days = 1\nout = \"model.ctm\"\n\n[train.params]\nnum_iterations = 30\nnum_leaves = 15\n"
+        ),
+    )
+    .expect("config");
+    let o = contrail(&dir.0, &["train", "--config", "fare.toml"], &[]);
+    assert!(o.status.success(), "train: {}", text(&o.stderr));
+    // The training pipeline's features of the test day, and the model's predictions.
+    let o = contrail(
+        &dir.0,
+        &[
+            "export-features",
+            "--lake",
+            &lake,
+            "--config",
+            "fare.toml",
+            "--out",
+            "feats",
+            "--event-ids",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "export-features: {}", text(&o.stderr));
+    std::fs::create_dir_all(dir.0.join("want")).expect("mkdir");
+    let o = contrail(
+        &dir.0,
+        &[
+            "predict",
+            "--model",
+            "model.ctm",
+            "--data",
+            "feats/test.parquet",
+            "--out",
+            "want/test.parquet",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "predict: {}", text(&o.stderr));
+    let want = predictions_by_event(&dir.0.join("want"));
+    assert!(want.len() > 100, "{} test rows", want.len());
+
+    // The job over the whole curated table.
+    let curated = format!("{lake}/curated/flight_searches");
+    let args = [
+        "score",
+        "--model",
+        "model.ctm",
+        "--input",
+        &curated,
+        "--output",
+        "scored",
+        "--keep",
+        "event_id",
+    ];
+    let s = score_ok(&dir.0, &args, &[]);
+    let parts = s["parts"].as_u64().expect("parts");
+    assert!(parts >= 48, "{parts} hourly parts");
+    let got = predictions_by_event(&dir.0.join("scored"));
+    for (id, w) in &want {
+        let g = got
+            .get(id)
+            .unwrap_or_else(|| panic!("event {id} not scored"));
+        assert_eq!(
+            g.to_bits(),
+            w.to_bits(),
+            "event {id}: job {g} vs training's features {w}"
+        );
+    }
+    // Lose the later half of the parts: the re-run reads the earlier ones for their
+    // history and writes the same bytes.
+    let first = tree(&dir.0.join("scored"));
+    let mut names: Vec<&String> = first.keys().filter(|n| n.ends_with(".parquet")).collect();
+    names.sort();
+    for n in &names[names.len() / 2..] {
+        std::fs::remove_file(dir.0.join("scored").join(n)).expect("rm");
+    }
+    std::fs::remove_file(dir.0.join("scored/_SUCCESS")).expect("rm _SUCCESS");
+    let s = score_ok(&dir.0, &args, &[]);
+    assert_eq!(s["parts_skipped"].as_u64(), Some((names.len() / 2) as u64));
+    assert_eq!(
+        tree(&dir.0.join("scored")),
+        first,
+        "the resumed output differs"
+    );
+}
