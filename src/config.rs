@@ -34,6 +34,9 @@ pub struct JobConfig {
     /// A model trained on the curated lake (`contrail train --config`).
     #[serde(default)]
     pub train: Option<crate::models::LakeTrainConfig>,
+    /// A hyperparameter search of the [train] model (`contrail tune --config`).
+    #[serde(default)]
+    pub tune: Option<crate::tune_lake::TuneSection>,
 }
 
 /// Simulation settings; every key optional, missing ones keep their defaults.

@@ -13,15 +13,17 @@ use std::collections::BTreeMap;
 
 use arrow_array::{Array, Float64Array};
 use arrow_schema::DataType;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
 use crate::etl::etl::curated_files;
+use crate::etl::stats::{ColumnStats, PartitionStats, STATS_FILE};
+use crate::etl::CURATED_TABLE;
 use crate::features::drift::{js_distance, psi, Buckets, Moments};
 use crate::features::{feature_schema, FeatureBuilder};
 use crate::models::ModelError;
 use crate::store::parquet_io::{self, ScanOptions};
-use crate::store::partition::{HourRange, Partition};
+use crate::store::partition::{list_partitions, HourRange, Partition};
 use crate::store::Lake;
 
 /// Reference rows kept to place the buckets.
@@ -160,42 +162,19 @@ impl Sample {
     }
 }
 
-/// Compares the latest days of the curated lake with the reference window.
-pub async fn drift(lake: &Lake, o: &DriftOptions) -> Result<DriftReport, ModelError> {
-    let schema = feature_schema();
-    let numeric: Vec<String> = schema
-        .fields()
-        .iter()
-        .filter(|f| f.data_type() == &DataType::Float64)
-        .map(|f| f.name().clone())
-        .collect();
-    let names: Vec<String> = if o.features.is_empty() {
-        numeric
-            .iter()
-            .filter(|n| !CALENDAR_FEATURES.contains(&n.as_str()))
-            .cloned()
-            .collect()
-    } else {
-        for n in &o.features {
-            if !numeric.contains(n) {
-                return Err(ModelError::Invalid(format!(
-                    "`{n}` is not a numeric feature (see docs/features.md)"
-                )));
-            }
-        }
-        o.features.clone()
-    };
+/// The days compared: the current ones and the reference window.
+struct Windows {
+    current_from: i64,
+    reference_from: i64,
+    reference_to: i64,
+}
+
+fn windows(lake: &Lake, days: &[i64], o: &DriftOptions) -> Result<Windows, ModelError> {
     if o.current_days == 0 || o.buckets < 2 || o.reference_days == Some(0) {
         return Err(ModelError::Invalid(
             "drift needs --current-days >= 1, --reference-days >= 1 and --buckets >= 2".into(),
         ));
     }
-    let files = curated_files(lake, HourRange::all()).await?;
-    let days: Vec<i64> = files
-        .iter()
-        .filter_map(|f| Partition::parse_path(f))
-        .map(|p| p.hour.div_euclid(24))
-        .collect();
     let (Some(&first), Some(&last)) = (days.iter().min(), days.iter().max()) else {
         return Err(ModelError::Invalid(format!(
             "{}: the curated table is empty (run `contrail etl` first)",
@@ -223,6 +202,49 @@ pub async fn drift(lake: &Lake, o: &DriftOptions) -> Result<DriftReport, ModelEr
             o.current_days
         )));
     }
+    Ok(Windows {
+        current_from,
+        reference_from,
+        reference_to,
+    })
+}
+
+/// Compares the latest days of the curated lake with the reference window.
+pub async fn drift(lake: &Lake, o: &DriftOptions) -> Result<DriftReport, ModelError> {
+    let schema = feature_schema();
+    let numeric: Vec<String> = schema
+        .fields()
+        .iter()
+        .filter(|f| f.data_type() == &DataType::Float64)
+        .map(|f| f.name().clone())
+        .collect();
+    let names: Vec<String> = if o.features.is_empty() {
+        numeric
+            .iter()
+            .filter(|n| !CALENDAR_FEATURES.contains(&n.as_str()))
+            .cloned()
+            .collect()
+    } else {
+        for n in &o.features {
+            if !numeric.contains(n) {
+                return Err(ModelError::Invalid(format!(
+                    "`{n}` is not a numeric feature (see docs/features.md)"
+                )));
+            }
+        }
+        o.features.clone()
+    };
+    let files = curated_files(lake, HourRange::all()).await?;
+    let days: Vec<i64> = files
+        .iter()
+        .filter_map(|f| Partition::parse_path(f))
+        .map(|p| p.hour.div_euclid(24))
+        .collect();
+    let Windows {
+        current_from,
+        reference_from,
+        reference_to,
+    } = windows(lake, &days, o)?;
     let mut sample = Sample {
         cap: REFERENCE_SAMPLE,
         step: 1,
@@ -333,6 +355,227 @@ pub async fn drift(lake: &Lake, o: &DriftOptions) -> Result<DriftReport, ModelEr
         reference_from: day_label(reference_from),
         reference_to: day_label(reference_to),
         reference_rows: ref_moments.first().map_or(0, |m| m.count),
+        max_psi: o.max_psi,
+        features,
+    })
+}
+
+/// Shares of a window's rows in each bucket (`edges` ascending: `(-inf, e0]`, ...,
+/// `(e_last, inf)`) and the missing bucket last, as counts of 10^12 for [`psi`].
+fn window_counts(stats: &[&ColumnStats], edges: &[f64]) -> Vec<u64> {
+    let rows: u64 = stats.iter().map(|s| s.rows).sum();
+    let mut shares = vec![0.0f64; edges.len() + 2];
+    if rows == 0 {
+        return vec![0; edges.len() + 2];
+    }
+    for s in stats {
+        let present = (s.rows - s.missing) as f64;
+        let mut below = 0.0;
+        for (j, e) in edges.iter().enumerate() {
+            let c = s.cdf(*e);
+            shares[j] += present * (c - below);
+            below = c;
+        }
+        shares[edges.len()] += present * (1.0 - below);
+        shares[edges.len() + 1] += s.missing as f64;
+    }
+    shares
+        .iter()
+        .map(|x| (x / rows as f64 * 1e12).round().max(0.0) as u64)
+        .collect()
+}
+
+/// The value below which a share `level` of the window's present values lie (bisection
+/// on the row-weighted mixture of the partitions' sketch CDFs).
+fn window_quantile(stats: &[&ColumnStats], level: f64) -> f64 {
+    let present: f64 = stats.iter().map(|s| (s.rows - s.missing) as f64).sum();
+    let cdf = |x: f64| -> f64 {
+        stats
+            .iter()
+            .map(|s| (s.rows - s.missing) as f64 * s.cdf(x))
+            .sum::<f64>()
+            / present
+    };
+    let (mut lo, mut hi) = stats
+        .iter()
+        .filter(|s| s.rows > s.missing)
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), s| {
+            (a.min(s.min), b.max(s.max))
+        });
+    if cdf(lo) >= level {
+        return lo;
+    }
+    for _ in 0..100 {
+        let mid = lo + (hi - lo) / 2.0;
+        if mid <= lo || mid >= hi {
+            break;
+        }
+        if cdf(mid) >= level {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    hi
+}
+
+/// [`drift`] from the statistics the ETL keeps beside each curated partition
+/// ([`crate::etl::stats`]): the curated table's numeric columns (not the derived
+/// features), each day's and the reference window's distributions merged from hourly
+/// quantile sketches, without reading the data. Buckets are the reference mixture's
+/// quantiles; each share is within 1/64 of a partition's exact share.
+pub async fn drift_from_stats(lake: &Lake, o: &DriftOptions) -> Result<DriftReport, ModelError> {
+    let parts = list_partitions(lake, CURATED_TABLE, HourRange::all()).await?;
+    let days: Vec<i64> = parts.iter().map(|p| p.hour.div_euclid(24)).collect();
+    let Windows {
+        current_from,
+        reference_from,
+        reference_to,
+    } = windows(lake, &days, o)?;
+    let wanted: Vec<Partition> = parts
+        .into_iter()
+        .filter(|p| {
+            let d = p.hour.div_euclid(24);
+            (reference_from..=reference_to).contains(&d) || d >= current_from
+        })
+        .collect();
+    let loaded: Vec<(Partition, Option<bytes::Bytes>)> =
+        futures::stream::iter(wanted.into_iter().map(|p| async move {
+            let rel = format!("{CURATED_TABLE}/{}/{STATS_FILE}", p.dir());
+            lake.get_opt(&rel).await.map(|b| (p, b))
+        }))
+        .buffered(16)
+        .try_collect()
+        .await?;
+    let mut stats: Vec<(i64, PartitionStats)> = Vec::with_capacity(loaded.len());
+    for (p, bytes) in loaded {
+        let rel = format!("{CURATED_TABLE}/{}/{STATS_FILE}", p.dir());
+        let Some(bytes) = bytes else {
+            // A partition the ETL left without curated rows has no statistics either.
+            let data = format!("{CURATED_TABLE}/{}/{}", p.dir(), crate::etl::etl::PART_FILE);
+            if lake.get_opt(&data).await?.is_some() {
+                return Err(ModelError::Invalid(format!(
+                    "{} is missing (the partition was processed before the ETL kept statistics: run `contrail etl --force`)",
+                    lake.display(&rel)
+                )));
+            }
+            continue;
+        };
+        let s: PartitionStats = serde_json::from_slice(&bytes).map_err(|e| {
+            ModelError::Invalid(format!(
+                "{}: not a statistics file: {e}",
+                lake.display(&rel)
+            ))
+        })?;
+        if let Some((name, _)) = s.columns.iter().find(|(_, c)| !c.is_valid()) {
+            return Err(ModelError::Invalid(format!(
+                "{}: column `{name}`: inconsistent statistics",
+                lake.display(&rel)
+            )));
+        }
+        stats.push((p.hour.div_euclid(24), s));
+    }
+    let reference: Vec<&PartitionStats> = stats
+        .iter()
+        .filter(|(d, _)| *d <= reference_to)
+        .map(|(_, s)| s)
+        .collect();
+    if reference.is_empty() {
+        return Err(ModelError::Invalid(
+            "no curated rows in the reference window".into(),
+        ));
+    }
+    let available: Vec<String> = reference[0].columns.keys().cloned().collect();
+    let names: Vec<String> = if o.features.is_empty() {
+        available.clone()
+    } else {
+        for n in &o.features {
+            if !available.contains(n) {
+                return Err(ModelError::Invalid(format!(
+                    "`{n}` is not a numeric column of the curated table (the ETL's statistics have: {})",
+                    available.join(", ")
+                )));
+            }
+        }
+        o.features.clone()
+    };
+    let column = |ps: &[&PartitionStats], n: &str| -> Result<Vec<ColumnStats>, ModelError> {
+        ps.iter()
+            .map(|s| {
+                s.columns.get(n).cloned().ok_or_else(|| {
+                    ModelError::Invalid(format!("a partition's statistics lack column `{n}`"))
+                })
+            })
+            .collect()
+    };
+    let mut current_days: BTreeMap<i64, Vec<&PartitionStats>> = BTreeMap::new();
+    for (d, s) in &stats {
+        if *d >= current_from {
+            current_days.entry(*d).or_default().push(s);
+        }
+    }
+    let mut features = Vec::new();
+    let mut per_day: BTreeMap<i64, Vec<FeatureDrift>> = BTreeMap::new();
+    for n in &names {
+        let rc = column(&reference, n)?;
+        let rr: Vec<&ColumnStats> = rc.iter().collect();
+        let ref_present: u64 = rr.iter().map(|s| s.rows - s.missing).sum();
+        let mean = |ss: &[&ColumnStats]| {
+            let p: u64 = ss.iter().map(|s| s.rows - s.missing).sum();
+            if p == 0 {
+                f64::NAN
+            } else {
+                ss.iter()
+                    .filter(|s| s.rows > s.missing)
+                    .map(|s| (s.rows - s.missing) as f64 * s.mean)
+                    .sum::<f64>()
+                    / p as f64
+            }
+        };
+        let missing = |ss: &[&ColumnStats]| {
+            let r: u64 = ss.iter().map(|s| s.rows).sum();
+            ss.iter().map(|s| s.missing).sum::<u64>() as f64 / r.max(1) as f64
+        };
+        let mut edges: Vec<f64> = if ref_present == 0 {
+            Vec::new()
+        } else {
+            (1..o.buckets)
+                .map(|i| window_quantile(&rr, i as f64 / o.buckets as f64))
+                .collect()
+        };
+        edges.dedup();
+        let ref_counts = window_counts(&rr, &edges);
+        for (day, ps) in &current_days {
+            let cc = column(ps, n)?;
+            let cr: Vec<&ColumnStats> = cc.iter().collect();
+            let counts = window_counts(&cr, &edges);
+            let p = psi(&ref_counts, &counts);
+            per_day.entry(*day).or_default().push(FeatureDrift {
+                day: day_label(*day),
+                feature: n.clone(),
+                psi: p,
+                js_distance: js_distance(&ref_counts, &counts),
+                rows: cr.iter().map(|s| s.rows).sum(),
+                reference_missing: missing(&rr),
+                missing: missing(&cr),
+                reference_mean: mean(&rr),
+                mean: mean(&cr),
+                alarm: p > o.max_psi,
+            });
+        }
+    }
+    for (_, mut rows) in per_day {
+        rows.sort_by(|a, b| {
+            b.psi
+                .total_cmp(&a.psi)
+                .then_with(|| a.feature.cmp(&b.feature))
+        });
+        features.extend(rows);
+    }
+    Ok(DriftReport {
+        reference_from: day_label(reference_from),
+        reference_to: day_label(reference_to),
+        reference_rows: reference.iter().map(|s| s.rows).sum(),
         max_psi: o.max_psi,
         features,
     })

@@ -10,7 +10,7 @@
 //! | [`etl`] | contrail-etl | ingest and raw-to-curated ETL with quarantine |
 //! | [`features`] | contrail-features | the shared feature function |
 //! | [`gbdt`] | contrail-gbdt | histogram gradient-boosted trees |
-//! | [`tuning`] | contrail-tune | hyperparameter search: samplers, pruners, the study journal ([`tune`] is `contrail tune`) |
+//! | [`tuning`] | contrail-tune | hyperparameter search: samplers, pruners, the study journal ([`tune`] is `contrail tune`, [`tune_lake`] its lake mode) |
 
 pub use contrail_etl as etl;
 pub use contrail_events as events;
@@ -28,3 +28,4 @@ pub mod models;
 pub mod score;
 pub mod summary;
 pub mod tune;
+pub mod tune_lake;

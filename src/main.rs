@@ -392,39 +392,58 @@ enum Command {
         /// Alarm threshold on the population stability index.
         #[arg(long, default_value_t = 0.25)]
         max_psi: f64,
+        /// Check the curated table's numeric columns (price, competitor_price, stops, ...)
+        /// from the statistics the ETL keeps beside each partition, without reading the
+        /// data [default --features: every numeric column].
+        #[arg(long)]
+        from_etl_stats: bool,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
-    /// Black-box hyperparameter search: runs --command once per trial with the trial's
-    /// parameters as one JSON object on stdin; the last line of its stdout is the
-    /// objective. Prints the best trial as one JSON line; the journal (resumed by running
-    /// again with the same --out) and report.html are in --out.
+    /// Hyperparameter search. Black-box mode (--space, --command, --trials): runs
+    /// --command once per trial with the trial's parameters as one JSON object on stdin;
+    /// the last line of its stdout is the objective. Lake mode (--config): tunes the
+    /// [train] model of a config on the curated lake in process, as its [tune] section
+    /// says, and writes best_params.json and best.contrail. Either way the best trial is
+    /// printed as one JSON line; the journal (resumed by running again with the same
+    /// --out) and report.html are in --out.
     Tune {
-        /// The search space (TOML: one table per parameter; see contrail-tune's docs).
+        /// Lake mode: a TOML config with [train] and [tune] sections (see
+        /// configs/tune_fare_price.toml); not with --space, --command, --trials,
+        /// --sampler, --parallel, --seed or --direction, which the config sets.
+        #[arg(
+            long,
+            conflicts_with_all = ["space", "command", "trials", "sampler", "parallel", "seed", "direction"]
+        )]
+        config: Option<PathBuf>,
+        /// Black-box mode: the search space (TOML: one table per parameter; see
+        /// contrail-tune's docs).
+        #[arg(long, required_unless_present = "config", requires_all = ["command", "trials"])]
+        space: Option<PathBuf>,
+        /// Black-box mode: the objective command, run with `sh -c`.
+        #[arg(long, required_unless_present = "config")]
+        command: Option<String>,
+        /// Black-box mode: trials in the whole study (a resumed study counts those
+        /// already run).
+        #[arg(long, required_unless_present = "config")]
+        trials: Option<usize>,
+        /// gp (Gaussian process, expected improvement), tpe or random [default: gp].
         #[arg(long)]
-        space: PathBuf,
-        /// The objective command, run with `sh -c`.
+        sampler: Option<contrail::tuning::SamplerKind>,
+        /// Trials run side by side (suggested together by constant liar) [default: 1].
         #[arg(long)]
-        command: String,
-        /// Trials in the whole study (a resumed study counts those already run).
+        parallel: Option<usize>,
+        /// The sampler's seed: the same seed gives the same suggestions [default: 0].
         #[arg(long)]
-        trials: usize,
-        /// gp (Gaussian process, expected improvement), tpe or random.
-        #[arg(long, default_value = "gp")]
-        sampler: contrail::tuning::SamplerKind,
-        /// Trials run side by side (suggested together by constant liar).
-        #[arg(long, default_value_t = 1)]
-        parallel: usize,
-        /// The sampler's seed: the same seed gives the same suggestions.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// minimize or maximize.
-        #[arg(long, default_value = "minimize")]
-        direction: contrail::tuning::Direction,
-        /// Folder for journal.jsonl and report.html.
+        seed: Option<u64>,
+        /// minimize or maximize [default: minimize].
         #[arg(long)]
-        out: PathBuf,
+        direction: Option<contrail::tuning::Direction>,
+        /// Folder for journal.jsonl and report.html (lake mode: also best_params.json
+        /// and best.contrail; default its [tune] out).
+        #[arg(long, required_unless_present = "config")]
+        out: Option<PathBuf>,
     },
     /// Simulate a small market into ./lake, run the ETL, summarise the lake and train the
     /// fare model.
@@ -1028,6 +1047,7 @@ async fn run(cli: Cli) -> Result<()> {
             features,
             buckets,
             max_psi,
+            from_etl_stats,
             json,
         } => {
             let lake = Lake::open(&lake.lake)?;
@@ -1052,7 +1072,11 @@ async fn run(cli: Cli) -> Result<()> {
                 buckets,
                 max_psi,
             };
-            let r = contrail::drift::drift(&lake, &opts).await?;
+            let r = if from_etl_stats {
+                contrail::drift::drift_from_stats(&lake, &opts).await?
+            } else {
+                contrail::drift::drift(&lake, &opts).await?
+            };
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
@@ -1082,6 +1106,45 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Tune {
+            config: Some(path),
+            out,
+            ..
+        } => {
+            let cfg = JobConfig::load(&path)?;
+            let job = contrail::tune_lake::LakeTuneJob::new(&path, cfg.train, cfg.tune, out)?;
+            let url = std::env::var("CONTRAIL_LAKE")
+                .ok()
+                .or(cfg.lake.clone())
+                .unwrap_or_else(|| "./lake".into());
+            let lake = Lake::open(&url)?;
+            let splits = models::lake_splits(&lake, &job.train).await?;
+            info!(
+                "tuning on {}: {} train, {} valid rows, {} features; {} trials, {} at a time, in {}",
+                lake.url(),
+                splits.train.n_rows(),
+                splits.valid.n_rows(),
+                splits.train.n_features(),
+                job.tune.trials,
+                job.tune.parallel,
+                job.out.display()
+            );
+            let lineage = std::collections::BTreeMap::from([
+                ("lake".to_string(), lake.url().to_string()),
+                ("target".to_string(), job.train.target.clone()),
+            ]);
+            let best = tokio::task::spawn_blocking(move || {
+                let data = contrail::tune_lake::TuneData {
+                    train: &splits.train,
+                    valid: &splits.valid,
+                    lineage,
+                };
+                contrail::tune_lake::run_lake_study(&job, &data, quiet)
+            })
+            .await
+            .context("the tuning thread")??;
+            println!("{}", serde_json::to_string(&best)?);
+        }
+        Command::Tune {
             space,
             command,
             trials,
@@ -1090,15 +1153,24 @@ async fn run(cli: Cli) -> Result<()> {
             seed,
             direction,
             out,
+            ..
         } => {
+            let (Some(space), Some(command), Some(trials), Some(out)) =
+                (space, command, trials, out)
+            else {
+                return Err(UsageError(
+                    "tune needs --space, --command, --trials and --out (or --config)".into(),
+                )
+                .into());
+            };
             let opts = contrail::tune::BlackBoxOptions {
                 space,
                 command,
                 trials,
-                sampler,
-                parallel,
-                seed,
-                direction,
+                sampler: sampler.unwrap_or(contrail::tuning::SamplerKind::Gp),
+                parallel: parallel.unwrap_or(1),
+                seed: seed.unwrap_or(0),
+                direction: direction.unwrap_or(contrail::tuning::Direction::Minimize),
                 out,
             };
             let best = tokio::task::spawn_blocking(move || contrail::tune::run_black_box(&opts))

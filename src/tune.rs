@@ -49,6 +49,14 @@ pub enum TuneRunError {
     },
     #[error("no trial completed ({failed} failed; the first failure: {first_reason})")]
     NoCompleteTrial { failed: usize, first_reason: String },
+    #[error(
+        "[tune.space]: unknown parameter `{name}` (the booster's tunable parameters: {tunable})"
+    )]
+    UnknownParameter { name: String, tunable: String },
+    #[error("[tune.space]: parameter `{name}`: {reason}")]
+    InvalidParameter { name: String, reason: String },
+    #[error(transparent)]
+    Model(#[from] crate::models::ModelError),
 }
 
 impl TuneRunError {
@@ -58,6 +66,7 @@ impl TuneRunError {
         match self {
             TuneRunError::Io { .. } => false,
             TuneRunError::Tune(e) => e.is_user_error(),
+            TuneRunError::Model(e) => e.is_user_error(),
             _ => true,
         }
     }
@@ -520,7 +529,7 @@ pub fn render_report(study: &Study) -> String {
     html
 }
 
-fn write_report(study: &Study, path: &Path) -> Result<(), TuneRunError> {
+pub(crate) fn write_report(study: &Study, path: &Path) -> Result<(), TuneRunError> {
     let tmp = path.with_extension("html.tmp");
     let io = |op| {
         let path = path.to_path_buf();

@@ -987,3 +987,110 @@ fn import_predict_and_export_a_lightgbm_model() {
     );
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
 }
+
+#[test]
+fn drift_from_the_etls_statistics_alarms_without_reading_the_data() {
+    let dir = TempDir::new("cli-drift-stats").expect("tmp");
+    let sim = |start: &str, days: &str, anomalies: &str| {
+        for args in [
+            vec![
+                "-q",
+                "simulate",
+                "--start-date",
+                start,
+                "--days",
+                days,
+                "--routes",
+                "12",
+                "--searches-per-route-day",
+                "150",
+                "--seed",
+                "1",
+                "--anomaly-rate",
+                anomalies,
+            ],
+            vec!["-q", "etl"],
+        ] {
+            let out = contrail(&dir.0, &args, &[]);
+            assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        }
+    };
+    let drift = |extra: &[&str]| {
+        let mut a = vec!["drift", "--from-etl-stats", "--json"];
+        a.extend_from_slice(extra);
+        contrail(&dir.0, &a, &[])
+    };
+    let rows = |out: &Output| -> Vec<serde_json::Value> {
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        r["features"].as_array().expect("features").clone()
+    };
+    // Three ordinary days: quiet. Every curated partition has its statistics.
+    sim("2026-03-01", "3", "0.002");
+    let stats: Vec<String> = tree(&dir.0.join("lake/curated"))
+        .into_keys()
+        .filter(|k| k.ends_with("_stats.json"))
+        .collect();
+    assert_eq!(stats.len(), 72, "one statistics file an hour");
+    let out = drift(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let quiet = rows(&out);
+    assert!(quiet.iter().any(|r| r["feature"] == "price"));
+    assert!(quiet.iter().all(|r| r["alarm"] == false), "{quiet:?}");
+    // A fourth day of the same market where 30% of the quotes are error fares: price
+    // (and booking, which cheap fares drive) alarm; the flights' durations and stops do
+    // not move.
+    sim("2026-03-04", "1", "0.3");
+    let out = drift(&[]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let r = rows(&out);
+    let alarm = |f: &str| r.iter().any(|x| x["feature"] == f && x["alarm"] == true);
+    assert!(alarm("price"), "{r:?}");
+    assert!(!alarm("duration_min") && !alarm("stops"), "{r:?}");
+    // The day's mean and rows come from the statistics: equal to the data's.
+    let price = r.iter().find(|x| x["feature"] == "price").expect("price");
+    let curated = dir.0.join("lake/curated");
+    let (mut sum, mut n) = (0.0, 0u64);
+    for name in tree(&curated).into_keys() {
+        if name.contains("day=04") && name.ends_with(".parquet") {
+            for b in read_parquet(&curated, &name) {
+                let p =
+                    contrail::gbdt::data::numeric_values(b.column_by_name("price").expect("price"))
+                        .expect("numeric");
+                sum += p.iter().sum::<f64>();
+                n += p.len() as u64;
+            }
+        }
+    }
+    assert_eq!(price["rows"].as_u64(), Some(n));
+    let mean = price["mean"].as_f64().expect("mean");
+    assert!(
+        (mean - sum / n as f64).abs() <= 1e-9 * mean.abs(),
+        "{mean} vs {}",
+        sum / n as f64
+    );
+    // A partition processed without statistics, and a corrupt file: user errors naming
+    // the file.
+    let victim = dir.0.join("lake/curated").join(&stats[5]);
+    std::fs::remove_file(&victim).expect("rm");
+    let out = drift(&[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("etl --force"),
+        "{}",
+        text(&out.stderr)
+    );
+    std::fs::write(&victim, "{\"format\": 1, \"rows\": 3}").expect("write");
+    let out = drift(&[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("_stats.json"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = drift(&["--features", "route"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    // `contrail etl --force` writes them again.
+    let out = contrail(&dir.0, &["-q", "etl", "--force"], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(drift(&[]).status.code(), Some(3));
+}

@@ -967,9 +967,7 @@ fn a_lake_model_scores_the_curated_table_with_trainings_features() {
     assert!(parts >= 48, "{parts} hourly parts");
     let got = predictions_by_event(&dir.0.join("scored"));
     for (id, w) in &want {
-        let g = got
-            .get(id)
-            .unwrap_or_else(|| panic!("event {id} not scored"));
+        let g = got.get(id).expect("every test event scored");
         assert_eq!(
             g.to_bits(),
             w.to_bits(),

@@ -1,5 +1,7 @@
 //! End-to-end tests of `contrail tune` in black-box mode: a small sh/awk objective,
-//! failing trials, determinism, and SIGKILL mid-trial followed by a resume.
+//! failing trials, determinism, and SIGKILL mid-trial followed by a resume; and in lake
+//! mode (`--config`): the fare model tuned on a small simulated lake, pruning, the best
+//! model package, resume, and config errors.
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -344,4 +346,229 @@ fn bad_space_and_options_are_user_errors() {
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("exit status 9"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Lake mode: `contrail tune --config`.
+
+fn contrail(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_contrail"))
+        .current_dir(dir)
+        .args(args)
+        .env_remove("CONTRAIL_LAKE")
+        .output()
+        .expect("run contrail")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A small study of the fare model: 6 trials, 2 at a time, median pruning after 2
+/// complete trials and 3 rounds.
+const LAKE_TUNE: &str = r#"
+lake = "lake"
+[train]
+target = "price"
+valid_days = 1
+test_days = 1
+out = "lake/models/fare.ctm"
+[train.params]
+num_iterations = 40
+early_stopping_round = 10
+[tune]
+trials = 6
+parallel = 2
+seed = 3
+metric = "rmse"
+pruner = "median"
+startup_trials = 2
+warmup_steps = 3
+[tune.space.learning_rate]
+type = "float"
+low = 0.02
+high = 0.3
+log = true
+[tune.space.num_leaves]
+type = "int"
+low = 4
+high = 64
+[tune.space.min_data_in_leaf]
+type = "int"
+low = 5
+high = 100
+[tune.space.lambda_l2]
+type = "float"
+low = 0.001
+high = 10.0
+log = true
+"#;
+
+/// The manifest `contrail inspect` prints first (a pretty JSON object).
+fn inspect_manifest(dir: &Path, model: &str) -> Value {
+    let out = contrail(dir, &["inspect", model]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let end = text.find("\n}\n").expect("the manifest") + 2;
+    serde_json::from_str(&text[..end]).expect("manifest JSON")
+}
+
+#[test]
+fn lake_mode_tunes_prunes_keeps_the_best_model_and_resumes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    for args in [
+        &["-q", "simulate", "--days", "3", "--routes", "10"][..],
+        &["-q", "etl"][..],
+    ] {
+        let out = contrail(d, args);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    std::fs::write(d.join("tune.toml"), LAKE_TUNE).expect("config");
+    let out = contrail(d, &["tune", "--config", "tune.toml", "--out", "study"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let best = best_line(&out);
+    let p = &best["params"];
+    let lr = p["learning_rate"].as_f64().expect("learning_rate");
+    assert!((0.02..=0.3).contains(&lr), "{best}");
+    let leaves = p["num_leaves"].as_i64().expect("num_leaves an int");
+    assert!((4..=64).contains(&leaves), "{best}");
+    let mdl = p["min_data_in_leaf"]
+        .as_i64()
+        .expect("min_data_in_leaf an int");
+    assert!((5..=100).contains(&mdl), "{best}");
+    let l2 = p["lambda_l2"].as_f64().expect("lambda_l2");
+    assert!((0.001..=10.0).contains(&l2), "{best}");
+    // Per-trial lines on stderr; no progress bar off a terminal.
+    let err = stderr(&out);
+    assert!(err.contains("trial 0: valid-rmse "), "{err}");
+    assert!(!err.contains("trials  best"), "{err}");
+
+    // The journal: every trial told, every one reported its validation RMSE each round
+    // (steps 1, 2, ...), and the pruner stopped at least one (this seed prunes trial 5 at
+    // round 3; a pruned trial's reports end before num_iterations).
+    let journal = d.join("study/journal.jsonl");
+    let recs = records(&journal);
+    let tells: Vec<&Value> = recs.iter().filter(|r| r["record"] == "tell").collect();
+    assert_eq!(tells.len(), 6);
+    for t in 0..6u64 {
+        let steps: Vec<u64> = recs
+            .iter()
+            .filter(|r| r["record"] == "report" && r["trial"] == t)
+            .map(|r| r["step"].as_u64().expect("step"))
+            .collect();
+        assert!(!steps.is_empty(), "trial {t} reported nothing");
+        assert_eq!(steps, (1..=steps.len() as u64).collect::<Vec<_>>());
+        let tell = tells.iter().find(|r| r["trial"] == t).expect("told");
+        if tell["state"] == "pruned" {
+            assert!(steps.len() < 40, "trial {t} pruned after its last round");
+        }
+    }
+    let pruned = tells.iter().filter(|r| r["state"] == "pruned").count();
+    assert!(pruned >= 1, "no trial pruned: {tells:?}");
+    assert!(err.contains("pruned at round"), "{err}");
+    let value = best["value"].as_f64().expect("value");
+    let best_told = tells
+        .iter()
+        .filter_map(|r| r["value"].as_f64())
+        .fold(f64::INFINITY, f64::min);
+    assert_eq!(value, best_told);
+
+    // best.contrail is the best trial's model: its validation RMSE is the study's best.
+    let m = inspect_manifest(d, "study/best.contrail");
+    let v = m["metrics"]["valid-rmse"].as_f64().expect("valid-rmse");
+    assert!(((v - value) / value).abs() < 1e-9, "{v} vs {value}");
+    assert_eq!(m["lineage"]["tune_trial"], best["trial"].to_string());
+    let params: Value = serde_json::from_str(
+        &std::fs::read_to_string(d.join("study/best_params.json")).expect("best_params.json"),
+    )
+    .expect("JSON");
+    assert_eq!(&params, p);
+    let report = std::fs::read_to_string(d.join("study/report.html")).expect("report");
+    assert!(report.contains("<svg"));
+
+    // Running again resumes: the study has its trials, nothing new is asked or run.
+    let before = std::fs::read_to_string(&journal).expect("journal");
+    let again = contrail(d, &["tune", "--config", "tune.toml", "--out", "study"]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert_eq!(best_line(&again), best);
+    assert_eq!(std::fs::read_to_string(&journal).expect("journal"), before);
+
+    // Without its model file, the best trial is trained again: the same model.
+    std::fs::remove_file(d.join("study/best.contrail")).expect("rm");
+    let again = contrail(d, &["tune", "--config", "tune.toml", "--out", "study"]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    let m2 = inspect_manifest(d, "study/best.contrail");
+    assert_eq!(m2["metrics"], m["metrics"]);
+
+    // A resume with another model or metric is refused, naming what changed.
+    let other = LAKE_TUNE.replace("num_iterations = 40", "num_iterations = 50");
+    std::fs::write(d.join("other.toml"), other).expect("config");
+    let out = contrail(d, &["tune", "--config", "other.toml", "--out", "study"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("another train"), "{}", stderr(&out));
+}
+
+#[test]
+fn lake_mode_config_errors_name_the_culprit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let cases = [
+        (
+            LAKE_TUNE.replace("[tune.space.lambda_l2]", "[tune.space.lambda_l3]"),
+            "unknown parameter `lambda_l3`",
+        ),
+        (
+            LAKE_TUNE.replace("metric = \"rmse\"", "metric = \"rmsle\""),
+            "unknown metric \"rmsle\"",
+        ),
+        (
+            LAKE_TUNE.replace("low = 4\n", "low = 1\n"),
+            "parameter `num_leaves`",
+        ),
+        (
+            LAKE_TUNE.replace("type = \"int\"", "type = \"float\""),
+            "takes whole numbers",
+        ),
+        (
+            LAKE_TUNE.replace("pruner = \"median\"", "pruner = \"median\"\nbogus = 1"),
+            "unknown field `bogus`",
+        ),
+        (
+            LAKE_TUNE.replace(
+                "metric = \"rmse\"",
+                "metric = \"rmse\"\ndirection = \"maximize\"",
+            ),
+            "maximize for rmse",
+        ),
+        (
+            LAKE_TUNE[..LAKE_TUNE.find("[tune]").expect("[tune]")].to_string(),
+            "[tune]: bad6.toml has none",
+        ),
+    ];
+    for (i, (config, want)) in cases.iter().enumerate() {
+        let name = format!("bad{i}.toml");
+        std::fs::write(d.join(&name), config).expect("config");
+        let out = contrail(d, &["tune", "--config", &name, "--out", "s"]);
+        assert_eq!(out.status.code(), Some(2), "{want}: {}", stderr(&out));
+        assert!(stderr(&out).contains(want), "{want}: {}", stderr(&out));
+        assert!(
+            !d.join("s").exists(),
+            "{want}: a bad config started a study"
+        );
+    }
+    // The two modes do not mix.
+    std::fs::write(d.join("ok.toml"), LAKE_TUNE).expect("config");
+    let out = contrail(d, &["tune", "--config", "ok.toml", "--trials", "3"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("cannot be used with"),
+        "{}",
+        stderr(&out)
+    );
+    // The shipped config is a valid job.
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/tune_fare_price.toml");
+    let cfg = contrail::config::JobConfig::load(&shipped).expect("parses");
+    contrail::tune_lake::LakeTuneJob::new(&shipped, cfg.train, cfg.tune, None)
+        .expect("a valid tuning job");
 }

@@ -151,6 +151,8 @@ struct Quarantined {
 pub struct PartitionOutput {
     pub partition: Partition,
     pub curated: Option<Bytes>,
+    /// The curated rows' statistics ([`crate::stats`]), as JSON.
+    pub stats: Option<Bytes>,
     pub quarantine: Option<Bytes>,
     pub state: PartitionState,
 }
@@ -311,7 +313,15 @@ pub fn process_partition(
             source,
         })?;
         let url = format!("{lake_url}/{CURATED_TABLE}/{dir}/{PART_FILE}");
-        Some(parquet_io::encode(curated_schema(), &[batch], &url)?)
+        let stats = crate::stats::partition_stats(&batch);
+        Some((
+            parquet_io::encode(curated_schema(), &[batch], &url)?,
+            serde_json::to_vec_pretty(&stats).unwrap_or_default(),
+        ))
+    };
+    let (curated, stats) = match curated {
+        Some((c, s)) => (Some(c), Some(Bytes::from(s))),
+        None => (None, None),
     };
     let quarantine = if bad.is_empty() {
         None
@@ -353,6 +363,7 @@ pub fn process_partition(
     Ok(PartitionOutput {
         partition,
         curated,
+        stats,
         quarantine,
         state,
     })
@@ -395,9 +406,14 @@ async fn write_output(lake: &Lake, out: PartitionOutput) -> Result<(), EtlError>
     let dir = out.partition.dir();
     let cur = format!("{CURATED_TABLE}/{dir}/{PART_FILE}");
     let qua = format!("{QUARANTINE_TABLE}/{dir}/{PART_FILE}");
+    let stats = format!("{CURATED_TABLE}/{dir}/{}", crate::stats::STATS_FILE);
     match out.curated {
         Some(b) => lake.put(&cur, b).await?,
         None => lake.delete(&cur).await?,
+    }
+    match out.stats {
+        Some(b) => lake.put(&stats, b).await?,
+        None => lake.delete(&stats).await?,
     }
     match out.quarantine {
         Some(b) => lake.put(&qua, b).await?,

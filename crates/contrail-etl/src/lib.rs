@@ -6,9 +6,12 @@
 //! - [`etl`]: raw partitions into curated Parquet plus a quarantine table, with exact
 //!   accounting (rows read = curated + quarantined + duplicates), idempotent and
 //!   incremental.
+//! - [`stats`]: per-partition statistics of the curated columns (moments and quantile
+//!   sketches), written beside each curated partition for drift checks.
 
 pub mod etl;
 pub mod ingest;
+pub mod stats;
 
 use contrail_store::StoreError;
 

@@ -129,6 +129,31 @@ pub fn train_on(
     params: &Params,
     on_iteration: &mut (dyn FnMut(&IterationLog) + Send),
 ) -> Result<(Booster, Vec<f64>), GbdtError> {
+    train_on_until(device, train, valid, params, &mut |l: &IterationLog| {
+        on_iteration(l);
+        Control::Continue
+    })
+}
+
+/// What the per-iteration callback of [`train_on_until`] wants next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    Continue,
+    /// Stop after this iteration (a pruned trial): the model keeps the trees grown so far.
+    Stop,
+}
+
+/// [`train_on`] whose callback can stop training after any iteration. A stopped model
+/// keeps every tree grown so far, as if `num_iterations` had been that iteration; its
+/// `best_iteration` is the best among them (and early stopping, when on, truncates to it
+/// as usual).
+pub fn train_on_until(
+    device: &Device,
+    train: &Dataset,
+    valid: Option<&Dataset>,
+    params: &Params,
+    on_iteration: &mut (dyn FnMut(&IterationLog) -> Control + Send),
+) -> Result<(Booster, Vec<f64>), GbdtError> {
     params.validate()?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(params.num_threads)
@@ -145,7 +170,7 @@ fn train_in_pool(
     train: &Dataset,
     valid: Option<&Dataset>,
     params: &Params,
-    on_iteration: &mut (dyn FnMut(&IterationLog) + Send),
+    on_iteration: &mut (dyn FnMut(&IterationLog) -> Control + Send),
 ) -> Result<(Booster, Vec<f64>), GbdtError> {
     let n = train.n_rows();
     if n == 0 {
@@ -443,7 +468,9 @@ fn train_in_pool(
                 best = Some((val, it + 1));
             }
         }
-        on_iteration(&log);
+        if on_iteration(&log) == Control::Stop {
+            break;
+        }
         if let Some((_, bi)) = best {
             if params.early_stopping_round > 0 && it + 1 - bi >= params.early_stopping_round {
                 break;
@@ -601,5 +628,56 @@ impl Dataset {
         } else {
             self.columns.first().map_or(0, |c| c.len())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conformance::data;
+
+    #[test]
+    fn a_callback_can_stop_training_and_the_trees_so_far_are_kept() {
+        let (tr, va) = (data(2000, 3), data(600, 4));
+        let params = Params {
+            num_iterations: 12,
+            num_leaves: 15,
+            bagging_fraction: 0.8,
+            bagging_freq: 1,
+            feature_fraction: 0.8,
+            num_threads: 2,
+            ..Params::default()
+        };
+        let mut full_log = Vec::new();
+        let (full, _) = train_on(&Device::Cpu, &tr, Some(&va), &params, &mut |l| {
+            full_log.push(l.values.clone())
+        })
+        .expect("train");
+        assert_eq!(full.trees.len(), 12);
+        let k = 5;
+        let mut seen = Vec::new();
+        let (stopped, fitted) = train_on_until(&Device::Cpu, &tr, Some(&va), &params, &mut |l| {
+            seen.push(l.values.clone());
+            if l.iteration == k {
+                Control::Stop
+            } else {
+                Control::Continue
+            }
+        })
+        .expect("train");
+        assert_eq!(stopped.trees.len(), k);
+        assert_eq!(seen.len(), k);
+        // The first k iterations are those of the unstopped run, bit for bit.
+        assert_eq!(stopped.trees[..], full.trees[..k]);
+        assert_eq!(seen[..], full_log[..k]);
+        assert!(stopped.best_iteration >= 1 && stopped.best_iteration <= k);
+        let x = full.prepare(&tr).expect("prepare");
+        let want: Vec<f64> = full
+            .predict_raw(&x, Some(k))
+            .into_iter()
+            .map(|s| full.objective.transform(s))
+            .collect();
+        assert_eq!(stopped.predict(&tr).expect("predict"), want);
+        assert_eq!(fitted, want);
     }
 }

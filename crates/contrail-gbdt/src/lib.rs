@@ -32,7 +32,9 @@ pub mod train;
 pub mod tree;
 pub mod ubjson;
 
-pub use booster::{train, train_on, train_with_predictions, Booster, IterationLog};
+pub use booster::{
+    train, train_on, train_on_until, train_with_predictions, Booster, Control, IterationLog,
+};
 pub use data::{Column, Dataset};
 pub use device::Device;
 pub use objective::Objective;

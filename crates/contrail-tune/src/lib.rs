@@ -4,7 +4,8 @@
 //! that survives a kill at any moment.
 //!
 //! Which API when:
-//! - [`SearchSpace::from_toml_str`] to declare what is tuned (the format, conditional
+//! - [`SearchSpace::from_toml_str`] (or [`SearchSpace::from_toml_table`] for a section of a
+//!   larger file) to declare what is tuned (the format, conditional
 //!   parameters included, is in [`space`]);
 //! - [`Study::open`] for a study journaled to a file (resumable), [`Study::in_memory`]
 //!   otherwise; then [`Study::ask`] a batch, run the trials, [`Study::report`]

@@ -326,9 +326,15 @@ impl SearchSpace {
     /// Parses and validates a space from TOML text.
     pub fn from_toml_str(text: &str) -> Result<Self, SpaceError> {
         let table: toml::Table = toml::from_str(text).map_err(SpaceError::Toml)?;
+        Self::from_toml_table(&table)
+    }
+
+    /// Parses and validates a space from an already parsed TOML table (one sub-table per
+    /// parameter), e.g. the `[tune.space]` section of a larger file.
+    pub fn from_toml_table(table: &toml::Table) -> Result<Self, SpaceError> {
         let mut params = Vec::new();
         let mut raw_conds = Vec::new();
-        for (name, v) in &table {
+        for (name, v) in table {
             let (kind, cond) = parse_param(name, v)?;
             params.push(Param {
                 name: name.clone(),
