@@ -572,3 +572,66 @@ fn lake_mode_config_errors_name_the_culprit() {
     contrail::tune_lake::LakeTuneJob::new(&shipped, cfg.train, cfg.tune, None)
         .expect("a valid tuning job");
 }
+
+/// The report's parameter importances find the parameter the objective depends on.
+#[test]
+fn importances_rank_the_parameter_that_matters_first() {
+    use contrail::tuning::{
+        Direction, SamplerKind, SearchSpace, Study, StudyConfig, TrialResult, TrialState,
+    };
+    let space = SearchSpace::from_toml_str(
+        r#"
+[lr]
+type = "float"
+low = 0.001
+high = 1.0
+log = true
+[noise]
+type = "float"
+low = 0.0
+high = 1.0
+[kind]
+type = "categorical"
+choices = ["a", "b"]
+"#,
+    )
+    .expect("space");
+    let config = StudyConfig {
+        sampler: SamplerKind::Random,
+        seed: 4,
+        direction: Direction::Minimize,
+        n_startup: None,
+    };
+    let mut study = Study::in_memory(space, config);
+    for _ in 0..40 {
+        for t in study.ask(1).expect("ask") {
+            let p = &study.trials()[t].params;
+            let lr = p["lr"].as_f64().expect("lr");
+            let noise = p["noise"].as_f64().expect("noise");
+            // Depends on lr (strongly) and a little on noise; not on kind.
+            let v = (lr.ln() - 0.01f64.ln()).powi(2) + 0.05 * noise;
+            study.tell(t, TrialResult::Complete(v)).expect("tell");
+        }
+    }
+    let complete: Vec<(usize, f64, &serde_json::Map<String, Value>)> = study
+        .trials()
+        .iter()
+        .filter(|t| t.state == TrialState::Complete)
+        .map(|t| (t.number, t.value.expect("value"), &t.params))
+        .collect();
+    let imp = contrail::tune::parameter_importances(&study, &complete);
+    assert_eq!(imp.len(), 3, "{imp:?}");
+    assert_eq!(imp[0].0, "lr", "{imp:?}");
+    assert!(imp[0].1 > 0.8, "{imp:?}");
+    let total: f64 = imp.iter().map(|x| x.1).sum();
+    assert!((total - 1.0).abs() < 1e-9);
+    // Deterministic, and in the report.
+    assert_eq!(
+        imp,
+        contrail::tune::parameter_importances(&study, &complete)
+    );
+    let html = contrail::tune::render_report(&study);
+    assert!(html.contains("Parameter importances") && html.contains(">lr</text>"));
+    // Too few trials: none.
+    assert!(contrail::tune::parameter_importances(&study, &complete[..5]).is_empty());
+}
