@@ -18,6 +18,36 @@ use contrail::store::partition::{HourRange, Partition};
 use contrail::store::Lake;
 use tracing::info;
 
+/// Data to stdout. A reader that went away (`contrail summary | head`) ends the command
+/// quietly, with exit code 0, where `println!` would panic; another write error is an
+/// error of the command.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let mut o = std::io::stdout().lock();
+        if let Err(e) = writeln!(o, $($t)*).and_then(|_| o.flush()) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            return Err(anyhow::Error::new(e).context("writing to standard output"));
+        }
+    }};
+}
+
+/// [`out!`] without the newline.
+macro_rules! out_raw {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let mut o = std::io::stdout().lock();
+        if let Err(e) = write!(o, $($t)*).and_then(|_| o.flush()) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            return Err(anyhow::Error::new(e).context("writing to standard output"));
+        }
+    }};
+}
+
 #[derive(Parser)]
 #[command(
     name = "contrail",
@@ -208,7 +238,7 @@ async fn train_forest(args: &TrainArgs) -> Result<()> {
         m.max_samples,
         t.elapsed().as_secs_f64()
     );
-    println!(
+    out!(
         "{}",
         serde_json::to_string_pretty(&serde_json::json!({
             "model_kind": m.model_kind,
@@ -644,13 +674,13 @@ async fn train_on_lake(
     drop(sink); // erases the progress bar
     let secs = t.elapsed().as_secs_f64();
     let test = models::score_metrics(&b, &splits.test, "test")?;
-    println!(
+    out!(
         "\nmodel {out}: {} trees (best iteration {}), trained in {secs:.1}s",
         b.trees.len(),
         b.best_iteration
     );
     for (k, v) in &test {
-        println!("{k:<24} {v:>12.4}");
+        out!("{k:<24} {v:>12.4}");
     }
     if cfg.target == "price" {
         let truth = models::truth_fares(lake).await?;
@@ -666,13 +696,13 @@ async fn train_on_lake(
         if !y.is_empty() {
             let o = contrail::gbdt::Objective::Regression;
             let e = |m: &str, a: &[f64]| contrail::gbdt::metric::evaluate(m, &y, a, None, &o);
-            println!(
+            out!(
                 "\nagainst the true expected fare ({} test events):",
                 y.len()
             );
-            println!("{:<24} {:>12.4} {:>12.4} {:>8.4}", "", "rmse", "mae", "r2");
+            out!("{:<24} {:>12.4} {:>12.4} {:>8.4}", "", "rmse", "mae", "r2");
             for (name, v) in [("model", &p), ("observed price (noise)", &obs)] {
-                println!(
+                out!(
                     "{name:<24} {:>12.4} {:>12.4} {:>8.4}",
                     e("rmse", v),
                     e("mae", v),
@@ -733,13 +763,13 @@ async fn flag_anomalies(lake: &Lake, fare: &LakeTrainConfig) -> Result<()> {
             a as f64 / b as f64
         }
     };
-    println!(
+    out!(
         "\nfare anomalies: isolation forest {} on {} ({} training quotes, contamination {ANOMALY_CONTAMINATION})",
         cfg.out,
         ANOMALY_FEATURES.join(", "),
         splits.train.n_rows()
     );
-    println!(
+    out!(
         "test day: {} quotes, {n_true} injected error fares, {n_flagged} flagged: precision {:.3}, recall {:.3}, AUROC {:.4}",
         y.len(),
         ratio(tp, n_flagged),
@@ -764,7 +794,7 @@ async fn run(cli: Cli) -> Result<()> {
             let lake = Lake::open(&lake.lake)?;
             let m = simulate(&lake, &cfg, if stdout { Sink::Stdout } else { Sink::Lake }).await?;
             if !stdout {
-                println!("{}", serde_json::to_string_pretty(&m)?);
+                out!("{}", serde_json::to_string_pretty(&m)?);
             }
         }
         Command::Ingest {
@@ -786,7 +816,7 @@ async fn run(cli: Cli) -> Result<()> {
                 "ingested {} events into {} partitions in {:.2}s: {:.0} events/s",
                 r.events, r.partitions, r.seconds, r.events_per_second
             );
-            println!("{}", serde_json::to_string_pretty(&r)?);
+            out!("{}", serde_json::to_string_pretty(&r)?);
         }
         Command::Etl {
             lake,
@@ -818,7 +848,7 @@ async fn run(cli: Cli) -> Result<()> {
             };
             let r = etl_job::run(&lake, &opts).await?;
             log_etl(&r);
-            println!("{}", serde_json::to_string_pretty(&r)?);
+            out!("{}", serde_json::to_string_pretty(&r)?);
         }
         Command::Train(args) => {
             match args.model.as_deref() {
@@ -898,7 +928,7 @@ async fn run(cli: Cli) -> Result<()> {
                 b.trees.len(),
                 t.elapsed().as_secs_f64()
             );
-            println!("{}", serde_json::to_string_pretty(&m.metrics)?);
+            out!("{}", serde_json::to_string_pretty(&m.metrics)?);
         }
         Command::Predict {
             model,
@@ -969,7 +999,7 @@ async fn run(cli: Cli) -> Result<()> {
                 s.rows_per_second,
                 s.predict_rows_per_second
             );
-            println!("{}", serde_json::to_string_pretty(&s)?);
+            out!("{}", serde_json::to_string_pretty(&s)?);
         }
         Command::ExportFeatures {
             lake,
@@ -987,7 +1017,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
             let lake = Lake::open(&lake.lake)?;
             let n = models::export_splits(&lake, &train, &out, event_ids).await?;
-            println!(
+            out!(
                 "{}",
                 serde_json::json!({"train": n[0], "valid": n[1], "test": n[2], "out": out})
             );
@@ -1000,12 +1030,12 @@ async fn run(cli: Cli) -> Result<()> {
                 s.features.len(),
                 s.objective
             );
-            println!("{}", serde_json::to_string(&s)?);
+            out!("{}", serde_json::to_string(&s)?);
         }
         Command::Export { to, model, out } => {
             let n = contrail::interop::export_model(&model, &out).await?;
             info!("wrote {out} ({to}, {n} bytes)");
-            println!(
+            out!(
                 "{}",
                 serde_json::json!({"out": out, "format": to, "bytes": n})
             );
@@ -1014,23 +1044,26 @@ async fn run(cli: Cli) -> Result<()> {
             let (b, m) = match models::load_any(&model).await? {
                 models::Model::Gbdt(b, m) => (b, m),
                 models::Model::Forest(f, m) => {
-                    println!("{}", serde_json::to_string_pretty(&m)?);
+                    out!("{}", serde_json::to_string_pretty(&m)?);
                     let nodes: usize = f.trees.iter().map(|t| t.n_nodes()).sum();
-                    println!("\n{} trees, {nodes} nodes", f.trees.len());
+                    out!("\n{} trees, {nodes} nodes", f.trees.len());
                     return Ok(());
                 }
             };
-            println!("{}", serde_json::to_string_pretty(&m)?);
+            out!("{}", serde_json::to_string_pretty(&m)?);
             let (gain, splits) = b.importance();
             let total: f64 = gain.iter().sum::<f64>().max(1e-300);
             let mut order: Vec<usize> = (0..gain.len()).collect();
             order.sort_by(|a, b| gain[*b].total_cmp(&gain[*a]).then(a.cmp(b)));
-            println!(
+            out!(
                 "\n{:<32} {:>14} {:>8} {:>8}",
-                "feature", "gain", "share", "splits"
+                "feature",
+                "gain",
+                "share",
+                "splits"
             );
             for f in order {
-                println!(
+                out!(
                     "{:<32} {:>14.2} {:>7.2}% {:>8}",
                     b.feature_names[f],
                     gain[f],
@@ -1078,9 +1111,9 @@ async fn run(cli: Cli) -> Result<()> {
                 contrail::drift::drift(&lake, &opts).await?
             };
             if json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
+                out!("{}", serde_json::to_string_pretty(&r)?);
             } else {
-                print!("{r}");
+                out_raw!("{r}");
             }
             let alarms: Vec<String> = r
                 .alarms()
@@ -1100,9 +1133,9 @@ async fn run(cli: Cli) -> Result<()> {
             let lake = Lake::open(&lake.lake)?;
             let s = contrail::summary::summarize(&lake).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&s)?);
+                out!("{}", serde_json::to_string_pretty(&s)?);
             } else {
-                print!("{s}");
+                out_raw!("{s}");
             }
         }
         Command::Tune {
@@ -1142,7 +1175,7 @@ async fn run(cli: Cli) -> Result<()> {
             })
             .await
             .context("the tuning thread")??;
-            println!("{}", serde_json::to_string(&best)?);
+            out!("{}", serde_json::to_string(&best)?);
         }
         Command::Tune {
             space,
@@ -1176,7 +1209,7 @@ async fn run(cli: Cli) -> Result<()> {
             let best = tokio::task::spawn_blocking(move || contrail::tune::run_black_box(&opts))
                 .await
                 .context("the tuning thread")??;
-            println!("{}", serde_json::to_string(&best)?);
+            out!("{}", serde_json::to_string(&best)?);
         }
         Command::Quickstart { lake, sim: args } => {
             let base = JobConfig::parse(QUICKSTART, "configs/quickstart.toml (embedded)")?;
@@ -1193,9 +1226,9 @@ async fn run(cli: Cli) -> Result<()> {
             let r = etl_job::run(&lake, &EtlOptions::default()).await?;
             log_etl(&r);
             let s = contrail::summary::summarize(&lake).await?;
-            print!("{s}");
+            out_raw!("{s}");
             let total = &r.lake_total;
-            println!(
+            out!(
                 "\nsimulated {} events with {} injected bad records; curated {}, quarantined {}, duplicates {} in {:.1}s",
                 m.counts.events,
                 m.counts.injected.iter().sum::<u64>(),
@@ -1209,7 +1242,7 @@ async fn run(cli: Cli) -> Result<()> {
                 .as_ref()
                 .map_or(0, |t| t.valid_days + t.test_days + 1);
             if base.train.is_some() && cfg.days < needed {
-                println!("\nfare model skipped: training needs at least {needed} simulated days (--days {})", cfg.days);
+                out!("\nfare model skipped: training needs at least {needed} simulated days (--days {})", cfg.days);
             } else if let Some(train) = &base.train {
                 let mut train = train.clone();
                 train.out = format!("{}/models/fare_price.ctm", lake.url().trim_end_matches('/'));
@@ -1225,7 +1258,7 @@ async fn run(cli: Cli) -> Result<()> {
                 .await?;
                 flag_anomalies(&lake, &train).await?;
             }
-            println!("\ntotal {:.1}s", t.elapsed().as_secs_f64());
+            out!("\ntotal {:.1}s", t.elapsed().as_secs_f64());
         }
     }
     Ok(())

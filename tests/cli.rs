@@ -1094,3 +1094,22 @@ fn drift_from_the_etls_statistics_alarms_without_reading_the_data() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(drift(&[]).status.code(), Some(3));
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_the_command_quietly() {
+    let dir = TempDir::new("cli-pipe").expect("tmp");
+    // The reader closes its end before the command writes (`contrail ... | head -0`).
+    let mut child = Command::new(env!("CARGO_BIN_EXE_contrail"))
+        .current_dir(&dir.0)
+        .args(["-q", "simulate", "--days", "1", "--routes", "2"])
+        .env_remove("CONTRAIL_LAKE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    let stderr = text(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}
