@@ -129,6 +129,15 @@ impl std::fmt::Display for DriftReport {
     }
 }
 
+/// A day's rows by decreasing PSI, then by name.
+fn by_psi(rows: &mut [FeatureDrift]) {
+    rows.sort_by(|a, b| {
+        b.psi
+            .total_cmp(&a.psi)
+            .then_with(|| a.feature.cmp(&b.feature))
+    });
+}
+
 fn day_label(day: i64) -> String {
     let (y, m, d, _) = Partition { hour: day * 24 }.parts();
     format!("{y:04}-{m:02}-{d:02}")
@@ -344,11 +353,7 @@ pub async fn drift(lake: &Lake, o: &DriftOptions) -> Result<DriftReport, ModelEr
                 }
             })
             .collect();
-        rows.sort_by(|a, b| {
-            b.psi
-                .total_cmp(&a.psi)
-                .then_with(|| a.feature.cmp(&b.feature))
-        });
+        by_psi(&mut rows);
         features.extend(rows);
     }
     Ok(DriftReport {
@@ -499,15 +504,15 @@ pub async fn drift_from_stats(lake: &Lake, o: &DriftOptions) -> Result<DriftRepo
         }
         o.features.clone()
     };
-    let column = |ps: &[&PartitionStats], n: &str| -> Result<Vec<ColumnStats>, ModelError> {
+    fn column<'a>(ps: &[&'a PartitionStats], n: &str) -> Result<Vec<&'a ColumnStats>, ModelError> {
         ps.iter()
             .map(|s| {
-                s.columns.get(n).cloned().ok_or_else(|| {
+                s.columns.get(n).ok_or_else(|| {
                     ModelError::Invalid(format!("a partition's statistics lack column `{n}`"))
                 })
             })
             .collect()
-    };
+    }
     let mut current_days: BTreeMap<i64, Vec<&PartitionStats>> = BTreeMap::new();
     for (d, s) in &stats {
         if *d >= current_from {
@@ -517,8 +522,7 @@ pub async fn drift_from_stats(lake: &Lake, o: &DriftOptions) -> Result<DriftRepo
     let mut features = Vec::new();
     let mut per_day: BTreeMap<i64, Vec<FeatureDrift>> = BTreeMap::new();
     for n in &names {
-        let rc = column(&reference, n)?;
-        let rr: Vec<&ColumnStats> = rc.iter().collect();
+        let rr = column(&reference, n)?;
         let ref_present: u64 = rr.iter().map(|s| s.rows - s.missing).sum();
         let mean = |ss: &[&ColumnStats]| {
             let p: u64 = ss.iter().map(|s| s.rows - s.missing).sum();
@@ -546,8 +550,7 @@ pub async fn drift_from_stats(lake: &Lake, o: &DriftOptions) -> Result<DriftRepo
         edges.dedup();
         let ref_counts = window_counts(&rr, &edges);
         for (day, ps) in &current_days {
-            let cc = column(ps, n)?;
-            let cr: Vec<&ColumnStats> = cc.iter().collect();
+            let cr = column(ps, n)?;
             let counts = window_counts(&cr, &edges);
             let p = psi(&ref_counts, &counts);
             per_day.entry(*day).or_default().push(FeatureDrift {
@@ -565,11 +568,7 @@ pub async fn drift_from_stats(lake: &Lake, o: &DriftOptions) -> Result<DriftRepo
         }
     }
     for (_, mut rows) in per_day {
-        rows.sort_by(|a, b| {
-            b.psi
-                .total_cmp(&a.psi)
-                .then_with(|| a.feature.cmp(&b.feature))
-        });
+        by_psi(&mut rows);
         features.extend(rows);
     }
     Ok(DriftReport {

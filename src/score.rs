@@ -969,6 +969,21 @@ impl EncodeThread {
     }
 }
 
+/// The part's columns that the job reads, in batches of `batch_rows`, two batches ahead.
+fn part_batches<'a>(
+    lake: &'a Lake,
+    part: &Part,
+    batch_rows: usize,
+) -> impl futures::Stream<Item = Result<RecordBatch, StoreError>> + 'a {
+    let opts = ScanOptions {
+        columns: Some(part.read.clone()),
+        batch_size: batch_rows,
+        read_ahead: 2,
+        files_in_flight: 1,
+    };
+    parquet_io::scan(lake, vec![part.input.clone()], opts)
+}
+
 /// Reads, scores and encodes one part. Returns the bytes and the predictor's seconds.
 async fn score_part(
     lake: &Lake,
@@ -979,13 +994,7 @@ async fn score_part(
     fb: &mut crate::features::FeatureBuilder,
 ) -> Result<(Bytes, f64), ScoreError> {
     let url = lake.display(&part.input);
-    let opts = ScanOptions {
-        columns: Some(part.read.clone()),
-        batch_size: batch_rows,
-        read_ahead: 2,
-        files_in_flight: 1,
-    };
-    let mut stream = std::pin::pin!(parquet_io::scan(lake, vec![part.input.clone()], opts));
+    let mut stream = std::pin::pin!(part_batches(lake, part, batch_rows));
     let mut out = EncodeThread::spawn(PartWriter::new(part.out_schema.clone(), &url)?);
     let mut fb = part.compute_features.then_some(fb);
     let (mut rows, mut predict_secs) = (0u64, 0.0);
@@ -1046,13 +1055,7 @@ async fn warm_features(
     fb: &mut crate::features::FeatureBuilder,
 ) -> Result<(), ScoreError> {
     let url = lake.display(&part.input);
-    let opts = ScanOptions {
-        columns: Some(part.read.clone()),
-        batch_size: batch_rows,
-        read_ahead: 2,
-        files_in_flight: 1,
-    };
-    let mut stream = std::pin::pin!(parquet_io::scan(lake, vec![part.input.clone()], opts));
+    let mut stream = std::pin::pin!(part_batches(lake, part, batch_rows));
     while let Some(b) = stream.next().await {
         let b = b?;
         tokio::task::block_in_place(|| fb.compute(&b)).map_err(|source| ScoreError::Features {
@@ -1185,13 +1188,14 @@ pub async fn score(opts: &ScoreOptions) -> Result<ScoreSummary, ScoreError> {
     // parts' (time) order, as training computed them: a part scored by an earlier run is
     // read again (not scored) when a later part needs its history.
     let mut fb = crate::features::FeatureBuilder::new();
+    let to_score: std::collections::HashSet<&str> = todo.iter().map(|t| t.input.as_str()).collect();
     let last_computed = todo
         .iter()
         .filter(|p| p.compute_features)
         .map(|p| p.input.clone())
         .max();
     for p in &parts {
-        if !todo.iter().any(|t| t.input == p.input) {
+        if !to_score.contains(p.input.as_str()) {
             if p.compute_features && last_computed.as_ref().is_some_and(|l| p.input < *l) {
                 warm_features(&in_lake, p, opts.batch_rows, &mut fb).await?;
             }

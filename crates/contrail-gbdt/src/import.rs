@@ -1114,30 +1114,22 @@ fn xgboost_tree(
     if n == 0 {
         return Err("no nodes".into());
     }
+    // Arrays a model may leave out: zeros (a numeric split, no statistics).
+    let optional = |k: &str| -> Result<Vec<f64>, String> {
+        if t.get(k).is_some() {
+            nums(k)
+        } else {
+            Ok(vec![0.0; n])
+        }
+    };
     let right = nums("right_children")?;
     let feat = nums("split_indices")?;
     let cond = nums("split_conditions")?;
     let dl = nums("default_left")?;
-    let split_type = if t.get("split_type").is_some() {
-        nums("split_type")?
-    } else {
-        vec![0.0; n]
-    };
-    let hess = if t.get("sum_hessian").is_some() {
-        nums("sum_hessian")?
-    } else {
-        vec![0.0; n]
-    };
-    let gain = if t.get("loss_changes").is_some() {
-        nums("loss_changes")?
-    } else {
-        vec![0.0; n]
-    };
-    let base = if t.get("base_weights").is_some() {
-        nums("base_weights")?
-    } else {
-        vec![0.0; n]
-    };
+    let split_type = optional("split_type")?;
+    let hess = optional("sum_hessian")?;
+    let gain = optional("loss_changes")?;
+    let base = optional("base_weights")?;
     for (k, len) in [
         ("right_children", right.len()),
         ("split_indices", feat.len()),
