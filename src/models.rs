@@ -329,10 +329,7 @@ pub async fn predict_file(
             crate::gbdt::Device::Cpu => model.predict_raw(&x, None),
             d => crate::gbdt::device::predict_raw(d, model, &x, None)?,
         };
-        let p: Vec<f64> = raw
-            .into_iter()
-            .map(|s| model.objective.transform(s))
-            .collect();
+        let p: Vec<f64> = raw.into_iter().map(|s| model.response(s)).collect();
         rows += p.len();
         let mut c: Vec<ArrayRef> = b.columns().to_vec();
         c.push(Arc::new(Float64Array::from(p)));

@@ -295,10 +295,7 @@ impl Scorer {
                     Device::Cpu => booster.predict_raw(&x, None),
                     dev => crate::gbdt::device::predict_raw(dev, booster, &x, None)?,
                 };
-                let p: Vec<f64> = raw
-                    .into_iter()
-                    .map(|s| booster.objective.transform(s))
-                    .collect();
+                let p: Vec<f64> = raw.into_iter().map(|s| booster.response(s)).collect();
                 let secs = t.elapsed().as_secs_f64();
                 Ok((vec![Arc::new(Float64Array::from(p))], secs))
             }

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use contrail::gbdt::data::{from_batches, numeric_values, Columns};
 use contrail::gbdt::import;
 use contrail::gbdt::package;
-use contrail::gbdt::Booster;
+use contrail::gbdt::{Booster, Precision};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 fn fixture(name: &str) -> PathBuf {
@@ -71,7 +71,7 @@ fn predict(b: &Booster, rows: &str) -> Scored {
     for (a, r) in fast.iter().zip(&reference) {
         assert_eq!(a.to_bits(), r.to_bits(), "compiled predictor differs");
     }
-    let pred = fast.iter().map(|s| b.objective.transform(*s)).collect();
+    let pred = fast.iter().map(|s| b.response(*s)).collect();
     Scored {
         raw: fast,
         pred,
@@ -160,10 +160,11 @@ fn xgboost_models_predict_as_xgboost_does() {
         let bytes = std::fs::read(fixture(file)).expect("test data");
         let imp = import::from_xgboost(&bytes, file).expect("test data");
         let b = through_package(&imp.booster);
-        // XGBoost sums leaf values in f32 (its own rounding, about 1e-7 a tree), Contrail
-        // in f64: raw scores within 1e-6 relative; a probability near 0 magnifies the
-        // f32 error of its margin by up to |margin|.
-        check(file, &b, &format!("{name}.parquet"), 1e-6, 2e-6);
+        // An imported XGBoost model sums in f32 as XGBoost does (precision "f32"): its
+        // margins and predictions are XGBoost's within 1e-6 relative (in fact the same
+        // bits: see `xgboost_arithmetic_gives_xgboost_bits`).
+        assert_eq!(b.precision, Precision::F32);
+        check(file, &b, &format!("{name}.parquet"), 1e-6, 1e-6);
     }
     // JSON and UBJSON give the same model.
     let j = import::from_xgboost(
@@ -177,6 +178,39 @@ fn xgboost_models_predict_as_xgboost_does() {
     )
     .expect("test data");
     assert_eq!(j.booster, u.booster);
+}
+
+/// XGBoost's own arithmetic: leaf values summed in f32 from the f32 base margin, the
+/// sigmoid and exponential in f32. Every margin and every prediction of the fixtures is
+/// XGBoost's to the bit (not merely within 1e-6).
+#[test]
+fn xgboost_arithmetic_gives_xgboost_bits() {
+    for (name, file) in [
+        ("xgb_regression", "xgb_regression.ubj"),
+        ("xgb_binary", "xgb_binary.json"),
+        ("xgb_poisson", "xgb_poisson.json"),
+    ] {
+        let bytes = std::fs::read(fixture(file)).expect("test data");
+        let b = through_package(
+            &import::from_xgboost(&bytes, file)
+                .expect("test data")
+                .booster,
+        );
+        let s = predict(&b, &format!("{name}.parquet"));
+        let differ = |got: &[f64], want: &[f64]| {
+            got.iter()
+                .zip(want)
+                .filter(|(a, w)| a.to_bits() != w.to_bits())
+                .count()
+        };
+        assert_eq!(differ(&s.raw, &s.want_raw), 0, "{file}: margins");
+        assert_eq!(differ(&s.pred, &s.want), 0, "{file}: predictions");
+        // Summed in f64 instead, they are not all the same bits.
+        let mut f64_model = b.clone();
+        f64_model.precision = Precision::F64;
+        let s64 = predict(&f64_model, &format!("{name}.parquet"));
+        assert!(differ(&s64.raw, &s64.want_raw) > 0, "{file}");
+    }
 }
 
 #[test]

@@ -15,6 +15,27 @@ use crate::train::{
 use crate::tree::Tree;
 use crate::GbdtError;
 
+/// The arithmetic a model's predictions are computed in.
+///
+/// Contrail and LightGBM sum a row's leaf values in `f64`. XGBoost sums them in `f32`: it
+/// starts from the base margin, adds each tree's leaf value in tree order, rounding to
+/// `f32` after every addition, and takes the sigmoid (`1 / (1 + expf(-x))`) or
+/// exponential (`expf`) in `f32` too. A model imported from XGBoost predicts the same way,
+/// so its predictions are XGBoost's bits, not a few `f32` roundings away from them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F64,
+    F32,
+}
+
+impl Precision {
+    pub fn is_f64(&self) -> bool {
+        *self == Precision::F64
+    }
+}
+
 /// A trained model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Booster {
@@ -27,6 +48,9 @@ pub struct Booster {
     pub params: Params,
     /// 1-based iteration with the best validation score (0 without validation).
     pub best_iteration: usize,
+    /// The arithmetic of prediction ([`Precision`]): `F64` for models trained here.
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 /// One line of the training log.
@@ -267,6 +291,7 @@ fn train_in_pool(
         trees: Vec::new(),
         params: params.clone(),
         best_iteration: 0,
+        precision: Precision::F64,
     };
     let mut best: Option<(f64, usize)> = None;
     let all_rows: Vec<u32> = (0..n as u32).collect();
@@ -557,7 +582,7 @@ impl Booster {
         }
         let trees = &self.trees[..n_trees.unwrap_or(self.trees.len()).min(self.trees.len())];
         match crate::predict::Forest::compile(trees, &self.mappers, self.init_score) {
-            Some(f) => f.predict_raw(x),
+            Some(f) => f.with_precision(self.precision).predict_raw(x),
             None => self.predict_raw_reference(x, n_trees),
         }
     }
@@ -574,8 +599,12 @@ impl Booster {
                 let mut out = vec![self.init_score; rows];
                 for t in trees {
                     for (r, o) in out.iter_mut().enumerate() {
-                        *o += t.leaf_value
+                        let v = t.leaf_value
                             [t.leaf_of_raw(&block[r * nf..(r + 1) * nf], &self.mappers)];
+                        *o = match self.precision {
+                            Precision::F64 => *o + v,
+                            Precision::F32 => (*o as f32 + v as f32) as f64,
+                        };
                     }
                 }
                 out
@@ -590,8 +619,17 @@ impl Booster {
         Ok(self
             .predict_raw(&x, None)
             .into_iter()
-            .map(|s| self.objective.transform(s))
+            .map(|s| self.response(s))
             .collect())
+    }
+
+    /// A raw score on the response scale, in the model's [`Precision`].
+    #[inline]
+    pub fn response(&self, raw: f64) -> f64 {
+        match self.precision {
+            Precision::F64 => self.objective.transform(raw),
+            Precision::F32 => self.objective.transform_f32(raw as f32) as f64,
+        }
     }
 
     /// [`Booster::predict`] on `device` (the CPU, or a GPU: see
@@ -603,7 +641,7 @@ impl Booster {
         let x = self.prepare(data)?;
         Ok(crate::device::predict_raw(device, self, &x, None)?
             .into_iter()
-            .map(|s| self.objective.transform(s))
+            .map(|s| self.response(s))
             .collect())
     }
 

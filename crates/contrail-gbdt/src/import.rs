@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 
 use crate::bin::BinMapper;
-use crate::booster::Booster;
+use crate::booster::{Booster, Precision};
 use crate::data::FeatureKind;
 use crate::objective::{sigmoid, Objective};
 use crate::train::Params;
@@ -185,6 +185,8 @@ struct Source {
     init_score: f64,
     trees: Vec<SrcTree>,
     lineage: BTreeMap<String, String>,
+    /// The source library's arithmetic (see [`Precision`]).
+    precision: Precision,
 }
 
 impl Source {
@@ -340,6 +342,7 @@ fn build(src: Source) -> Result<Imported, ImportError> {
             trees,
             params,
             best_iteration: 0,
+            precision: src.precision,
         },
         lineage: src.lineage,
     })
@@ -657,6 +660,7 @@ pub fn from_lightgbm_text(text: &str, file: &str) -> Result<Imported, ImportErro
         init_score: 0.0,
         trees,
         lineage,
+        precision: Precision::F64,
     })
 }
 
@@ -967,19 +971,22 @@ fn from_xgboost_value(root: &Value, file: &str) -> Result<Imported, ImportError>
         },
         other => return Err(unsupported(format!("objective {other:?}"))),
     };
-    // base_score is on the response scale; the trees add to its link-scale margin.
+    // base_score is on the response scale; the trees add to its link-scale margin, which
+    // XGBoost computes in f32: `-logf(1 / p - 1)` for the logistic link, `logf(p)` for
+    // the log link (checked bit for bit against XGBoost 3.2's margins).
+    let b32 = base_score as f32;
     let init_score = match objective {
         Objective::Binary => {
             if !(base_score > 0.0 && base_score < 1.0) {
                 return Err(fmt("base_score", format!("{base_score} is not in (0, 1)")));
             }
-            (base_score / (1.0 - base_score)).ln()
+            -(1.0 / b32 - 1.0).ln() as f64
         }
         Objective::Poisson | Objective::Gamma | Objective::Tweedie { .. } => {
             if base_score.is_nan() || base_score <= 0.0 {
                 return Err(fmt("base_score", format!("{base_score} is not positive")));
             }
-            base_score.ln()
+            b32.ln() as f64
         }
         _ => base_score,
     };
@@ -1059,6 +1066,15 @@ fn from_xgboost_value(root: &Value, file: &str) -> Result<Imported, ImportError>
         }
     }
 
+    // gbtree models sum in f32 as XGBoost does. DART's leaf values are scaled by their
+    // tree's weight, a product of two f32 values (exact in f64, not in f32): those models
+    // sum in f64, within a few f32 roundings of XGBoost's (which adds each tree's output
+    // minus the base margin, times its weight, in f32).
+    let precision = if weights.is_none() {
+        Precision::F32
+    } else {
+        Precision::F64
+    };
     let mut trees = Vec::with_capacity(trees_v.len());
     for (ti, t) in trees_v.iter().enumerate() {
         let field = format!("tree {ti}");
@@ -1084,6 +1100,7 @@ fn from_xgboost_value(root: &Value, file: &str) -> Result<Imported, ImportError>
         init_score,
         trees,
         lineage,
+        precision,
     })
 }
 

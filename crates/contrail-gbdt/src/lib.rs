@@ -34,6 +34,7 @@ pub mod ubjson;
 
 pub use booster::{
     train, train_on, train_on_until, train_with_predictions, Booster, Control, IterationLog,
+    Precision,
 };
 pub use data::{Column, Dataset};
 pub use device::Device;

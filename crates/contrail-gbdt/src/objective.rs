@@ -191,6 +191,17 @@ impl Objective {
         }
     }
 
+    /// [`Objective::transform`] in `f32`, as XGBoost computes it: the sigmoid as
+    /// `1 / (1 + expf(-x))`, the exponential as `expf(x)` (the C library's, as XGBoost's).
+    #[inline]
+    pub fn transform_f32(&self, f: f32) -> f32 {
+        match self {
+            Objective::Binary => 1.0 / (1.0 + (-f).exp()),
+            Objective::Poisson | Objective::Tweedie { .. } | Objective::Gamma => f.exp(),
+            _ => f,
+        }
+    }
+
     /// The quantile leaf values are renewed to, for objectives whose hessian carries no
     /// information (absolute and pinball losses).
     pub fn renew_quantile(&self) -> Option<f64> {

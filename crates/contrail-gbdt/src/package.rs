@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::bin::BinMapper;
-use crate::booster::Booster;
+use crate::booster::{Booster, Precision};
 use crate::data::FeatureKind;
 use crate::objective::Objective;
 use crate::train::Params;
@@ -50,6 +50,10 @@ pub struct Manifest {
     pub training_data: DataFingerprint,
     /// Free-form lineage: data URL, config, target column.
     pub lineage: BTreeMap<String, String>,
+    /// The arithmetic of prediction (`"f32"` for models imported from XGBoost; absent:
+    /// `f64`). With `f32`, the initial score and every leaf value must be `f32` values.
+    #[serde(default, skip_serializing_if = "Precision::is_f64")]
+    pub precision: Precision,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -198,6 +202,7 @@ pub fn manifest(
         metrics,
         training_data,
         lineage,
+        precision: b.precision,
     }
 }
 
@@ -602,6 +607,14 @@ pub fn from_bytes(bytes: &[u8], path: &str) -> Result<(Booster, Manifest), GbdtE
     if !m.init_score.is_finite() {
         return Err(err("init_score is not finite".into()));
     }
+    // An f32 model's numbers are f32 values (its sums are taken in f32).
+    let is_f32 = |v: f64| (v as f32) as f64 == v;
+    if m.precision == Precision::F32 && !is_f32(m.init_score) {
+        return Err(err(format!(
+            "init_score {} is not an f32 value, as precision \"f32\" requires",
+            m.init_score
+        )));
+    }
 
     let left = r.i32("node_left")?;
     let right = r.i32("node_right")?;
@@ -761,6 +774,13 @@ pub fn from_bytes(bytes: &[u8], path: &str) -> Result<(Booster, Manifest), GbdtE
                     j - lb
                 )));
             }
+            if m.precision == Precision::F32 && !is_f32(lval[j]) {
+                return Err(err(format!(
+                    "tree {t} leaf {}: value {} is not an f32 value, as precision \"f32\" requires",
+                    j - lb,
+                    lval[j]
+                )));
+            }
             tree.leaf_value.push(lval[j]);
             tree.leaf_hess.push(lhess[j]);
             tree.leaf_count.push(lcount[j] as u64);
@@ -776,6 +796,7 @@ pub fn from_bytes(bytes: &[u8], path: &str) -> Result<(Booster, Manifest), GbdtE
         trees,
         params: m.params.clone(),
         best_iteration: m.best_iteration,
+        precision: m.precision,
     };
     Ok((booster, m))
 }

@@ -11,13 +11,15 @@
 //! them instead of waiting on one row's chain of loads. Blocks run in parallel (rayon).
 //!
 //! Each row's sum is the initial score plus the trees' leaf values in tree order, in
-//! `f64` — the same additions as [`crate::Booster::predict_raw_reference`], so the
-//! results are the same bits (tested on data with missing values, infinities, signed
-//! zeros and unseen categories).
+//! `f64` (or in `f32`, rounded after every addition, for a model in
+//! [`Precision::F32`]) — the same additions as
+//! [`crate::Booster::predict_raw_reference`], so the results are the same bits (tested on
+//! data with missing values, infinities, signed zeros and unseen categories).
 
 use rayon::prelude::*;
 
 use crate::bin::BinMapper;
+use crate::booster::Precision;
 use crate::tree::Tree;
 
 /// A node index with this bit set is a leaf's node: its children are itself, so a walk
@@ -61,6 +63,7 @@ pub struct Forest {
     /// Per categorical feature: its bit tables' width in bins (the bin past the last is
     /// never in a table: out-of-range categories go right, as the reference walk does).
     cat_width: Vec<u32>,
+    precision: Precision,
 }
 
 impl Forest {
@@ -85,6 +88,7 @@ impl Forest {
             init,
             mappers: mappers.to_vec(),
             cat_width,
+            precision: Precision::F64,
         };
         for t in trees {
             let node0 = f.nodes.len() as u32;
@@ -145,6 +149,12 @@ impl Forest {
         Some(f)
     }
 
+    /// The forest summing in `precision` (compiled: [`Precision::F64`]).
+    pub fn with_precision(mut self, precision: Precision) -> Forest {
+        self.precision = precision;
+        self
+    }
+
     /// Raw (link-scale) predictions for rows laid out as [`crate::Booster::prepare`]
     /// does: `n_features` values a row, numbers for numeric features (NaN missing), the
     /// category's bin for categorical ones.
@@ -158,13 +168,17 @@ impl Forest {
             .zip(x.par_chunks(block * nf))
             .for_each_init(
                 || vec![0u16; block * nf],
-                |bins, (o, rows)| self.block(rows, bins, o),
+                |bins, (o, rows)| match self.precision {
+                    Precision::F64 => self.block::<false>(rows, bins, o),
+                    Precision::F32 => self.block::<true>(rows, bins, o),
+                },
             );
         out
     }
 
-    /// Bins a block of rows, then adds every tree's leaf values to `out`.
-    fn block(&self, rows: &[f64], bins: &mut [u16], out: &mut [f64]) {
+    /// Bins a block of rows, then adds every tree's leaf values to `out` (in `f32` when
+    /// `F32`: `out` then holds `f32` values, and each sum is rounded to `f32`).
+    fn block<const F32: bool>(&self, rows: &[f64], bins: &mut [u16], out: &mut [f64]) {
         let nf = self.mappers.len().max(1);
         let n = out.len();
         for (r, row) in rows.chunks_exact(nf).enumerate() {
@@ -198,7 +212,7 @@ impl Forest {
                     }
                 }
                 for (o, c) in out[r..r + LANES].iter_mut().zip(cur) {
-                    *o += self.leaves[(c & !LEAF) as usize];
+                    add::<F32>(o, self.leaves[(c & !LEAF) as usize]);
                 }
                 r += LANES;
             }
@@ -207,7 +221,7 @@ impl Forest {
                 while c & LEAF == 0 {
                     c = self.step(c, bins, l * nf);
                 }
-                *o += self.leaves[(c & !LEAF) as usize];
+                add::<F32>(o, self.leaves[(c & !LEAF) as usize]);
             }
         }
     }
@@ -228,9 +242,20 @@ impl Forest {
     }
 }
 
+/// `o += v`, in `f32` when `F32` (both are `f32` values then, held in `f64`).
+#[inline(always)]
+fn add<const F32: bool>(o: &mut f64, v: f64) {
+    if F32 {
+        *o = (*o as f32 + v as f32) as f64;
+    } else {
+        *o += v;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::bin::BinMapper;
+    use crate::booster::Precision;
     use crate::conformance::{data, Lcg};
     use crate::{train, GrowPolicy, Objective, Params};
 
@@ -320,6 +345,35 @@ mod tests {
                 bits(&vec![b.init_score; x.len() / nf]),
                 "config {k}, no trees"
             );
+            // Summed in f32 (an XGBoost model's arithmetic): the compiled forest and the
+            // reference walk round after every addition, in tree order, the same bits.
+            let mut b32 = b.clone();
+            b32.precision = Precision::F32;
+            b32.init_score = b.init_score as f32 as f64;
+            for t in &mut b32.trees {
+                for v in &mut t.leaf_value {
+                    *v = *v as f32 as f64;
+                }
+            }
+            let want32 = b32.predict_raw_reference(&x, None);
+            assert_eq!(
+                bits(&b32.predict_raw(&x, None)),
+                bits(&want32),
+                "config {k}, f32"
+            );
+            // ... and that is the f32 sum of the leaves the f64 walk reaches.
+            let leaves = |row: &[f64]| -> f32 {
+                b32.trees.iter().fold(b32.init_score as f32, |s, t| {
+                    s + t.leaf_value[t.leaf_of_raw(row, &b32.mappers)] as f32
+                })
+            };
+            for (i, row) in x.chunks_exact(nf).enumerate().step_by(97) {
+                assert_eq!(want32[i].to_bits(), (leaves(row) as f64).to_bits());
+            }
+            if k == 0 {
+                // Not the f64 sums: the f32 mode is a different arithmetic.
+                assert_ne!(bits(&want32), bits(&want));
+            }
         }
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use contrail_gbdt::data::{Column, Dataset};
 use contrail_gbdt::package::{self, from_bytes, to_bytes};
-use contrail_gbdt::{train, Booster, GbdtError, Params};
+use contrail_gbdt::{train, Booster, GbdtError, Params, Precision};
 
 fn data(n: usize, seed: u64) -> Dataset {
     let mut s = seed;
@@ -186,6 +186,27 @@ fn hostile_structures_are_rejected() {
         (
             "infinite init score",
             Box::new(|b| b.init_score = f64::INFINITY),
+        ),
+        (
+            "f32 arithmetic with an f64 leaf value",
+            Box::new(|b| {
+                b.precision = Precision::F32;
+                b.init_score = b.init_score as f32 as f64;
+                for t in &mut b.trees {
+                    for v in &mut t.leaf_value {
+                        *v = *v as f32 as f64;
+                    }
+                }
+                b.trees[0].leaf_value[0] = 0.1;
+            }),
+        ),
+        (
+            "f32 arithmetic with an f64 init score",
+            Box::new(|b| {
+                b.precision = Precision::F32;
+                b.init_score = 0.1;
+                b.trees.clear();
+            }),
         ),
     ];
     for (what, f) in mutations {
