@@ -303,6 +303,8 @@ pub struct Posterior {
     amp: f64,
     l: Vec<f64>,
     alpha: Vec<f64>,
+    /// What the diagonal carries beyond the signal variance: noise and jitter.
+    diag: f64,
 }
 
 /// Posterior mean and variance (of the latent function) with their gradients in the
@@ -352,6 +354,7 @@ impl Posterior {
                     amp,
                     l,
                     alpha,
+                    diag: amp * JITTER + noise + extra,
                 });
             }
             extra = if extra == 0.0 {
@@ -361,6 +364,18 @@ impl Posterior {
             };
         }
         None
+    }
+
+    /// The posterior mean of the latent function at each of the first `m` conditioning
+    /// points: `y − (σ² + jitter)·α`, since `(K + (σ² + jitter)·I)·α = y` (O(m), no solve).
+    /// With little fitted noise these are the observations; on a noisy objective they
+    /// are the observations with the noise the model sees taken out.
+    pub fn fitted_means(&self, y: &[f64], m: usize) -> Vec<f64> {
+        y.iter()
+            .zip(&self.alpha)
+            .take(m)
+            .map(|(v, a)| v - self.diag * a)
+            .collect()
     }
 
     /// Mean and variance at `z`, with gradients when `grad` is set.
@@ -581,6 +596,34 @@ mod tests {
             d: rows[0].len(),
             x: rows.concat(),
             cat,
+        }
+    }
+
+    /// The fitted means (the incumbent's candidates) are the posterior means at the
+    /// conditioning points: pulled towards each other by the noise, equal to the
+    /// observations when there is almost none.
+    #[test]
+    fn fitted_means_are_the_posterior_means_at_the_data() {
+        let inp = inputs(
+            &[&[0.0, 0.1], &[0.3, 0.9], &[0.7, 0.4], &[1.0, 1.0]],
+            vec![false; 2],
+        );
+        let y = [0.5, -1.0, 1.5, 0.2];
+        for noise in [0.3, 1e-6] {
+            let h = Hyper::new(&[0.4, 0.6], 1.2, noise);
+            let post = Posterior::new(&inp, &y, &h).expect("pd");
+            let fitted = post.fitted_means(&y, 4);
+            for (i, f) in fitted.iter().enumerate() {
+                let m = post.predict(inp.row(i), false).mean;
+                assert!((f - m).abs() < 1e-9, "{noise}: {f} vs {m}");
+                if noise < 1e-3 {
+                    assert!((f - y[i]).abs() < 1e-4);
+                }
+            }
+            if noise > 0.1 {
+                // Noise shrinks the extremes towards the rest.
+                assert!(fitted[2] < y[2] && fitted[1] > y[1]);
+            }
         }
     }
 

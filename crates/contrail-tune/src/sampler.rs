@@ -305,7 +305,15 @@ fn gp_suggest(
         y.push(0.0);
     }
     let post = Posterior::new(&inp, &y, &hyper)?;
-    let best = y_real.iter().cloned().fold(f64::INFINITY, f64::min);
+    // The incumbent is the best posterior mean among the observed points, not the best
+    // observation: on a noisy objective (a model's validation loss moves by a few parts
+    // in a thousand when bagging draws other rows) the best observation is partly luck,
+    // and improving on it sends the search back to that one lucky point. With little
+    // fitted noise (deterministic functions) the two are the same.
+    let best = post
+        .fitted_means(&y, y_real.len())
+        .into_iter()
+        .fold(f64::INFINITY, f64::min);
     let x = maximize_ei(space, &post, best, &done, rng);
     // Never suggest a point already asked (ints and categoricals can collide).
     if hist.iter().any(|o| same_point(&o.x, &x)) {
