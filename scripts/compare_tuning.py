@@ -177,10 +177,11 @@ def gbdt_objective(fare, params, test=False):
         pred = os.path.join(tmp, "pred.parquet")
         subprocess.run([contrail_exe(), "-q", "predict", "--model", model, "--data",
                         os.path.join(fare, "test.parquet"), "--out", pred], check=True, capture_output=True)
+        import numpy as np
         import pyarrow.parquet as pq
         t = pq.read_table(pred, columns=["price", "prediction"])
-        y, p = t.column("price").to_pylist(), t.column("prediction").to_pylist()
-        return math.sqrt(sum((a - b) ** 2 for a, b in zip(y, p)) / len(y))
+        err = t.column("price").to_numpy() - t.column("prediction").to_numpy()
+        return float(np.sqrt(np.mean(err * err)))
 
 
 def chosen_test_rmse(fare, run, budgets, cache):

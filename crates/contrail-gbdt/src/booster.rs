@@ -34,6 +34,27 @@ impl Precision {
     pub fn is_f64(&self) -> bool {
         *self == Precision::F64
     }
+
+    /// `o += v` in this arithmetic.
+    #[inline(always)]
+    pub(crate) fn add(self, o: &mut f64, v: f64) {
+        match self {
+            Precision::F64 => add_in::<false>(o, v),
+            Precision::F32 => add_in::<true>(o, v),
+        }
+    }
+}
+
+/// `o += v`, in `f32` when `F32` (both are `f32` values then, held in `f64`): the one
+/// definition of a prediction's addition, for the compiled forest's loops (which take the
+/// arithmetic as a constant) and the reference walk.
+#[inline(always)]
+pub(crate) fn add_in<const F32: bool>(o: &mut f64, v: f64) {
+    if F32 {
+        *o = (*o as f32 + v as f32) as f64;
+    } else {
+        *o += v;
+    }
 }
 
 /// A trained model.
@@ -581,8 +602,9 @@ impl Booster {
             return self.predict_raw_reference(x, n_trees);
         }
         let trees = &self.trees[..n_trees.unwrap_or(self.trees.len()).min(self.trees.len())];
-        match crate::predict::Forest::compile(trees, &self.mappers, self.init_score) {
-            Some(f) => f.with_precision(self.precision).predict_raw(x),
+        match crate::predict::Forest::compile(trees, &self.mappers, self.init_score, self.precision)
+        {
+            Some(f) => f.predict_raw(x),
             None => self.predict_raw_reference(x, n_trees),
         }
     }
@@ -601,10 +623,7 @@ impl Booster {
                     for (r, o) in out.iter_mut().enumerate() {
                         let v = t.leaf_value
                             [t.leaf_of_raw(&block[r * nf..(r + 1) * nf], &self.mappers)];
-                        *o = match self.precision {
-                            Precision::F64 => *o + v,
-                            Precision::F32 => (*o as f32 + v as f32) as f64,
-                        };
+                        self.precision.add(o, v);
                     }
                 }
                 out

@@ -19,7 +19,7 @@
 use rayon::prelude::*;
 
 use crate::bin::BinMapper;
-use crate::booster::Precision;
+use crate::booster::{add_in, Precision};
 use crate::tree::Tree;
 
 /// A node index with this bit set is a leaf's node: its children are itself, so a walk
@@ -67,11 +67,16 @@ pub struct Forest {
 }
 
 impl Forest {
-    /// Compiles the first `n_trees` trees (all: `None`) of a model with `mappers` and
-    /// initial score `init`. `None` when a feature has more than 65,535 bins or there
-    /// are more than 2^30 features or 2^31 nodes (the node table's fields); the caller
-    /// then walks the trees as they are.
-    pub fn compile(trees: &[Tree], mappers: &[BinMapper], init: f64) -> Option<Forest> {
+    /// Compiles the first `n_trees` trees (all: `None`) of a model with `mappers`,
+    /// initial score `init` and arithmetic `precision`. `None` when a feature has more
+    /// than 65,535 bins or there are more than 2^30 features or 2^31 nodes (the node
+    /// table's fields); the caller then walks the trees as they are.
+    pub fn compile(
+        trees: &[Tree],
+        mappers: &[BinMapper],
+        init: f64,
+        precision: Precision,
+    ) -> Option<Forest> {
         if mappers.len() >= 1 << 30 || mappers.iter().any(|m| m.n_bins() > 65_535) {
             return None;
         }
@@ -88,7 +93,7 @@ impl Forest {
             init,
             mappers: mappers.to_vec(),
             cat_width,
-            precision: Precision::F64,
+            precision,
         };
         for t in trees {
             let node0 = f.nodes.len() as u32;
@@ -149,12 +154,6 @@ impl Forest {
         Some(f)
     }
 
-    /// The forest summing in `precision` (compiled: [`Precision::F64`]).
-    pub fn with_precision(mut self, precision: Precision) -> Forest {
-        self.precision = precision;
-        self
-    }
-
     /// Raw (link-scale) predictions for rows laid out as [`crate::Booster::prepare`]
     /// does: `n_features` values a row, numbers for numeric features (NaN missing), the
     /// category's bin for categorical ones.
@@ -212,7 +211,7 @@ impl Forest {
                     }
                 }
                 for (o, c) in out[r..r + LANES].iter_mut().zip(cur) {
-                    add::<F32>(o, self.leaves[(c & !LEAF) as usize]);
+                    add_in::<F32>(o, self.leaves[(c & !LEAF) as usize]);
                 }
                 r += LANES;
             }
@@ -221,7 +220,7 @@ impl Forest {
                 while c & LEAF == 0 {
                     c = self.step(c, bins, l * nf);
                 }
-                add::<F32>(o, self.leaves[(c & !LEAF) as usize]);
+                add_in::<F32>(o, self.leaves[(c & !LEAF) as usize]);
             }
         }
     }
@@ -239,16 +238,6 @@ impl Forest {
             b <= nd.cut & 0xFFFF
         };
         nd.children[!left as usize]
-    }
-}
-
-/// `o += v`, in `f32` when `F32` (both are `f32` values then, held in `f64`).
-#[inline(always)]
-fn add<const F32: bool>(o: &mut f64, v: f64) {
-    if F32 {
-        *o = (*o as f32 + v as f32) as f64;
-    } else {
-        *o += v;
     }
 }
 
