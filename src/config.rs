@@ -37,6 +37,9 @@ pub struct JobConfig {
     /// A hyperparameter search of the [train] model (`contrail tune --config`).
     #[serde(default)]
     pub tune: Option<crate::tune_lake::TuneSection>,
+    /// A neural demand model on the curated lake (`contrail train --config`).
+    #[serde(default)]
+    pub demand: Option<crate::demand::DemandConfig>,
 }
 
 /// Simulation settings; every key optional, missing ones keep their defaults.

@@ -139,6 +139,14 @@ struct TrainArgs {
     device: String,
     #[command(flatten)]
     forest: ForestArgs,
+    /// Neural models: a checkpoint file written after every epoch; a run that finds one
+    /// resumes from it.
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// Neural models (--model nn): a TOML file of network parameters (the keys of
+    /// `[demand.params]`, docs/demand.md).
+    #[arg(long)]
+    nn_params: Option<PathBuf>,
 }
 
 /// Isolation forest parameters (scikit-learn's names and meanings; `--seed` and
@@ -854,9 +862,10 @@ async fn run(cli: Cli) -> Result<()> {
             match args.model.as_deref() {
                 None | Some("gbdt") => {}
                 Some("isolation-forest" | "isolation_forest") => return train_forest(&args).await,
+                Some("nn") => return train_nn_file(&args, quiet).await,
                 Some(other) => {
                     return Err(UsageError(format!(
-                        "--model {other:?}: use gbdt or isolation-forest"
+                        "--model {other:?}: use gbdt, nn or isolation-forest"
                     ))
                     .into())
                 }
@@ -869,8 +878,24 @@ async fn run(cli: Cli) -> Result<()> {
             }
             if let Some(path) = &args.config {
                 let cfg = JobConfig::load(path)?;
+                if let (Some(demand), None) = (&cfg.demand, &cfg.train) {
+                    let url = std::env::var("CONTRAIL_LAKE")
+                        .ok()
+                        .or(cfg.lake.clone())
+                        .unwrap_or_else(|| "./lake".into());
+                    let lake = Lake::open(&url)?;
+                    let mut demand = demand.clone();
+                    if let Some(out) = &args.out {
+                        demand.out = out.clone();
+                    }
+                    return train_demand(&lake, &demand, &args.device, args.checkpoint.clone())
+                        .await;
+                }
                 let train = cfg.train.clone().ok_or_else(|| {
-                    UsageError(format!("{} has no [train] section", path.display()))
+                    UsageError(format!(
+                        "{} has no [train] or [demand] section",
+                        path.display()
+                    ))
                 })?;
                 let url = std::env::var("CONTRAIL_LAKE")
                     .ok()
@@ -942,6 +967,20 @@ async fn run(cli: Cli) -> Result<()> {
             match models::load_any(&model).await? {
                 models::Model::Gbdt(b, _) => {
                     let n = models::predict_file(&b, &data, &out, contrib, &device).await?;
+                    let secs = t.elapsed().as_secs_f64();
+                    info!(
+                        "predicted {n} rows in {secs:.2}s ({:.0} rows/s); wrote {out}",
+                        n as f64 / secs.max(1e-9)
+                    );
+                }
+                models::Model::Nn(m) => {
+                    if device != contrail::gbdt::Device::Cpu || contrib {
+                        return Err(UsageError(
+                            "a neural model predicts on the CPU, without --contrib".into(),
+                        )
+                        .into());
+                    }
+                    let n = models::predict_nn_file(&m, &data, &out).await?;
                     let secs = t.elapsed().as_secs_f64();
                     info!(
                         "predicted {n} rows in {secs:.2}s ({:.0} rows/s); wrote {out}",
@@ -1047,6 +1086,19 @@ async fn run(cli: Cli) -> Result<()> {
                     out!("{}", serde_json::to_string_pretty(&m)?);
                     let nodes: usize = f.trees.iter().map(|t| t.n_nodes()).sum();
                     out!("\n{} trees, {nodes} nodes", f.trees.len());
+                    return Ok(());
+                }
+                models::Model::Nn(m) => {
+                    let man = &m.package.manifest;
+                    out!("{}", serde_json::to_string_pretty(man)?);
+                    let params: usize = m.package.weights.iter().map(Vec::len).sum();
+                    out!(
+                        "\n{} head, {} inputs ({} embeddings), hidden {:?}: {params} parameters",
+                        man.architecture.head.name(),
+                        man.architecture.input_width(),
+                        man.architecture.embeddings.len(),
+                        man.architecture.hidden
+                    );
                     return Ok(());
                 }
             };
@@ -1264,6 +1316,201 @@ async fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
+/// `contrail train --model nn`: a network on any Parquet file.
+async fn train_nn_file(args: &TrainArgs, quiet: bool) -> Result<()> {
+    let (Some(data), Some(target), Some(out)) = (&args.data, &args.target, &args.out) else {
+        return Err(UsageError("train --model nn needs --data, --target and --out".into()).into());
+    };
+    let mut params: contrail::nn::NnParams = match &args.nn_params {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|source| {
+                contrail::config::ConfigError::Read {
+                    path: p.display().to_string(),
+                    source,
+                }
+            })?;
+            toml::from_str(&text).map_err(|source| contrail::config::ConfigError::Parse {
+                path: p.display().to_string(),
+                source,
+            })?
+        }
+        None => contrail::nn::NnParams::default(),
+    };
+    if let Some(o) = &args.params.objective {
+        params.head = contrail::nn::Head::parse(o).map_err(UsageError)?;
+    }
+    if let Some(s) = args.params.seed {
+        params.seed = s;
+    }
+    let device = contrail::nn::Device::parse(&args.device)?;
+    let cols = contrail::gbdt::data::Columns {
+        target: target.clone(),
+        features: (!args.features.is_empty()).then(|| args.features.clone()),
+        categorical: args.categorical.clone(),
+        weight: None,
+    };
+    let train = models::dataset(data, &cols).await?;
+    let valid = match &args.valid {
+        Some(v) => Some(models::dataset(v, &cols).await?),
+        None => None,
+    };
+    info!(
+        "training a network on {data}: {} rows, {} features, {:?}",
+        train.n_rows(),
+        train.n_features(),
+        device
+    );
+    let enc = contrail::nn::Encoder::fit(&train, params.embedding_dim, params.max_embedding_dim)?;
+    let arch = contrail::nn::Architecture {
+        embeddings: enc.embeddings(),
+        n_num: enc.n_num(),
+        hidden: params.hidden.clone(),
+        dropout: params.dropout,
+        head: params.head,
+    };
+    let xt = enc.encode(&train)?;
+    let yt: Vec<f32> = train.target.iter().map(|v| *v as f32).collect();
+    let xv = match &valid {
+        Some(v) => Some(enc.encode(v)?),
+        None => None,
+    };
+    let yv: Vec<f32> = valid
+        .as_ref()
+        .map_or(Vec::new(), |v| v.target.iter().map(|x| *x as f32).collect());
+    let mut file = match &args.metrics_file {
+        Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p).map_err(
+            |source| models::ModelError::Write {
+                path: p.display().to_string(),
+                source,
+            },
+        )?)),
+        None => None,
+    };
+    let ctl = contrail::nn::Control {
+        checkpoint: args.checkpoint.clone(),
+        stop_after_epochs: None,
+    };
+    let t0 = std::time::Instant::now();
+    let trained = tokio::task::block_in_place(|| {
+        contrail::nn::fit_on(
+            &device,
+            arch.clone(),
+            &params,
+            contrail::nn::Split { x: &xt, y: &yt },
+            xv.as_ref().map(|x| contrail::nn::Split { x, y: &yv }),
+            &ctl,
+            &mut |l| {
+                if !quiet {
+                    eprintln!(
+                        "[{}]\ttrain-loss: {:.6}\tvalid-nll: {}\tlr: {:.3e}\t{:.0} samples/s",
+                        l.epoch,
+                        l.train_loss,
+                        l.valid_nll.map_or("-".into(), |v| format!("{v:.6}")),
+                        l.learning_rate,
+                        l.samples_per_sec
+                    );
+                }
+                if let Some(f) = file.as_mut() {
+                    use std::io::Write;
+                    let _ = serde_json::to_writer(&mut *f, l);
+                    let _ = f.write_all(b"\n");
+                    let _ = f.flush();
+                }
+            },
+        )
+    })?;
+    let secs = t0.elapsed().as_secs_f64();
+    let mut metrics = std::collections::BTreeMap::new();
+    if let Some(v) = trained
+        .history
+        .get(trained.best_epoch)
+        .and_then(|h| h.valid_nll)
+    {
+        metrics.insert("valid-nll".to_string(), v);
+    }
+    let pkg = contrail::nn::NnPackage {
+        manifest: contrail::nn::NnManifest {
+            format_version: contrail::gbdt::package::FORMAT_VERSION,
+            model_kind: contrail::nn::package::MODEL_KIND.into(),
+            contrail_version: env!("CARGO_PKG_VERSION").into(),
+            target: target.clone(),
+            encoder: enc,
+            architecture: arch,
+            params,
+            best_epoch: trained.best_epoch,
+            metrics: metrics.clone(),
+            training_data: contrail::gbdt::package::fingerprint(&train),
+            lineage: std::collections::BTreeMap::from([
+                ("data".to_string(), data.clone()),
+                ("target".to_string(), target.clone()),
+            ]),
+        },
+        weights: trained.weights,
+    };
+    models::write_bytes(out, contrail::nn::package::to_bytes(&pkg)?).await?;
+    out!(
+        "{}",
+        serde_json::json!({
+            "out": out,
+            "epochs": trained.history.len(),
+            "best_epoch": trained.best_epoch,
+            "seconds": secs,
+            "metrics": metrics,
+        })
+    );
+    Ok(())
+}
+
+/// Trains a neural demand model on the lake and prints its test figures (stdout) with
+/// one line per epoch (stderr).
+async fn train_demand(
+    lake: &Lake,
+    cfg: &contrail::demand::DemandConfig,
+    device: &str,
+    checkpoint: Option<PathBuf>,
+) -> Result<()> {
+    let device = contrail::nn::Device::parse(device)?;
+    info!(
+        "demand model ({:?} task, {} head) on {} with {:?}",
+        cfg.task,
+        cfg.params.head.name(),
+        lake.url(),
+        device
+    );
+    let r = contrail::demand::train_demand(lake, cfg, &device, checkpoint, &mut |l| {
+        info!(
+            "epoch {:>3}  train {:.5}  valid-nll {}  lr {:.2e}  {:.0} samples/s",
+            l.epoch,
+            l.train_loss,
+            l.valid_nll.map_or("-".into(), |v| format!("{v:.5}")),
+            l.learning_rate,
+            l.samples_per_sec
+        )
+    })
+    .await?;
+    out!(
+        "demand model ({:?}): {} train / {} valid / {} test rows; {} epochs (best {}), {:.1}s, {:.0} samples/s",
+        r.task,
+        r.rows[0],
+        r.rows[1],
+        r.rows[2],
+        r.epochs,
+        r.best_epoch,
+        r.train_secs,
+        r.samples_per_sec
+    );
+    let what = match r.task {
+        contrail::demand::DemandTask::Counts => "Poisson deviance",
+        contrail::demand::DemandTask::Booking => "log loss",
+    };
+    out!("test {what:<16} mean pred / mean actual");
+    for q in &r.quality {
+        out!("  {:<8} {:>10.5}  {:>8.4}", q.name, q.loss, q.calibration);
+    }
+    out!("wrote {}", r.out);
+    Ok(())
+}
+
 fn log_etl(r: &etl_job::EtlReport) {
     info!(
         "etl: {} partitions processed, {} unchanged; rows read {} = curated {} + quarantined {} + duplicates {}; {:.0} rows/s",
@@ -1318,6 +1565,9 @@ fn exit_code(e: &anyhow::Error) -> u8 {
             return code(t.is_user_error());
         }
         if let Some(g) = cause.downcast_ref::<contrail::gbdt::GbdtError>() {
+            return code(g.is_user_error());
+        }
+        if let Some(g) = cause.downcast_ref::<contrail::nn::NnError>() {
             return code(g.is_user_error());
         }
     }

@@ -26,6 +26,8 @@ pub enum ModelError {
     #[error(transparent)]
     Gbdt(#[from] GbdtError),
     #[error(transparent)]
+    Nn(#[from] crate::nn::NnError),
+    #[error(transparent)]
     Etl(#[from] crate::etl::EtlError),
     #[error("computing features")]
     Features(#[from] crate::features::FeatureError),
@@ -45,6 +47,7 @@ impl ModelError {
             ModelError::Store(e) => e.is_user_error(),
             ModelError::Etl(e) => e.is_user_error(),
             ModelError::Gbdt(e) => e.is_user_error(),
+            ModelError::Nn(e) => e.is_user_error(),
             ModelError::Invalid(_) | ModelError::Features(_) => true,
             ModelError::Write { .. } => true,
         }
@@ -82,6 +85,7 @@ pub async fn load_model(url: &str) -> Result<(Booster, package::Manifest), Model
 pub enum Model {
     Gbdt(Box<Booster>, Box<package::Manifest>),
     Forest(Box<Forest>, Box<ForestManifest>),
+    Nn(Box<crate::nn::NnModel>),
 }
 
 /// Loads a package of any kind (dispatch on its manifest's `model_kind`).
@@ -101,10 +105,68 @@ pub fn parse_any(bytes: &[u8], url: &str) -> Result<Model, ModelError> {
             let (f, m) = iforest::from_bytes(bytes, url)?;
             Ok(Model::Forest(Box::new(f), Box::new(m)))
         }
+        crate::nn::package::MODEL_KIND => Ok(Model::Nn(Box::new(crate::nn::NnModel::from_bytes(
+            bytes, url,
+        )?))),
         other => Err(ModelError::Invalid(format!(
             "{url}: model kind {other:?} is not one this build serves"
         ))),
     }
+}
+
+/// The feature columns a network reads (categorical ones as strings).
+pub fn nn_columns(m: &crate::nn::NnModel) -> Columns {
+    let enc = &m.package.manifest.encoder;
+    Columns {
+        target: String::new(),
+        features: Some(enc.names()),
+        categorical: enc
+            .features
+            .iter()
+            .filter(|f| matches!(f, crate::nn::data::FeatureEncoding::Categorical { .. }))
+            .map(|f| f.name().to_string())
+            .collect(),
+        weight: None,
+    }
+}
+
+/// Predicts every row of the Parquet file(s) at `data` with a network and writes them
+/// with a `prediction` column to `out`; returns the row count.
+pub async fn predict_nn_file(
+    m: &crate::nn::NnModel,
+    data: &str,
+    out: &str,
+) -> Result<usize, ModelError> {
+    let batches = read_parquet(data).await?;
+    let Some(first) = batches.first() else {
+        return Err(ModelError::Invalid(format!("{data}: no rows")));
+    };
+    let schema = first.schema();
+    if schema.index_of("prediction").is_ok() {
+        return Err(ModelError::Invalid(format!(
+            "{data} already has a `prediction` column"
+        )));
+    }
+    let cols = nn_columns(m);
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new("prediction", DataType::Float64, false));
+    let out_schema = Arc::new(Schema::new(fields));
+    let mut rows = 0;
+    let mut out_batches = Vec::with_capacity(batches.len());
+    for b in &batches {
+        let d = crate::gbdt::data::features_only(b, &cols, data)?;
+        let p = tokio::task::block_in_place(|| m.predict(&d))?;
+        rows += p.len();
+        let mut c = b.columns().to_vec();
+        c.push(Arc::new(Float64Array::from(p)));
+        out_batches.push(
+            RecordBatch::try_new(out_schema.clone(), c)
+                .map_err(|e| ModelError::Invalid(format!("building output: {e}")))?,
+        );
+    }
+    let (base, name) = split_url(out);
+    parquet_io::write(&Lake::open(&base)?, &name, out_schema, &out_batches).await?;
+    Ok(rows)
 }
 
 /// Reads Parquet into a dataset of numeric features for an isolation forest: the columns
@@ -510,7 +572,7 @@ pub struct LakeSplits {
     pub valid_ids: Vec<String>,
 }
 
-fn append(
+pub(crate) fn append(
     d: &mut Dataset,
     f: &RecordBatch,
     names: &[String],
@@ -697,7 +759,7 @@ pub async fn lake_splits_ids(
 
 /// One column of the simulator's truth table by event id (`extract` reads row `i` of the
 /// column; rows it returns `None` for are left out).
-async fn truth_column<T>(
+pub(crate) async fn truth_column<T>(
     lake: &Lake,
     column: &str,
     extract: impl Fn(&ArrayRef, usize) -> Option<T>,

@@ -232,6 +232,11 @@ enum Scorer {
         forest: Box<Forest>,
         cols: Columns,
     },
+    Nn {
+        model: Box<crate::nn::NnModel>,
+        cols: Columns,
+        names: Vec<String>,
+    },
 }
 
 impl Scorer {
@@ -239,6 +244,7 @@ impl Scorer {
         match self {
             Scorer::Gbdt { .. } => "gbdt",
             Scorer::Forest { .. } => crate::gbdt::iforest::MODEL_KIND,
+            Scorer::Nn { .. } => crate::nn::package::MODEL_KIND,
         }
     }
 
@@ -246,13 +252,16 @@ impl Scorer {
         match self {
             Scorer::Gbdt { booster, .. } => &booster.feature_names,
             Scorer::Forest { forest, .. } => &forest.feature_names,
+            Scorer::Nn { names, .. } => names,
         }
     }
 
     /// The columns the job adds.
     fn output_fields(&self) -> Vec<Field> {
         match self {
-            Scorer::Gbdt { .. } => vec![Field::new("prediction", DataType::Float64, false)],
+            Scorer::Gbdt { .. } | Scorer::Nn { .. } => {
+                vec![Field::new("prediction", DataType::Float64, false)]
+            }
             Scorer::Forest { .. } => vec![
                 Field::new("anomaly_score", DataType::Float64, false),
                 Field::new("is_anomaly", DataType::Boolean, false),
@@ -265,6 +274,14 @@ impl Scorer {
         match self {
             Scorer::Gbdt { booster, .. }
                 if booster.feature_kinds.get(i) == Some(&FeatureKind::Categorical) =>
+            {
+                (
+                    is_string_type(dt) || is_numeric_type(dt),
+                    "a string (categorical) or numeric column",
+                )
+            }
+            Scorer::Nn { cols, names, .. }
+                if names.get(i).is_some_and(|n| cols.categorical.contains(n)) =>
             {
                 (
                     is_string_type(dt) || is_numeric_type(dt),
@@ -296,6 +313,13 @@ impl Scorer {
                     dev => crate::gbdt::device::predict_raw(dev, booster, &x, None)?,
                 };
                 let p: Vec<f64> = raw.into_iter().map(|s| booster.response(s)).collect();
+                let secs = t.elapsed().as_secs_f64();
+                Ok((vec![Arc::new(Float64Array::from(p))], secs))
+            }
+            Scorer::Nn { model, cols, .. } => {
+                let d = crate::gbdt::data::features_only(features, cols, file)?;
+                let t = Instant::now();
+                let p = model.predict(&d).map_err(ModelError::from)?;
                 let secs = t.elapsed().as_secs_f64();
                 Ok((vec![Arc::new(Float64Array::from(p))], secs))
             }
@@ -1119,6 +1143,17 @@ pub async fn score(opts: &ScoreOptions) -> Result<ScoreSummary, ScoreError> {
                 weight: None,
             };
             Scorer::Forest { forest, cols }
+        }
+        Model::Nn(model) => {
+            if opts.device != Device::Cpu {
+                return Err(ScoreError::BadOption {
+                    option: "--device",
+                    reason: "a neural model scores on the CPU: leave out --device".into(),
+                });
+            }
+            let cols = models::nn_columns(&model);
+            let names = model.package.manifest.encoder.names();
+            Scorer::Nn { model, cols, names }
         }
     };
     // The input parts, each checked against the model before anything is written.

@@ -1113,3 +1113,190 @@ fn a_reader_that_goes_away_ends_the_command_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(out.status.code(), Some(0), "{stderr}");
 }
+
+#[test]
+fn demand_models_train_on_the_lake_beside_a_gbdt_and_the_truth() {
+    let tmp = TempDir::new("contrail-cli-demand").expect("tmp");
+    let dir = tmp.0.as_path();
+    let lake = dir.join("lake");
+    let l = lake.display().to_string();
+    let out = contrail(
+        dir,
+        &[
+            "-q",
+            "simulate",
+            "--days",
+            "10",
+            "--routes",
+            "12",
+            "--lake",
+            &l,
+            "--bad-rate",
+            "0.01",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = contrail(dir, &["-q", "etl", "--lake", &l], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for (task, head) in [("counts", "negative_binomial"), ("booking", "logistic")] {
+        let cfg = dir.join(format!("{task}.toml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "lake = {l:?}\n[demand]\ntask = {task:?}\nwindow_days = 3\nout = {:?}\n[demand.params]\nhead = {head:?}\nhidden = [32, 16]\nmax_epochs = 3\nbatch_size = 512\n",
+                dir.join(format!("{task}.ctm")).display().to_string()
+            ),
+        )
+        .expect("config");
+        let c = cfg.display().to_string();
+        let out = contrail(dir, &["train", "--config", &c], &[]);
+        let (so, se) = (text(&out.stdout), text(&out.stderr));
+        assert!(out.status.success(), "{se}");
+        // Epoch lines on stderr, figures on stdout: the network, the GBDT and the truth.
+        assert!(se.contains("epoch   2"), "{se}");
+        for name in ["neural", "gbdt", "truth"] {
+            assert!(so.contains(name), "{so}");
+        }
+        let bytes = std::fs::read(dir.join(format!("{task}.ctm"))).expect("package");
+        let m = contrail::nn::NnModel::from_bytes(&bytes, "pkg").expect("loads");
+        assert_eq!(m.head().name(), head);
+    }
+    // A window longer than the lake: a user error that says what to do.
+    let cfg = dir.join("long.toml");
+    std::fs::write(
+        &cfg,
+        format!("lake = {l:?}\n[demand]\ntask = \"counts\"\nwindow_days = 30\nout = \"x.ctm\"\n"),
+    )
+    .expect("config");
+    let out = contrail(dir, &["train", "--config", &cfg.display().to_string()], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("simulate at least"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_network_on_a_parquet_file_resumes_from_its_checkpoint() {
+    use arrow_array::{ArrayRef, Float64Array, StringArray};
+    use std::sync::Arc;
+    let tmp = TempDir::new("contrail-cli-nn").expect("tmp");
+    let dir = tmp.0.as_path();
+    let n = 3000;
+    let x: Vec<f64> = (0..n)
+        .map(|i| ((i * 37) % 101) as f64 / 50.0 - 1.0)
+        .collect();
+    let c: Vec<&str> = (0..n).map(|i| ["a", "b", "c"][i % 3]).collect();
+    let y: Vec<f64> = (0..n)
+        .map(|i| ((i * 7919) % 5) as f64 * (1.0 + x[i]).max(0.0))
+        .map(f64::round)
+        .collect();
+    for name in ["train.parquet", "valid.parquet"] {
+        write_parquet(
+            dir,
+            name,
+            vec![
+                ("x", Arc::new(Float64Array::from(x.clone())) as ArrayRef),
+                ("c", Arc::new(StringArray::from(c.clone())) as ArrayRef),
+                ("y", Arc::new(Float64Array::from(y.clone())) as ArrayRef),
+            ],
+        );
+    }
+    std::fs::write(
+        dir.join("nn.toml"),
+        "hidden = [16]\nmax_epochs = 4\nbatch_size = 256\nearly_stopping_rounds = 0\n",
+    )
+    .expect("params");
+    let train = |out: &str, extra: &[&str]| {
+        let mut a = vec![
+            "train",
+            "--model",
+            "nn",
+            "--data",
+            "train.parquet",
+            "--valid",
+            "valid.parquet",
+            "--target",
+            "y",
+            "--out",
+            out,
+            "--nn-params",
+            "nn.toml",
+            "--objective",
+            "poisson",
+        ];
+        a.extend_from_slice(extra);
+        contrail(dir, &a, &[])
+    };
+    let out = train("whole.ctm", &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("valid-nll"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Kill a run after its second epoch (a checkpoint of two epochs is what it leaves),
+    // then resume: the same package bytes as the uninterrupted run.
+    let ck = dir.join("run.ckpt").display().to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_contrail"))
+        .current_dir(dir)
+        .args([
+            "train",
+            "--model",
+            "nn",
+            "--data",
+            "train.parquet",
+            "--valid",
+            "valid.parquet",
+            "--target",
+            "y",
+            "--out",
+            "resumed.ctm",
+            "--nn-params",
+            "nn.toml",
+            "--objective",
+            "poisson",
+            "--checkpoint",
+            &ck,
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    {
+        use std::io::BufRead;
+        let err = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+        for line in err.lines() {
+            if line.expect("line").starts_with("[1]") {
+                break;
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let out = train("resumed.ctm", &["--checkpoint", &ck]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let a =
+        contrail::nn::package::from_bytes(&std::fs::read(dir.join("whole.ctm")).expect("a"), "a")
+            .expect("a");
+    let b =
+        contrail::nn::package::from_bytes(&std::fs::read(dir.join("resumed.ctm")).expect("b"), "b")
+            .expect("b");
+    assert_eq!(
+        a.weights, b.weights,
+        "resumed run ends with the uninterrupted run's weights"
+    );
+    // A corrupted package is a typed user error naming the file.
+    let mut bytes = std::fs::read(dir.join("whole.ctm")).expect("pkg");
+    let k = bytes.len() / 2;
+    bytes[k] ^= 1;
+    std::fs::write(dir.join("bad.ctm"), &bytes).expect("write");
+    let out = contrail(dir, &["inspect", "bad.ctm"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("bad.ctm"),
+        "{}",
+        text(&out.stderr)
+    );
+}

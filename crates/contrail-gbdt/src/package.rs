@@ -101,8 +101,9 @@ pub fn fingerprint(data: &crate::data::Dataset) -> DataFingerprint {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum DType {
+pub enum DType {
     F64,
+    F32,
     I64,
     I32,
     U32,
@@ -113,6 +114,7 @@ impl DType {
     fn name(self) -> &'static str {
         match self {
             DType::F64 => "F64",
+            DType::F32 => "F32",
             DType::I64 => "I64",
             DType::I32 => "I32",
             DType::U32 => "U32",
@@ -122,36 +124,56 @@ impl DType {
     fn size(self) -> usize {
         match self {
             DType::F64 | DType::I64 => 8,
-            DType::I32 | DType::U32 => 4,
+            DType::I32 | DType::U32 | DType::F32 => 4,
             DType::U8 => 1,
         }
     }
 }
 
+/// The tensors of a package being written.
 #[derive(Default)]
-pub(crate) struct Writer {
-    tensors: Vec<(&'static str, DType, Vec<u8>)>,
+pub struct Writer {
+    tensors: Vec<(String, DType, Vec<u8>)>,
 }
 
 impl Writer {
-    pub(crate) fn f64(&mut self, name: &'static str, v: impl Iterator<Item = f64>) {
-        self.tensors
-            .push((name, DType::F64, v.flat_map(|x| x.to_le_bytes()).collect()));
+    pub fn f64(&mut self, name: impl Into<String>, v: impl Iterator<Item = f64>) {
+        self.tensors.push((
+            name.into(),
+            DType::F64,
+            v.flat_map(|x| x.to_le_bytes()).collect(),
+        ));
     }
-    pub(crate) fn i64(&mut self, name: &'static str, v: impl Iterator<Item = i64>) {
-        self.tensors
-            .push((name, DType::I64, v.flat_map(|x| x.to_le_bytes()).collect()));
+    pub fn i64(&mut self, name: impl Into<String>, v: impl Iterator<Item = i64>) {
+        self.tensors.push((
+            name.into(),
+            DType::I64,
+            v.flat_map(|x| x.to_le_bytes()).collect(),
+        ));
     }
-    pub(crate) fn i32(&mut self, name: &'static str, v: impl Iterator<Item = i32>) {
-        self.tensors
-            .push((name, DType::I32, v.flat_map(|x| x.to_le_bytes()).collect()));
+    pub fn i32(&mut self, name: impl Into<String>, v: impl Iterator<Item = i32>) {
+        self.tensors.push((
+            name.into(),
+            DType::I32,
+            v.flat_map(|x| x.to_le_bytes()).collect(),
+        ));
     }
-    pub(crate) fn u32(&mut self, name: &'static str, v: impl Iterator<Item = u32>) {
-        self.tensors
-            .push((name, DType::U32, v.flat_map(|x| x.to_le_bytes()).collect()));
+    pub fn u32(&mut self, name: impl Into<String>, v: impl Iterator<Item = u32>) {
+        self.tensors.push((
+            name.into(),
+            DType::U32,
+            v.flat_map(|x| x.to_le_bytes()).collect(),
+        ));
     }
-    pub(crate) fn u8(&mut self, name: &'static str, v: impl Iterator<Item = u8>) {
-        self.tensors.push((name, DType::U8, v.collect()));
+    pub fn u8(&mut self, name: impl Into<String>, v: impl Iterator<Item = u8>) {
+        self.tensors.push((name.into(), DType::U8, v.collect()));
+    }
+    pub fn f32(&mut self, name: impl Into<String>, v: impl Iterator<Item = f32>) {
+        self.tensors.push((
+            name.into(),
+            DType::F32,
+            v.flat_map(|x| x.to_le_bytes()).collect(),
+        ));
     }
 }
 
@@ -300,9 +322,9 @@ pub fn to_bytes(b: &Booster, m: &Manifest) -> Result<Vec<u8>, GbdtError> {
 
 /// The package bytes of `w`'s tensors with a manifest (deterministic: equal inputs give
 /// equal bytes).
-pub(crate) fn encode(mut w: Writer, manifest: &str) -> Result<Vec<u8>, GbdtError> {
+pub fn encode(mut w: Writer, manifest: &str) -> Result<Vec<u8>, GbdtError> {
     // safetensors: tensors sorted by name, data in that order.
-    w.tensors.sort_by(|a, b| a.0.cmp(b.0));
+    w.tensors.sort_by(|a, b| a.0.cmp(&b.0));
     let mut header = serde_json::Map::new();
     let mut data = Vec::new();
     for (name, dt, bytes) in &w.tensors {
@@ -334,14 +356,15 @@ pub(crate) fn encode(mut w: Writer, manifest: &str) -> Result<Vec<u8>, GbdtError
     Ok(out)
 }
 
-pub(crate) struct Reader<'a> {
+/// Reads the tensors of a decoded package, checking dtype, shape and byte range.
+pub struct Reader<'a> {
     path: &'a str,
     header: serde_json::Map<String, serde_json::Value>,
     data: &'a [u8],
 }
 
 impl Reader<'_> {
-    pub(crate) fn err(&self, reason: impl Into<String>) -> GbdtError {
+    pub fn err(&self, reason: impl Into<String>) -> GbdtError {
         GbdtError::Package {
             path: self.path.to_string(),
             reason: reason.into(),
@@ -394,36 +417,47 @@ impl Reader<'_> {
         }
         Ok(&self.data[b as usize..e as usize])
     }
-    pub(crate) fn f64(&self, name: &str) -> Result<Vec<f64>, GbdtError> {
+    pub fn f64(&self, name: &str) -> Result<Vec<f64>, GbdtError> {
         Ok(self
             .raw(name, DType::F64)?
             .chunks_exact(8)
             .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
             .collect())
     }
-    pub(crate) fn i64(&self, name: &str) -> Result<Vec<i64>, GbdtError> {
+    pub fn i64(&self, name: &str) -> Result<Vec<i64>, GbdtError> {
         Ok(self
             .raw(name, DType::I64)?
             .chunks_exact(8)
             .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
             .collect())
     }
-    pub(crate) fn i32(&self, name: &str) -> Result<Vec<i32>, GbdtError> {
+    pub fn i32(&self, name: &str) -> Result<Vec<i32>, GbdtError> {
         Ok(self
             .raw(name, DType::I32)?
             .chunks_exact(4)
             .map(|c| i32::from_le_bytes(c.try_into().unwrap_or([0; 4])))
             .collect())
     }
-    pub(crate) fn u32(&self, name: &str) -> Result<Vec<u32>, GbdtError> {
+    pub fn u32(&self, name: &str) -> Result<Vec<u32>, GbdtError> {
         Ok(self
             .raw(name, DType::U32)?
             .chunks_exact(4)
             .map(|c| u32::from_le_bytes(c.try_into().unwrap_or([0; 4])))
             .collect())
     }
-    pub(crate) fn u8(&self, name: &str) -> Result<Vec<u8>, GbdtError> {
+    pub fn u8(&self, name: &str) -> Result<Vec<u8>, GbdtError> {
         Ok(self.raw(name, DType::U8)?.to_vec())
+    }
+    pub fn f32(&self, name: &str) -> Result<Vec<f32>, GbdtError> {
+        Ok(self
+            .raw(name, DType::F32)?
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap_or([0; 4])))
+            .collect())
+    }
+    /// Names of the tensors in the package.
+    pub fn names(&self) -> Vec<String> {
+        self.header.keys().cloned().collect()
     }
 }
 
@@ -446,10 +480,7 @@ pub(crate) fn offsets(
 
 /// Checks the container of package bytes (header size, format, checksum, tensor ranges
 /// tiling the data section) and returns the manifest's text and a tensor reader.
-pub(crate) fn decode<'a>(
-    bytes: &'a [u8],
-    path: &'a str,
-) -> Result<(String, Reader<'a>), GbdtError> {
+pub fn decode<'a>(bytes: &'a [u8], path: &'a str) -> Result<(String, Reader<'a>), GbdtError> {
     let err = |reason: String| GbdtError::Package {
         path: path.to_string(),
         reason,
@@ -538,7 +569,7 @@ pub fn model_kind(bytes: &[u8], path: &str) -> Result<String, GbdtError> {
 }
 
 /// Checks the manifest's format version (and kind, when `want` is given).
-pub(crate) fn check_kind(text: &str, path: &str, want: Option<&str>) -> Result<String, GbdtError> {
+pub fn check_kind(text: &str, path: &str, want: Option<&str>) -> Result<String, GbdtError> {
     let err = |reason: String| GbdtError::Package {
         path: path.to_string(),
         reason,

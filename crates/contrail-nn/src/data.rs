@@ -1,0 +1,361 @@
+//! From the shared feature table to network inputs: category maps, normalisation
+//! statistics, missing-value indicators.
+//!
+//! Categorical features become ids into an embedding table: id 0 is "unknown or missing"
+//! (a category not seen in training, or null), ids 1.. are the training categories in
+//! the order they were first seen. Numeric features are standardised with the training
+//! mean and standard deviation, clipped to ±[`CLIP`] so that one extreme value cannot
+//! saturate the network, and missing values become 0 (the mean) plus a 0/1 indicator
+//! input for every feature that had missing values in training.
+
+use std::collections::HashMap;
+
+use contrail_gbdt::data::MISSING;
+use contrail_gbdt::{Column, Dataset};
+use serde::{Deserialize, Serialize};
+
+use crate::NnError;
+
+/// Standardised values are clipped to ±CLIP.
+pub const CLIP: f64 = 8.0;
+
+/// How one feature becomes network inputs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
+pub enum FeatureEncoding {
+    Numeric {
+        name: String,
+        mean: f64,
+        std: f64,
+        /// Whether a missing-value indicator input follows the value.
+        missing_indicator: bool,
+        /// Whether values go through ln(1 + x) before standardising (non-negative
+        /// features with a long right tail: counts, prices); `mean` and `std` are then
+        /// those of ln(1 + x).
+        #[serde(default)]
+        log1p: bool,
+    },
+    Categorical {
+        name: String,
+        /// Training categories; category `categories[i]` has id `i + 1`.
+        categories: Vec<String>,
+        embedding_dim: usize,
+    },
+}
+
+impl FeatureEncoding {
+    pub fn name(&self) -> &str {
+        match self {
+            FeatureEncoding::Numeric { name, .. } | FeatureEncoding::Categorical { name, .. } => {
+                name
+            }
+        }
+    }
+}
+
+/// The encodings of every feature, in the dataset's feature order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Encoder {
+    pub features: Vec<FeatureEncoding>,
+}
+
+/// Network inputs for a block of rows: categorical ids and numeric inputs, row-major.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Encoded {
+    pub n_rows: usize,
+    /// `n_rows × n_cat` embedding ids.
+    pub cat: Vec<i32>,
+    /// `n_rows × n_num` standardised inputs.
+    pub num: Vec<f32>,
+}
+
+/// The embedding width of a categorical feature with `n` training categories when none
+/// is given: grows like n^0.56, from 2 up to `cap`.
+pub fn default_embedding_dim(n: usize, cap: usize) -> usize {
+    let d = (1.6 * (n.max(1) as f64).powf(0.56)).round() as usize;
+    d.clamp(2, cap.max(2))
+}
+
+/// Mean, standard deviation, skewness and minimum of the finite values.
+fn moments(v: impl Iterator<Item = f64> + Clone) -> (f64, f64, f64, f64) {
+    let (mut n, mut sum, mut min) = (0usize, 0.0f64, f64::INFINITY);
+    for x in v.clone().filter(|x| x.is_finite()) {
+        n += 1;
+        sum += x;
+        min = min.min(x);
+    }
+    if n == 0 {
+        return (0.0, 0.0, 0.0, 0.0);
+    }
+    let mean = sum / n as f64;
+    let (mut m2, mut m3) = (0.0, 0.0);
+    for x in v.filter(|x| x.is_finite()) {
+        let d = x - mean;
+        m2 += d * d;
+        m3 += d * d * d;
+    }
+    let (m2, m3) = (m2 / n as f64, m3 / n as f64);
+    let std = m2.sqrt();
+    let skew = if std > 1e-12 {
+        m3 / (std * std * std)
+    } else {
+        0.0
+    };
+    (mean, std, skew, min)
+}
+
+impl Encoder {
+    /// Fits category maps and normalisation statistics on training data. `embedding_dim`
+    /// 0 picks each feature's width with [`default_embedding_dim`] capped at `max_dim`.
+    pub fn fit(data: &Dataset, embedding_dim: usize, max_dim: usize) -> Result<Self, NnError> {
+        if data.n_rows() == 0 {
+            return Err(NnError::Data("the training data has no rows".into()));
+        }
+        let mut features = Vec::with_capacity(data.n_features());
+        for (name, c) in data.names.iter().zip(&data.columns) {
+            match c {
+                Column::Numeric(v) => {
+                    let missing = v.iter().any(|x| !x.is_finite());
+                    let (mean, std, skew, min) = moments(v.iter().copied());
+                    // A long right tail on non-negative values: work on ln(1 + x).
+                    let log1p = min >= 0.0 && skew > 2.0;
+                    let (mean, std) = if log1p {
+                        let (m, s, _, _) = moments(v.iter().map(|x| x.ln_1p()));
+                        (m, s)
+                    } else {
+                        (mean, std)
+                    };
+                    features.push(FeatureEncoding::Numeric {
+                        name: name.clone(),
+                        mean,
+                        std: if std > 1e-12 && std.is_finite() {
+                            std
+                        } else {
+                            1.0
+                        },
+                        missing_indicator: missing,
+                        log1p,
+                    });
+                }
+                Column::Categorical { codes, dict } => {
+                    // Categories in order of first appearance (deterministic).
+                    let mut seen = vec![false; dict.len()];
+                    let mut categories = Vec::new();
+                    for &c in codes {
+                        if let Some(s) = seen.get_mut(c as usize) {
+                            if !*s {
+                                *s = true;
+                                categories.push(dict[c as usize].clone());
+                            }
+                        }
+                    }
+                    let d = if embedding_dim > 0 {
+                        embedding_dim
+                    } else {
+                        default_embedding_dim(categories.len(), max_dim)
+                    };
+                    features.push(FeatureEncoding::Categorical {
+                        name: name.clone(),
+                        categories,
+                        embedding_dim: d,
+                    });
+                }
+            }
+        }
+        Ok(Encoder { features })
+    }
+
+    /// Checks an encoder read from a file: finite statistics, positive widths, bounded
+    /// sizes, no duplicate categories.
+    pub fn validate(&self) -> Result<(), String> {
+        for (i, f) in self.features.iter().enumerate() {
+            match f {
+                FeatureEncoding::Numeric {
+                    name, mean, std, ..
+                } => {
+                    if !mean.is_finite() || !std.is_finite() || *std <= 0.0 {
+                        return Err(format!(
+                            "feature {i} ({name}): mean {mean} and std {std} must be finite, std > 0"
+                        ));
+                    }
+                }
+                FeatureEncoding::Categorical {
+                    name,
+                    categories,
+                    embedding_dim,
+                } => {
+                    if *embedding_dim == 0 || *embedding_dim > 4096 {
+                        return Err(format!(
+                            "feature {i} ({name}): embedding width {embedding_dim} is not in 1..=4096"
+                        ));
+                    }
+                    let mut seen = std::collections::HashSet::new();
+                    if let Some(d) = categories.iter().find(|c| !seen.insert(c.as_str())) {
+                        return Err(format!(
+                            "feature {i} ({name}): category {d:?} appears twice"
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn n_cat(&self) -> usize {
+        self.features
+            .iter()
+            .filter(|f| matches!(f, FeatureEncoding::Categorical { .. }))
+            .count()
+    }
+
+    /// Numeric inputs: one per numeric feature plus one per missing indicator.
+    pub fn n_num(&self) -> usize {
+        self.features
+            .iter()
+            .map(|f| match f {
+                FeatureEncoding::Numeric {
+                    missing_indicator, ..
+                } => 1 + *missing_indicator as usize,
+                FeatureEncoding::Categorical { .. } => 0,
+            })
+            .sum()
+    }
+
+    /// Embedding table sizes (categories + the unknown id) and widths.
+    pub fn embeddings(&self) -> Vec<(usize, usize)> {
+        self.features
+            .iter()
+            .filter_map(|f| match f {
+                FeatureEncoding::Categorical {
+                    categories,
+                    embedding_dim,
+                    ..
+                } => Some((categories.len() + 1, *embedding_dim)),
+                FeatureEncoding::Numeric { .. } => None,
+            })
+            .collect()
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.features.iter().map(|f| f.name().to_string()).collect()
+    }
+
+    /// Encodes a dataset whose features are these, by name and kind (in any column order;
+    /// extra columns are ignored).
+    pub fn encode(&self, data: &Dataset) -> Result<Encoded, NnError> {
+        let n = data.n_rows();
+        let (n_cat, n_num) = (self.n_cat(), self.n_num());
+        let mut out = Encoded {
+            n_rows: n,
+            cat: vec![0; n * n_cat],
+            num: vec![0.0; n * n_num],
+        };
+        let (mut ci, mut ni) = (0, 0);
+        for f in &self.features {
+            let j = data
+                .names
+                .iter()
+                .position(|x| x == f.name())
+                .ok_or_else(|| NnError::Data(format!("feature `{}` is missing", f.name())))?;
+            match (f, &data.columns[j]) {
+                (
+                    FeatureEncoding::Numeric {
+                        mean,
+                        std,
+                        missing_indicator,
+                        log1p,
+                        ..
+                    },
+                    Column::Numeric(v),
+                ) => {
+                    for (r, x) in v.iter().enumerate() {
+                        let row = &mut out.num[r * n_num..(r + 1) * n_num];
+                        // (negative values, unseen in training, are taken as 0)
+                        let x = if *log1p && x.is_finite() {
+                            x.max(0.0).ln_1p()
+                        } else {
+                            *x
+                        };
+                        if x.is_finite() {
+                            row[ni] = ((x - mean) / std).clamp(-CLIP, CLIP) as f32;
+                        } else if *missing_indicator {
+                            row[ni + 1] = 1.0;
+                        }
+                    }
+                    ni += 1 + *missing_indicator as usize;
+                }
+                (
+                    FeatureEncoding::Categorical { categories, .. },
+                    Column::Categorical { codes, dict },
+                ) => {
+                    let index: HashMap<&str, i32> = categories
+                        .iter()
+                        .enumerate()
+                        .map(|(i, s)| (s.as_str(), i as i32 + 1))
+                        .collect();
+                    let remap: Vec<i32> = dict
+                        .iter()
+                        .map(|s| index.get(s.as_str()).copied().unwrap_or(0))
+                        .collect();
+                    for (r, &c) in codes.iter().enumerate() {
+                        out.cat[r * n_cat + ci] = if c == MISSING {
+                            0
+                        } else {
+                            remap.get(c as usize).copied().unwrap_or(0)
+                        };
+                    }
+                    ci += 1;
+                }
+                _ => {
+                    return Err(NnError::Data(format!(
+                        "feature `{}` is {} here but was {} in training",
+                        f.name(),
+                        if matches!(data.columns[j], Column::Numeric(_)) {
+                            "numeric"
+                        } else {
+                            "categorical"
+                        },
+                        if matches!(f, FeatureEncoding::Numeric { .. }) {
+                            "numeric"
+                        } else {
+                            "categorical"
+                        }
+                    )))
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Encoded {
+    /// The rows `rows` of this block, in that order.
+    pub fn gather(&self, rows: &[usize]) -> Encoded {
+        let n_cat = self.cat.len().checked_div(self.n_rows).unwrap_or(0);
+        let n_num = self.num.len().checked_div(self.n_rows).unwrap_or(0);
+        let mut out = Encoded {
+            n_rows: rows.len(),
+            cat: Vec::with_capacity(rows.len() * n_cat),
+            num: Vec::with_capacity(rows.len() * n_num),
+        };
+        for &r in rows {
+            out.cat
+                .extend_from_slice(&self.cat[r * n_cat..(r + 1) * n_cat]);
+            out.num
+                .extend_from_slice(&self.num[r * n_num..(r + 1) * n_num]);
+        }
+        out
+    }
+
+    /// Rows `start..end` as a block.
+    pub fn slice(&self, start: usize, end: usize) -> Encoded {
+        let n_cat = self.cat.len().checked_div(self.n_rows).unwrap_or(0);
+        let n_num = self.num.len().checked_div(self.n_rows).unwrap_or(0);
+        Encoded {
+            n_rows: end - start,
+            cat: self.cat[start * n_cat..end * n_cat].to_vec(),
+            num: self.num[start * n_num..end * n_num].to_vec(),
+        }
+    }
+}

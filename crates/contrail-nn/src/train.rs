@@ -1,0 +1,557 @@
+//! Training: mini-batch AdamW with a warm-up and cosine learning-rate schedule, dropout,
+//! weight decay, early stopping on a validation split, and checkpoints that resume to
+//! the same bits as an uninterrupted run.
+//!
+//! Determinism: the weights are initialised from the backend's generator seeded with
+//! `seed`; every epoch reseeds it (dropout masks) and shuffles the rows with its own
+//! generator, both from `(seed, epoch)` alone. An epoch therefore depends only on the
+//! state at its start, which is what a checkpoint holds (weights, optimiser moments,
+//! the best weights so far and the history), so a resumed run continues exactly where
+//! the interrupted one stopped.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::AutodiffModule;
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
+use burn::tensor::backend::AutodiffBackend;
+use serde::{Deserialize, Serialize};
+
+use crate::data::Encoded;
+use crate::loss::{self, Head};
+use crate::model::{Architecture, Net};
+use crate::weights::{self, Weights};
+use crate::NnError;
+
+/// Training parameters (`[train.params]` of a neural model's config).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NnParams {
+    pub head: Head,
+    /// Hidden layer widths of the MLP body.
+    pub hidden: Vec<usize>,
+    /// Embedding width of every categorical feature; 0 picks one per feature from its
+    /// number of categories (at most `max_embedding_dim`).
+    pub embedding_dim: usize,
+    pub max_embedding_dim: usize,
+    pub dropout: f64,
+    pub learning_rate: f64,
+    /// AdamW's decoupled weight decay.
+    pub weight_decay: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub epsilon: f64,
+    pub batch_size: usize,
+    pub max_epochs: usize,
+    /// `cosine` (warm-up, then cosine decay to `min_lr_ratio` of the rate) or `constant`
+    /// (warm-up, then flat).
+    pub lr_schedule: String,
+    /// Fraction of all steps spent warming up linearly from 0.
+    pub warmup_fraction: f64,
+    pub min_lr_ratio: f64,
+    /// Stop after this many epochs without a better validation loss (0: never).
+    pub early_stopping_rounds: usize,
+    pub seed: u64,
+}
+
+impl Default for NnParams {
+    fn default() -> Self {
+        NnParams {
+            head: Head::Poisson,
+            hidden: vec![256, 128, 64],
+            embedding_dim: 0,
+            max_embedding_dim: 16,
+            dropout: 0.1,
+            learning_rate: 2e-3,
+            weight_decay: 1e-4,
+            beta1: 0.9,
+            beta2: 0.999,
+            epsilon: 1e-8,
+            batch_size: 1024,
+            max_epochs: 30,
+            lr_schedule: "cosine".into(),
+            warmup_fraction: 0.02,
+            min_lr_ratio: 0.01,
+            early_stopping_rounds: 5,
+            seed: 42,
+        }
+    }
+}
+
+impl NnParams {
+    pub fn validate(&self) -> Result<(), NnError> {
+        let bad = |name: &'static str, reason: String| Err(NnError::Param { name, reason });
+        if self.hidden.is_empty() || self.hidden.iter().any(|h| *h == 0 || *h > 65_536) {
+            return bad(
+                "hidden",
+                format!("{:?}: one or more widths in 1..=65536", self.hidden),
+            );
+        }
+        if self.max_embedding_dim == 0 || self.embedding_dim > 4096 || self.max_embedding_dim > 4096
+        {
+            return bad("embedding_dim", "widths must be in 1..=4096".into());
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return bad("dropout", format!("{} is not in [0, 1)", self.dropout));
+        }
+        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
+            return bad(
+                "learning_rate",
+                format!("{} must be > 0", self.learning_rate),
+            );
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            return bad(
+                "weight_decay",
+                format!("{} must be >= 0", self.weight_decay),
+            );
+        }
+        for (name, v) in [("beta1", self.beta1), ("beta2", self.beta2)] {
+            if !(0.0..1.0).contains(&v) {
+                return bad(name, format!("{v} is not in [0, 1)"));
+            }
+        }
+        if self.epsilon.is_nan() || self.epsilon <= 0.0 {
+            return bad("epsilon", format!("{} must be > 0", self.epsilon));
+        }
+        if self.batch_size == 0 || self.batch_size > 1 << 22 {
+            return bad(
+                "batch_size",
+                format!("{} is not in 1..=4194304", self.batch_size),
+            );
+        }
+        if self.max_epochs == 0 {
+            return bad("max_epochs", "must be at least 1".into());
+        }
+        if !matches!(self.lr_schedule.as_str(), "cosine" | "constant") {
+            return bad(
+                "lr_schedule",
+                format!("{:?}: use cosine or constant", self.lr_schedule),
+            );
+        }
+        if !(0.0..=1.0).contains(&self.warmup_fraction) {
+            return bad(
+                "warmup_fraction",
+                format!("{} is not in [0, 1]", self.warmup_fraction),
+            );
+        }
+        if !(0.0..=1.0).contains(&self.min_lr_ratio) {
+            return bad(
+                "min_lr_ratio",
+                format!("{} is not in [0, 1]", self.min_lr_ratio),
+            );
+        }
+        Ok(())
+    }
+
+    /// The learning rate of global step `step` out of `total`.
+    pub fn lr_at(&self, step: usize, total: usize) -> f64 {
+        let warm = (self.warmup_fraction * total as f64).round() as usize;
+        if step < warm {
+            return self.learning_rate * (step + 1) as f64 / warm as f64;
+        }
+        match self.lr_schedule.as_str() {
+            "constant" => self.learning_rate,
+            _ => {
+                let span = (total - warm).max(1) as f64;
+                let t = ((step - warm) as f64 / span).min(1.0);
+                let floor = self.learning_rate * self.min_lr_ratio;
+                floor
+                    + (self.learning_rate - floor) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+            }
+        }
+    }
+}
+
+/// One epoch's figures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochLog {
+    pub epoch: usize,
+    /// Mean training loss (without the constant terms).
+    pub train_loss: f64,
+    /// Mean validation negative log-likelihood (all terms), when there is a validation split.
+    pub valid_nll: Option<f64>,
+    pub learning_rate: f64,
+    pub samples_per_sec: f64,
+}
+
+/// The training data of one split: inputs and targets.
+pub struct Split<'a> {
+    pub x: &'a Encoded,
+    pub y: &'a [f32],
+}
+
+/// Where checkpoints go, and (for tests of resuming) an epoch to stop after as if the
+/// process had been killed.
+#[derive(Debug, Clone, Default)]
+pub struct Control {
+    /// A checkpoint file written after every epoch; when it exists at the start, the run
+    /// resumes from it.
+    pub checkpoint: Option<PathBuf>,
+    pub stop_after_epochs: Option<usize>,
+}
+
+/// The result of training: the best weights (by validation loss; the last when there
+/// is no validation split) and the history.
+#[derive(Debug, Clone)]
+pub struct Trained {
+    pub arch: Architecture,
+    pub weights: Weights,
+    pub best_epoch: usize,
+    pub history: Vec<EpochLog>,
+    /// True when the run stopped early (patience) or was asked to stop.
+    pub stopped_early: bool,
+    /// Epoch the run resumed after, if it resumed from a checkpoint.
+    pub resumed_from: Option<usize>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct CheckpointState {
+    params: NnParams,
+    arch: Architecture,
+    train_rows: usize,
+    epochs_done: usize,
+    best_epoch: usize,
+    best_loss: Option<f64>,
+    history: Vec<EpochLog>,
+}
+
+fn mix(seed: u64, k: u64) -> u64 {
+    let mut z = seed ^ k.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The row order of `epoch` (Fisher–Yates with a generator of `(seed, epoch)`).
+pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut s = mix(seed, epoch as u64 + 1);
+    for i in (1..n).rev() {
+        s = mix(s, i as u64);
+        let j = (s % (i as u64 + 1)) as usize;
+        order.swap(i, j);
+    }
+    order
+}
+
+/// Dropout masks of global step `step`: per hidden layer `[batch, width]`, each entry 0
+/// with probability `dropout`, else 1/(1-dropout). Drawn from `(seed, step)` alone.
+pub fn dropout_masks<B: Backend>(
+    arch: &Architecture,
+    params: &NnParams,
+    step: usize,
+    batch: usize,
+    device: &B::Device,
+) -> Vec<Tensor<B, 2>> {
+    if arch.dropout <= 0.0 {
+        return Vec::new();
+    }
+    let mut rng = crate::rng::Rng::new(mix(params.seed ^ 0xD80F, step as u64));
+    let keep = (1.0 / (1.0 - arch.dropout)) as f32;
+    let threshold = (arch.dropout * 65_536.0).round() as u64;
+    arch.hidden
+        .iter()
+        .map(|&h| {
+            let n = batch * h;
+            let mut v = Vec::with_capacity(n + 3);
+            while v.len() < n {
+                let r = rng.next_u64();
+                for k in 0..4 {
+                    let draw = (r >> (16 * k)) & 0xFFFF;
+                    v.push(if draw < threshold { 0.0 } else { keep });
+                }
+            }
+            v.truncate(n);
+            Tensor::from_data(TensorData::new(v, [batch, h]), device)
+        })
+        .collect()
+}
+
+/// Tensors of a block of rows on `device`.
+pub fn tensors<B: Backend>(x: &Encoded, device: &B::Device) -> (Tensor<B, 2, Int>, Tensor<B, 2>) {
+    let n_cat = x.cat.len().checked_div(x.n_rows).unwrap_or(0);
+    let n_num = x.num.len().checked_div(x.n_rows).unwrap_or(0);
+    (
+        Tensor::from_data(TensorData::new(x.cat.clone(), [x.n_rows, n_cat]), device),
+        Tensor::from_data(TensorData::new(x.num.clone(), [x.n_rows, n_num]), device),
+    )
+}
+
+/// Raw scores of every row of `x` with a trained network, in blocks of `block` rows.
+pub fn raw_scores<B: Backend>(
+    net: &Net<B>,
+    x: &Encoded,
+    block: usize,
+    device: &B::Device,
+) -> Result<Vec<f32>, NnError> {
+    let mut out = Vec::with_capacity(x.n_rows);
+    let block = block.max(1);
+    let mut start = 0;
+    while start < x.n_rows {
+        let end = (start + block).min(x.n_rows);
+        let (c, n) = tensors::<B>(&x.slice(start, end), device);
+        let eta = net.forward(c, n).into_data();
+        out.extend(
+            eta.convert::<f32>()
+                .to_vec::<f32>()
+                .map_err(|e| NnError::Backend(format!("reading scores: {e:?}")))?,
+        );
+        start = end;
+    }
+    Ok(out)
+}
+
+/// Mean negative log-likelihood (all terms) of raw scores against targets.
+pub fn mean_nll(head: Head, eta: &[f32], y: &[f32], alpha: f64) -> f64 {
+    let s: f64 = eta
+        .iter()
+        .zip(y)
+        .map(|(e, y)| loss::nll(head, *e as f64, *y as f64, alpha))
+        .sum();
+    s / eta.len().max(1) as f64
+}
+
+fn check_targets(head: Head, y: &[f32], what: &str) -> Result<(), NnError> {
+    if let Some((i, v)) = y
+        .iter()
+        .enumerate()
+        .find(|(_, v)| !head.valid_target(**v as f64))
+    {
+        return Err(NnError::Data(format!(
+            "{what} row {i}: target {v} is not valid for the {} head",
+            head.name()
+        )));
+    }
+    Ok(())
+}
+
+/// Trains a network on `train`, early-stopping on `valid`, on the autodiff backend `B`.
+pub fn fit<B: AutodiffBackend>(
+    arch: Architecture,
+    params: &NnParams,
+    train: Split,
+    valid: Option<Split>,
+    device: &B::Device,
+    ctl: &Control,
+    on_epoch: &mut dyn FnMut(&EpochLog),
+) -> Result<Trained, NnError> {
+    params.validate()?;
+    arch.validate().map_err(NnError::Data)?;
+    let n = train.x.n_rows;
+    if n == 0 || train.y.len() != n {
+        return Err(NnError::Data(format!(
+            "training rows: {n} inputs, {} targets",
+            train.y.len()
+        )));
+    }
+    check_targets(params.head, train.y, "training")?;
+    if let Some(v) = &valid {
+        if v.y.len() != v.x.n_rows || v.x.n_rows == 0 {
+            return Err(NnError::Data("the validation split is empty".into()));
+        }
+        check_targets(params.head, v.y, "validation")?;
+    }
+    let rec = BinBytesRecorder::<FullPrecisionSettings>::default();
+    let steps_per_epoch = n.div_ceil(params.batch_size);
+    let total_steps = steps_per_epoch * params.max_epochs;
+
+    let mut model: Net<B> = arch.init(params.seed, device);
+    let opt_cfg = AdamWConfig::new()
+        .with_beta_1(params.beta1 as f32)
+        .with_beta_2(params.beta2 as f32)
+        .with_epsilon(params.epsilon as f32)
+        .with_weight_decay(params.weight_decay as f32);
+    let mut optim = opt_cfg.init::<B, Net<B>>();
+    let mut state = CheckpointState {
+        params: params.clone(),
+        arch: arch.clone(),
+        train_rows: n,
+        epochs_done: 0,
+        best_epoch: 0,
+        best_loss: None,
+        history: Vec::new(),
+    };
+    let mut best: Option<Net<B>> = None;
+    let mut resumed_from = None;
+
+    if let Some(path) = ctl.checkpoint.as_deref().filter(|p| p.exists()) {
+        let (s, m, b, o) = read_checkpoint(path)?;
+        if s.params != state.params || s.arch != state.arch || s.train_rows != n {
+            return Err(NnError::Checkpoint {
+                path: path.display().to_string(),
+                reason: "it was written by a run with other parameters, features or data".into(),
+            });
+        }
+        let ck = |e: burn::record::RecorderError| NnError::Checkpoint {
+            path: path.display().to_string(),
+            reason: format!("{e:?}"),
+        };
+        model = arch
+            .init::<B>(params.seed, device)
+            .load_record(rec.load(m, device).map_err(ck)?);
+        best = Some(
+            arch.init::<B>(params.seed, device)
+                .load_record(rec.load(b, device).map_err(ck)?),
+        );
+        optim = optim.load_record(rec.load(o, device).map_err(ck)?);
+        resumed_from = Some(s.epochs_done);
+        state = s;
+    }
+
+    let mut stopped_early = false;
+    while state.epochs_done < params.max_epochs {
+        let epoch = state.epochs_done;
+        let t0 = std::time::Instant::now();
+        let order = epoch_order(n, params.seed, epoch);
+        let mut loss_sum: Option<Tensor<B::InnerBackend, 1>> = None;
+        let mut lr = params.learning_rate;
+        for (k, rows) in order.chunks(params.batch_size).enumerate() {
+            let step = epoch * steps_per_epoch + k;
+            lr = params.lr_at(step, total_steps);
+            let xb = train.x.gather(rows);
+            let yb: Vec<f32> = rows.iter().map(|&r| train.y[r]).collect();
+            let (c, x) = tensors::<B>(&xb, device);
+            let y = Tensor::<B, 1>::from_data(TensorData::new(yb, [rows.len()]), device);
+            let masks = dropout_masks::<B>(&arch, params, step, rows.len(), device);
+            let eta = model.forward_masked(c, x, &masks);
+            let l = loss::loss(params.head, eta, y, Some(model.log_alpha()));
+            let w = l.clone().inner() * (rows.len() as f64);
+            loss_sum = Some(match loss_sum {
+                Some(s) => s + w,
+                None => w,
+            });
+            let grads = GradientsParams::from_grads(l.backward(), &model);
+            model = optim.step(lr, model, grads);
+        }
+        let train_loss = loss_sum
+            .map(|s| s.into_scalar().elem::<f64>() / n as f64)
+            .unwrap_or(f64::NAN);
+        if !train_loss.is_finite() {
+            return Err(NnError::Diverged {
+                epoch,
+                reason: format!("training loss {train_loss} (lower the learning rate)"),
+            });
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        let valid_nll = match &valid {
+            Some(v) => {
+                let inner = model.valid();
+                let eta = raw_scores(&inner, v.x, 8192, device)?;
+                let alpha = alpha_of(&inner);
+                Some(mean_nll(params.head, &eta, v.y, alpha))
+            }
+            None => None,
+        };
+        let log = EpochLog {
+            epoch,
+            train_loss,
+            valid_nll,
+            learning_rate: lr,
+            samples_per_sec: n as f64 / secs.max(1e-9),
+        };
+        on_epoch(&log);
+        state.history.push(log);
+        state.epochs_done = epoch + 1;
+        let better = match (valid_nll, state.best_loss) {
+            (Some(v), Some(b)) => v < b,
+            (Some(_), None) => true,
+            (None, _) => true,
+        };
+        if better {
+            state.best_loss = valid_nll;
+            state.best_epoch = epoch;
+            best = Some(model.clone());
+        }
+        if let Some(path) = &ctl.checkpoint {
+            let ck = |e: burn::record::RecorderError| NnError::Checkpoint {
+                path: path.display().to_string(),
+                reason: format!("{e:?}"),
+            };
+            let m = rec.record(model.clone().into_record(), ()).map_err(ck)?;
+            let b = match &best {
+                Some(b) => rec.record(b.clone().into_record(), ()).map_err(ck)?,
+                None => m.clone(),
+            };
+            let o = rec.record(optim.to_record(), ()).map_err(ck)?;
+            write_checkpoint(path, &state, &m, &b, &o)?;
+        }
+        if params.early_stopping_rounds > 0
+            && valid.is_some()
+            && epoch - state.best_epoch >= params.early_stopping_rounds
+        {
+            stopped_early = true;
+            break;
+        }
+        if ctl.stop_after_epochs == Some(state.epochs_done) {
+            stopped_early = true;
+            break;
+        }
+    }
+    let best = best.unwrap_or(model);
+    Ok(Trained {
+        weights: weights::extract(&best.valid())?,
+        arch,
+        best_epoch: state.best_epoch,
+        history: state.history,
+        stopped_early,
+        resumed_from,
+    })
+}
+
+/// The negative binomial dispersion `alpha` of a network.
+pub fn alpha_of<B: Backend>(net: &Net<B>) -> f64 {
+    let v: f64 = net.log_alpha().into_scalar().elem();
+    v.clamp(-20.0, 10.0).exp()
+}
+
+const CHECKPOINT_KIND: &str = "nn_checkpoint";
+
+fn write_checkpoint(
+    path: &Path,
+    state: &CheckpointState,
+    m: &[u8],
+    b: &[u8],
+    o: &[u8],
+) -> Result<(), NnError> {
+    let text = serde_json::to_string(&serde_json::json!({
+        "format_version": contrail_gbdt::package::FORMAT_VERSION,
+        "model_kind": CHECKPOINT_KIND,
+        "state": state,
+    }))
+    .map_err(|e| NnError::Backend(format!("checkpoint state: {e}")))?;
+    let mut w = contrail_gbdt::package::Writer::default();
+    w.u8("model", m.iter().copied());
+    w.u8("best", b.iter().copied());
+    w.u8("optimizer", o.iter().copied());
+    let bytes = contrail_gbdt::package::encode(w, &text)?;
+    // Written beside and renamed over, so a crash mid-write leaves the previous one.
+    let tmp = path.with_extension("tmp");
+    let io = |source| NnError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    std::fs::write(&tmp, bytes).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+#[allow(clippy::type_complexity)]
+fn read_checkpoint(path: &Path) -> Result<(CheckpointState, Vec<u8>, Vec<u8>, Vec<u8>), NnError> {
+    let p = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|source| NnError::Io {
+        path: p.clone(),
+        source,
+    })?;
+    let (text, r) = contrail_gbdt::package::decode(&bytes, &p)?;
+    contrail_gbdt::package::check_kind(&text, &p, Some(CHECKPOINT_KIND))?;
+    #[derive(Deserialize)]
+    struct Doc {
+        state: CheckpointState,
+    }
+    let d: Doc = serde_json::from_str(&text).map_err(|e| NnError::Checkpoint {
+        path: p.clone(),
+        reason: format!("state: {e}"),
+    })?;
+    Ok((d.state, r.u8("model")?, r.u8("best")?, r.u8("optimizer")?))
+}

@@ -1,0 +1,739 @@
+#![allow(clippy::unwrap_used)]
+//! contrail-nn: losses against closed forms, gradients, learning a known rate, seeded
+//! determinism, checkpoint resume, packages.
+
+use burn::backend::{Autodiff, NdArray};
+use burn::prelude::*;
+use contrail_gbdt::{Column, Dataset};
+use contrail_nn::loss::{self, lgamma_f64, Head};
+use contrail_nn::train::{fit, Control, NnParams, Split};
+use contrail_nn::{package, Architecture, Encoder, NnManifest, NnModel, NnPackage};
+
+type F32 = NdArray<f32>;
+type AD32 = Autodiff<NdArray<f32>>;
+
+fn dev() -> burn::backend::ndarray::NdArrayDevice {
+    burn::backend::ndarray::NdArrayDevice::Cpu
+}
+
+/// A small deterministic generator for test data.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn uniform(&mut self) -> f64 {
+        ((self.next() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+    fn normal(&mut self) -> f64 {
+        (-2.0 * self.uniform().ln()).sqrt() * (2.0 * std::f64::consts::PI * self.uniform()).cos()
+    }
+    fn poisson(&mut self, mu: f64) -> f64 {
+        // Inversion by sequential search (mu is small here).
+        let (mut k, mut p, u) = (0.0, (-mu).exp(), self.uniform());
+        let mut c = p;
+        while u > c && k < 1000.0 {
+            k += 1.0;
+            p *= mu / k;
+            c += p;
+        }
+        k
+    }
+    fn gamma(&mut self, shape: f64) -> f64 {
+        // Marsaglia and Tsang (shape >= 1; boosted below 1).
+        if shape < 1.0 {
+            return self.gamma(shape + 1.0) * self.uniform().powf(1.0 / shape);
+        }
+        let d = shape - 1.0 / 3.0;
+        let c = 1.0 / (9.0 * d).sqrt();
+        loop {
+            let x = self.normal();
+            let v = (1.0 + c * x).powi(3);
+            if v > 0.0 && self.uniform().ln() < 0.5 * x * x + d - d * v + d * v.ln() {
+                return d * v;
+            }
+        }
+    }
+}
+
+#[test]
+fn lgamma_matches_known_values_and_the_tensor_series() {
+    let pi = std::f64::consts::PI;
+    assert!(lgamma_f64(1.0).abs() < 1e-13);
+    assert!(lgamma_f64(2.0).abs() < 1e-13);
+    assert!((lgamma_f64(0.5) - 0.5 * pi.ln()).abs() < 1e-13);
+    assert!((lgamma_f64(10.0) - 362_880f64.ln()).abs() < 1e-12);
+    assert!((lgamma_f64(100.5) - 361.435_540_467_777_6).abs() < 1e-9);
+    // The tensor series runs in f32: within a few f32 ulps of the f64 closed form.
+    let xs: Vec<f32> = (1..400).map(|i| i as f32 * 0.137).collect();
+    let t = Tensor::<F32, 1>::from_data(TensorData::new(xs.clone(), [xs.len()]), &dev());
+    let got: Vec<f32> = loss::lgamma(t).into_data().to_vec().unwrap();
+    for (x, g) in xs.iter().zip(&got) {
+        let want = lgamma_f64(*x as f64);
+        assert!(
+            (*g as f64 - want).abs() < 2e-5 * want.abs().max(1.0),
+            "lgamma({x}): {g} vs {want}"
+        );
+    }
+}
+
+fn scalar_loss_mean(head: Head, eta: &[f64], y: &[f64], alpha: f64) -> f64 {
+    // The training loss drops lgamma(y+1), which does not depend on the parameters.
+    eta.iter()
+        .zip(y)
+        .map(|(e, y)| {
+            let c = if head == Head::Logistic {
+                0.0
+            } else {
+                lgamma_f64(y + 1.0)
+            };
+            loss::nll(head, *e, *y, alpha) - c
+        })
+        .sum::<f64>()
+        / eta.len() as f64
+}
+
+#[test]
+fn tensor_losses_equal_the_closed_forms_and_their_gradients() {
+    let mut r = Rng(5);
+    let n = 300;
+    let eta: Vec<f64> = (0..n).map(|_| r.normal() * 1.5).collect();
+    let counts: Vec<f64> = eta.iter().map(|e| r.poisson(e.exp().min(40.0))).collect();
+    let binary: Vec<f64> = eta
+        .iter()
+        .map(|e| (r.uniform() < 1.0 / (1.0 + (-e).exp())) as u8 as f64)
+        .collect();
+    let log_alpha = -0.7f64;
+    for head in [Head::Poisson, Head::NegativeBinomial, Head::Logistic] {
+        let y = if head == Head::Logistic {
+            &binary
+        } else {
+            &counts
+        };
+        // Tensors in f32, closed forms in f64 on the same (f32-representable) inputs.
+        let eta32: Vec<f32> = eta.iter().map(|v| *v as f32).collect();
+        let y32: Vec<f32> = y.iter().map(|v| *v as f32).collect();
+        let eta: Vec<f64> = eta32.iter().map(|v| *v as f64).collect();
+        let et = Tensor::<AD32, 1>::from_data(TensorData::new(eta32, [n]), &dev()).require_grad();
+        let yt = Tensor::<AD32, 1>::from_data(TensorData::new(y32, [n]), &dev());
+        let la = Tensor::<AD32, 1>::from_data(TensorData::new(vec![log_alpha as f32], [1]), &dev())
+            .require_grad();
+        let alpha = (log_alpha as f32 as f64).exp();
+        let l = loss::loss(head, et.clone(), yt, Some(la.clone()));
+        let got = l.clone().into_scalar() as f64;
+        let want = scalar_loss_mean(head, &eta, y, alpha);
+        assert!(
+            (got - want).abs() < 2e-6 * want.abs().max(1.0),
+            "{head:?}: {got} vs {want}"
+        );
+        let g = l.backward();
+        let ge: Vec<f32> = et.grad(&g).unwrap().into_data().to_vec().unwrap();
+        for i in 0..n {
+            let (e, yi) = (eta[i], y[i]);
+            let mu = e.exp();
+            let want = match head {
+                Head::Poisson => mu - yi,
+                Head::Logistic => 1.0 / (1.0 + (-e).exp()) - yi,
+                Head::NegativeBinomial => {
+                    let r = 1.0 / alpha;
+                    r * (mu - yi) / (r + mu)
+                }
+            } / n as f64;
+            // f32 rounding of mu and of mu - y: relative to the terms, not their difference.
+            // The negative binomial's stable log(r + mu) costs a few more f32 roundings.
+            let rel = if head == Head::NegativeBinomial {
+                2e-4
+            } else {
+                1e-5
+            };
+            let scale = if head == Head::Logistic {
+                5.0
+            } else {
+                mu + yi + 1.0
+            };
+            let tol = rel * scale / n as f64;
+            assert!(
+                (ge[i] as f64 - want).abs() < tol,
+                "{head:?} d/deta[{i}]: {} vs {want}",
+                ge[i]
+            );
+        }
+        if head == Head::NegativeBinomial {
+            // d/dlog_alpha against a central difference of the closed form.
+            let ga = la.grad(&g).unwrap().into_scalar() as f64;
+            let la64 = log_alpha as f32 as f64;
+            let h = 1e-5;
+            let fd = (scalar_loss_mean(head, &eta, y, (la64 + h).exp())
+                - scalar_loss_mean(head, &eta, y, (la64 - h).exp()))
+                / (2.0 * h);
+            // A sum of 300 f32 digamma-like differences: agreement to 1e-3.
+            assert!(
+                (ga - fd).abs() < 1e-3 * fd.abs().max(1e-2),
+                "d/dlog_alpha {ga} vs {fd}"
+            );
+        }
+    }
+}
+
+/// A dataset with a known Poisson rate: log mu = 0.3 + 0.8·x1 - 0.5·x2 + effect[cat].
+fn synthetic(n: usize, seed: u64, nb_alpha: Option<f64>) -> (Dataset, Vec<f64>) {
+    let mut r = Rng(seed);
+    let effects = [0.4, -0.3, 0.0, 0.7, -0.8];
+    let (mut x1, mut x2, mut cat, mut y, mut mu) = (vec![], vec![], vec![], vec![], vec![]);
+    for _ in 0..n {
+        let a = r.normal();
+        let b = r.uniform() * 2.0 - 1.0;
+        let c = (r.next() % 5) as usize;
+        let m = (0.3 + 0.8 * a - 0.5 * b + effects[c]).exp();
+        let lam = match nb_alpha {
+            Some(al) => r.gamma(1.0 / al) * al * m,
+            None => m,
+        };
+        x1.push(if r.uniform() < 0.05 { f64::NAN } else { a });
+        if x1.last().is_some_and(|v| v.is_nan()) {
+            // A missing x1 leaves its effect in the rate: the indicator cannot recover it,
+            // so the truth for such rows is the rate averaged over x1 ~ N(0,1).
+            let m_avg = (0.3 + 0.32 - 0.5 * b + effects[c]).exp();
+            mu.push(m_avg);
+            let lam_avg = match nb_alpha {
+                Some(al) => r.gamma(1.0 / al) * al * m_avg,
+                None => m_avg,
+            };
+            y.push(r.poisson(lam_avg));
+        } else {
+            mu.push(m);
+            y.push(r.poisson(lam));
+        }
+        x2.push(b);
+        cat.push(Some(["a", "b", "c", "d", "e"][c]));
+    }
+    let d = Dataset {
+        names: vec!["x1".into(), "x2".into(), "carrier".into()],
+        columns: vec![
+            Column::Numeric(x1),
+            Column::Numeric(x2),
+            Column::categorical(&cat),
+        ],
+        target: y,
+        weights: None,
+    };
+    (d, mu)
+}
+
+fn params(head: Head, epochs: usize) -> NnParams {
+    NnParams {
+        head,
+        hidden: vec![32, 16],
+        batch_size: 256,
+        max_epochs: epochs,
+        learning_rate: 5e-3,
+        dropout: 0.0,
+        early_stopping_rounds: 0,
+        ..NnParams::default()
+    }
+}
+
+fn y32(d: &Dataset) -> Vec<f32> {
+    d.target.iter().map(|v| *v as f32).collect()
+}
+
+fn arch_for(enc: &Encoder, p: &NnParams) -> Architecture {
+    Architecture {
+        embeddings: enc.embeddings(),
+        n_num: enc.n_num(),
+        hidden: p.hidden.clone(),
+        dropout: p.dropout,
+        head: p.head,
+    }
+}
+
+#[test]
+fn learns_a_known_poisson_rate() {
+    let (train, _) = synthetic(20_000, 1, None);
+    let (valid, _) = synthetic(4_000, 2, None);
+    let (test, mu) = synthetic(10_000, 3, None);
+    let enc = Encoder::fit(&train, 0, 16).unwrap();
+    let p = NnParams {
+        early_stopping_rounds: 3,
+        ..params(Head::Poisson, 25)
+    };
+    let (xt, xv) = (enc.encode(&train).unwrap(), enc.encode(&valid).unwrap());
+    let (yt, yv) = (y32(&train), y32(&valid));
+    let t = fit::<AD32>(
+        arch_for(&enc, &p),
+        &p,
+        Split { x: &xt, y: &yt },
+        Some(Split { x: &xv, y: &yv }),
+        &dev(),
+        &Control::default(),
+        &mut |_| {},
+    )
+    .unwrap();
+    let model = NnModel::new(NnPackage {
+        manifest: manifest(&enc, &t.arch, &p),
+        weights: t.weights.clone(),
+    })
+    .unwrap();
+    let pred = model.predict(&test).unwrap();
+    // Mean absolute log ratio to the true rate, and deviance close to the truth's.
+    let mal: f64 = pred
+        .iter()
+        .zip(&mu)
+        .map(|(p, m)| (p / m).ln().abs())
+        .sum::<f64>()
+        / mu.len() as f64;
+    assert!(mal < 0.08, "mean |log(pred/true)| = {mal}");
+    let dev_model = loss::mean_poisson_deviance(&test.target, &pred);
+    let dev_truth = loss::mean_poisson_deviance(&test.target, &mu);
+    assert!(
+        dev_model < dev_truth * 1.01,
+        "deviance {dev_model} vs truth {dev_truth}"
+    );
+    // Calibration: mean prediction within 2% of the mean count.
+    let (mp, my) = (
+        pred.iter().sum::<f64>() / pred.len() as f64,
+        test.target.iter().sum::<f64>() / pred.len() as f64,
+    );
+    assert!(
+        (mp / my - 1.0).abs() < 0.02,
+        "mean prediction {mp} vs mean count {my}"
+    );
+}
+
+#[test]
+fn negative_binomial_head_learns_the_dispersion() {
+    let (train, _) = synthetic(20_000, 11, Some(0.5));
+    let (valid, _) = synthetic(4_000, 12, Some(0.5));
+    let enc = Encoder::fit(&train, 0, 16).unwrap();
+    let p = NnParams {
+        early_stopping_rounds: 3,
+        ..params(Head::NegativeBinomial, 25)
+    };
+    let (xt, xv) = (enc.encode(&train).unwrap(), enc.encode(&valid).unwrap());
+    let (yt, yv) = (y32(&train), y32(&valid));
+    let t = fit::<AD32>(
+        arch_for(&enc, &p),
+        &p,
+        Split { x: &xt, y: &yt },
+        Some(Split { x: &xv, y: &yv }),
+        &dev(),
+        &Control::default(),
+        &mut |_| {},
+    )
+    .unwrap();
+    let model = NnModel::new(NnPackage {
+        manifest: manifest(&enc, &t.arch, &p),
+        weights: t.weights,
+    })
+    .unwrap();
+    let a = model.alpha();
+    assert!((a - 0.5).abs() < 0.12, "learned alpha {a}, true 0.5");
+}
+
+fn manifest(enc: &Encoder, arch: &Architecture, p: &NnParams) -> NnManifest {
+    NnManifest {
+        format_version: contrail_gbdt::package::FORMAT_VERSION,
+        model_kind: package::MODEL_KIND.into(),
+        contrail_version: "test".into(),
+        target: "y".into(),
+        encoder: enc.clone(),
+        architecture: arch.clone(),
+        params: p.clone(),
+        best_epoch: 0,
+        metrics: Default::default(),
+        training_data: Default::default(),
+        lineage: Default::default(),
+    }
+}
+
+fn run(p: &NnParams, ctl: &Control) -> contrail_nn::Trained {
+    let (train, _) = synthetic(3_000, 21, None);
+    let (valid, _) = synthetic(1_000, 22, None);
+    let enc = Encoder::fit(&train, 0, 16).unwrap();
+    let (xt, xv) = (enc.encode(&train).unwrap(), enc.encode(&valid).unwrap());
+    let (yt, yv) = (y32(&train), y32(&valid));
+    fit::<AD32>(
+        arch_for(&enc, p),
+        p,
+        Split { x: &xt, y: &yt },
+        Some(Split { x: &xv, y: &yv }),
+        &dev(),
+        ctl,
+        &mut |_| {},
+    )
+    .unwrap()
+}
+
+fn bits(w: &[Vec<f32>]) -> Vec<u32> {
+    w.iter().flatten().map(|x| x.to_bits()).collect()
+}
+
+#[test]
+fn same_seed_same_bits_with_dropout() {
+    let p = NnParams {
+        dropout: 0.2,
+        ..params(Head::Poisson, 3)
+    };
+    let a = run(&p, &Control::default());
+    let b = run(&p, &Control::default());
+    assert_eq!(bits(&a.weights), bits(&b.weights));
+    let c = run(&NnParams { seed: 43, ..p }, &Control::default());
+    assert_ne!(bits(&a.weights), bits(&c.weights));
+}
+
+#[test]
+fn checkpoint_resume_equals_an_uninterrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("run.ckpt");
+    let p = NnParams {
+        dropout: 0.1,
+        ..params(Head::Poisson, 5)
+    };
+    let whole = run(&p, &Control::default());
+    let first = run(
+        &p,
+        &Control {
+            checkpoint: Some(ck.clone()),
+            stop_after_epochs: Some(2),
+        },
+    );
+    assert_eq!(first.history.len(), 2);
+    assert!(ck.exists());
+    let resumed = run(
+        &p,
+        &Control {
+            checkpoint: Some(ck.clone()),
+            stop_after_epochs: None,
+        },
+    );
+    assert_eq!(resumed.resumed_from, Some(2));
+    assert_eq!(resumed.history.len(), 5);
+    for (a, b) in resumed.history.iter().zip(&whole.history) {
+        assert_eq!(
+            (
+                a.epoch,
+                a.train_loss.to_bits(),
+                a.valid_nll.map(f64::to_bits)
+            ),
+            (
+                b.epoch,
+                b.train_loss.to_bits(),
+                b.valid_nll.map(f64::to_bits)
+            )
+        );
+    }
+    assert_eq!(resumed.best_epoch, whole.best_epoch);
+    assert_eq!(bits(&resumed.weights), bits(&whole.weights));
+
+    // A checkpoint of other parameters is refused, not silently mixed in.
+    let other = NnParams {
+        learning_rate: 1e-3,
+        ..p.clone()
+    };
+    let (train, _) = synthetic(3_000, 21, None);
+    let enc = Encoder::fit(&train, 0, 16).unwrap();
+    let xt = enc.encode(&train).unwrap();
+    let yt = y32(&train);
+    let e = fit::<AD32>(
+        arch_for(&enc, &other),
+        &other,
+        Split { x: &xt, y: &yt },
+        None,
+        &dev(),
+        &Control {
+            checkpoint: Some(ck.clone()),
+            stop_after_epochs: None,
+        },
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(matches!(e, contrail_nn::NnError::Checkpoint { .. }), "{e}");
+    // A corrupted checkpoint is a typed error.
+    let mut bytes = std::fs::read(&ck).unwrap();
+    let k = bytes.len() - 10;
+    bytes[k] ^= 0x55;
+    std::fs::write(&ck, &bytes).unwrap();
+    let e = fit::<AD32>(
+        arch_for(&enc, &p),
+        &p,
+        Split { x: &xt, y: &yt },
+        None,
+        &dev(),
+        &Control {
+            checkpoint: Some(ck),
+            stop_after_epochs: None,
+        },
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("checksum"), "{e}");
+}
+
+#[test]
+fn gradient_of_the_whole_network_matches_finite_differences() {
+    let (d, _) = synthetic(64, 31, None);
+    let enc = Encoder::fit(&d, 3, 16).unwrap();
+    let arch = Architecture {
+        embeddings: enc.embeddings(),
+        n_num: enc.n_num(),
+        hidden: vec![8, 4],
+        dropout: 0.0,
+        head: Head::Poisson,
+    };
+    let x = enc.encode(&d).unwrap();
+    let net: contrail_nn::Net<AD32> = arch.init(3, &dev());
+    let w0 = contrail_nn::weights::extract(&net).unwrap();
+    let c = Tensor::<AD32, 2, Int>::from_data(
+        TensorData::new(x.cat.clone(), [64, enc.n_cat()]),
+        &dev(),
+    );
+    let xn =
+        Tensor::<AD32, 2>::from_data(TensorData::new(x.num.clone(), [64, enc.n_num()]), &dev());
+    let y = Tensor::<AD32, 1>::from_data(TensorData::new(y32(&d), [64]), &dev());
+    let lossf = |net: &contrail_nn::Net<AD32>| {
+        loss::loss(
+            Head::Poisson,
+            net.forward(c.clone(), xn.clone()),
+            y.clone(),
+            None,
+        )
+    };
+    let g = lossf(&net).backward();
+    let gw: Vec<f32> = net.hidden[0]
+        .weight
+        .grad(&g)
+        .unwrap()
+        .into_data()
+        .to_vec()
+        .unwrap();
+    let ge: Vec<f32> = net.embeddings[0]
+        .weight
+        .grad(&g)
+        .unwrap()
+        .into_data()
+        .to_vec()
+        .unwrap();
+    // Perturb single weights (stored in f32, so steps of 1e-3 and a loose tolerance).
+    let k_hidden = 1 + 0; // tensor index of hidden.0.weight (after one embedding)
+    for (tensor, grads, idx) in [(k_hidden, &gw, 5usize), (k_hidden, &gw, 17), (0, &ge, 4)] {
+        let h = 3e-3f32;
+        let mut wp = w0.clone();
+        wp[tensor][idx] += h;
+        let mut wm = w0.clone();
+        wm[tensor][idx] -= h;
+        let lp = lossf(&contrail_nn::weights::build::<AD32>(&arch, &wp, &dev()).unwrap())
+            .into_scalar() as f64;
+        let lm = lossf(&contrail_nn::weights::build::<AD32>(&arch, &wm, &dev()).unwrap())
+            .into_scalar() as f64;
+        let fd = (lp - lm) / (2.0 * h as f64);
+        let g = grads[idx] as f64;
+        assert!(
+            (g - fd).abs() < 1e-2 * fd.abs().max(1e-2),
+            "tensor {tensor}[{idx}]: {g} vs {fd}"
+        );
+    }
+}
+
+#[test]
+fn package_round_trip_and_corruption() {
+    let p = params(Head::Poisson, 2);
+    let (train, _) = synthetic(2_000, 41, None);
+    let enc = Encoder::fit(&train, 0, 16).unwrap();
+    let t = run(&p, &Control::default());
+    let pkg = NnPackage {
+        manifest: manifest(&enc, &t.arch, &p),
+        weights: t.weights.clone(),
+    };
+    let bytes = package::to_bytes(&pkg).unwrap();
+    assert_eq!(
+        bytes,
+        package::to_bytes(&pkg).unwrap(),
+        "deterministic bytes"
+    );
+    let back = package::from_bytes(&bytes, "m.ctm").unwrap();
+    assert_eq!(back, pkg);
+    let a = NnModel::new(pkg.clone()).unwrap().predict(&train).unwrap();
+    let b = NnModel::from_bytes(&bytes, "m.ctm")
+        .unwrap()
+        .predict(&train)
+        .unwrap();
+    assert_eq!(a, b);
+    assert_eq!(
+        contrail_gbdt::package::model_kind(&bytes, "m.ctm").unwrap(),
+        "nn"
+    );
+
+    // Every flipped byte, truncation and wrong kind is a typed error naming the file.
+    for k in (0..bytes.len()).step_by(97) {
+        let mut bad = bytes.clone();
+        bad[k] ^= 0x20;
+        let e = package::from_bytes(&bad, "bad.ctm").unwrap_err();
+        assert!(e.to_string().contains("bad.ctm"), "{e}");
+    }
+    for cut in [0, 7, 100, bytes.len() - 1] {
+        assert!(package::from_bytes(&bytes[..cut], "cut.ctm").is_err());
+    }
+    // A manifest that asks for a huge layer, re-sealed with a valid checksum: refused
+    // before any allocation.
+    let mut huge = pkg.clone();
+    huge.manifest.architecture.hidden = vec![1 << 20, 1 << 20];
+    let e = package::from_bytes(&reseal(&huge, &pkg), "huge.ctm").unwrap_err();
+    assert!(e.to_string().contains("architecture"), "{e}");
+    // Architecture that does not match the encoder.
+    let mut mism = pkg.clone();
+    mism.manifest.architecture.n_num += 1;
+    let e = package::from_bytes(&reseal(&mism, &pkg), "m.ctm").unwrap_err();
+    assert!(e.to_string().contains("encoder"), "{e}");
+    // A non-finite weight.
+    let mut nan = pkg.clone();
+    nan.weights[1][0] = f32::NAN;
+    let e = package::from_bytes(&package::to_bytes(&nan).unwrap(), "nan.ctm").unwrap_err();
+    assert!(e.to_string().contains("not finite"), "{e}");
+    // Bad encoder statistics.
+    let mut bad_enc = pkg.clone();
+    if let Some(contrail_nn::data::FeatureEncoding::Numeric { std, .. }) =
+        bad_enc.manifest.encoder.features.first_mut()
+    {
+        *std = 0.0;
+    }
+    let e = package::from_bytes(&package::to_bytes(&bad_enc).unwrap(), "enc.ctm").unwrap_err();
+    assert!(e.to_string().contains("encoder"), "{e}");
+}
+
+/// Package bytes of `m`'s manifest with `w`'s tensors (bypassing the shape check of
+/// `to_bytes`, as a hostile writer would).
+fn reseal(m: &NnPackage, w: &NnPackage) -> Vec<u8> {
+    let mut wr = contrail_gbdt::package::Writer::default();
+    for ((name, _), v) in w
+        .manifest
+        .architecture
+        .tensor_shapes()
+        .iter()
+        .zip(&w.weights)
+    {
+        wr.f32(name.clone(), v.iter().copied());
+    }
+    contrail_gbdt::package::encode(wr, &serde_json::to_string(&m.manifest).unwrap()).unwrap()
+}
+
+#[test]
+fn encoder_maps_unknown_and_missing() {
+    let (d, _) = synthetic(500, 51, None);
+    let enc = Encoder::fit(&d, 0, 16).unwrap();
+    assert_eq!(enc.n_cat(), 1);
+    assert_eq!(
+        enc.n_num(),
+        3,
+        "x1 has missing values: value + indicator; x2 one input"
+    );
+    let other = Dataset {
+        names: vec!["carrier".into(), "x2".into(), "x1".into()],
+        columns: vec![
+            Column::categorical(&[Some("zz"), None, Some("c")]),
+            Column::Numeric(vec![0.0, 1.0, 2.0]),
+            Column::Numeric(vec![f64::NAN, 1e12, 0.0]),
+        ],
+        target: vec![],
+        weights: None,
+    };
+    let x = enc.encode(&other).unwrap();
+    assert_eq!(x.cat[0], 0, "an unseen category is id 0");
+    assert_eq!(x.cat[1], 0, "a missing category is id 0");
+    assert!(x.cat[2] > 0);
+    assert_eq!(&x.num[0..2], &[0.0, 1.0], "missing: 0 and the indicator");
+    assert_eq!(x.num[3] as f64, contrail_nn::data::CLIP, "clipped");
+    let wrong = Dataset {
+        names: vec!["carrier".into(), "x2".into(), "x1".into()],
+        columns: vec![
+            Column::Numeric(vec![1.0]),
+            Column::Numeric(vec![0.0]),
+            Column::Numeric(vec![0.0]),
+        ],
+        target: vec![],
+        weights: None,
+    };
+    assert!(enc
+        .encode(&wrong)
+        .unwrap_err()
+        .to_string()
+        .contains("carrier"));
+}
+
+#[test]
+fn bad_targets_and_parameters_are_typed_errors() {
+    let (d, _) = synthetic(200, 61, None);
+    let enc = Encoder::fit(&d, 0, 16).unwrap();
+    let x = enc.encode(&d).unwrap();
+    let mut y = y32(&d);
+    y[17] = -1.0;
+    let p = params(Head::Poisson, 1);
+    let e = fit::<AD32>(
+        arch_for(&enc, &p),
+        &p,
+        Split { x: &x, y: &y },
+        None,
+        &dev(),
+        &Control::default(),
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("row 17"), "{e}");
+    let y = y32(&d);
+    let pl = params(Head::Logistic, 1);
+    let e = fit::<AD32>(
+        arch_for(&enc, &pl),
+        &pl,
+        Split { x: &x, y: &y },
+        None,
+        &dev(),
+        &Control::default(),
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("logistic"), "{e}");
+    let bad = NnParams {
+        learning_rate: -1.0,
+        ..p.clone()
+    };
+    let e = fit::<AD32>(
+        arch_for(&enc, &bad),
+        &bad,
+        Split { x: &x, y: &y },
+        None,
+        &dev(),
+        &Control::default(),
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(matches!(
+        e,
+        contrail_nn::NnError::Param {
+            name: "learning_rate",
+            ..
+        }
+    ));
+}
+
+#[test]
+fn learning_rate_schedule() {
+    let p = NnParams {
+        learning_rate: 1.0,
+        warmup_fraction: 0.1,
+        min_lr_ratio: 0.0,
+        ..NnParams::default()
+    };
+    assert!((p.lr_at(0, 100) - 0.1).abs() < 1e-12);
+    assert!((p.lr_at(9, 100) - 1.0).abs() < 1e-12);
+    assert!((p.lr_at(10, 100) - 1.0).abs() < 1e-12);
+    assert!((p.lr_at(55, 100) - 0.5).abs() < 1e-12);
+    assert!(p.lr_at(99, 100) < 1e-3);
+    let c = NnParams {
+        lr_schedule: "constant".into(),
+        ..p
+    };
+    assert_eq!(c.lr_at(80, 100), 1.0);
+}
