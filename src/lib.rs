@@ -31,4 +31,5 @@ pub mod models;
 pub mod score;
 pub mod summary;
 pub mod tune;
+pub mod tune_demand;
 pub mod tune_lake;

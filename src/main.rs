@@ -1196,6 +1196,45 @@ async fn run(cli: Cli) -> Result<()> {
             ..
         } => {
             let cfg = JobConfig::load(&path)?;
+            if let (Some(demand), None) = (&cfg.demand, &cfg.train) {
+                let tune = cfg.tune.clone().ok_or_else(|| {
+                    UsageError(format!("{} has no [tune] section", path.display()))
+                })?;
+                let out: PathBuf = out
+                    .or(tune.out.clone().map(PathBuf::from))
+                    .ok_or_else(|| UsageError("tune needs --out or [tune] out".into()))?;
+                let url = std::env::var("CONTRAIL_LAKE")
+                    .ok()
+                    .or(cfg.lake.clone())
+                    .unwrap_or_else(|| "./lake".into());
+                let lake = Lake::open(&url)?;
+                let data = contrail::demand::task_data(&lake, demand).await?;
+                info!(
+                    "tuning a demand network on {}: {} train, {} valid rows; {} trials in {}",
+                    lake.url(),
+                    data.train.n_rows(),
+                    data.valid.n_rows(),
+                    tune.trials,
+                    out.display()
+                );
+                let lineage = std::collections::BTreeMap::from([
+                    ("lake".to_string(), lake.url().to_string()),
+                    (
+                        "task".to_string(),
+                        format!("{:?}", demand.task).to_lowercase(),
+                    ),
+                ]);
+                let demand = demand.clone();
+                let best = tokio::task::spawn_blocking(move || {
+                    contrail::tune_demand::run_demand_study(
+                        &demand, &tune, &out, &data, lineage, quiet,
+                    )
+                })
+                .await
+                .context("the tuning thread")??;
+                out!("{}", serde_json::to_string(&best)?);
+                return Ok(());
+            }
             let job = contrail::tune_lake::LakeTuneJob::new(&path, cfg.train, cfg.tune, out)?;
             let url = std::env::var("CONTRAIL_LAKE")
                 .ok()

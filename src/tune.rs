@@ -636,7 +636,7 @@ pub fn render_report(study: &Study) -> String {
     html
 }
 
-pub(crate) fn write_report(study: &Study, path: &Path) -> Result<(), TuneRunError> {
+pub fn write_report(study: &Study, path: &Path) -> Result<(), TuneRunError> {
     let tmp = path.with_extension("html.tmp");
     let io = |op| {
         let path = path.to_path_buf();
