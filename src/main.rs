@@ -1349,6 +1349,18 @@ async fn run(cli: Cli) -> Result<()> {
                 .await?;
                 flag_anomalies(&lake, &train).await?;
             }
+            if let Some(demand) = &base.demand {
+                let need = demand.window_days + 2;
+                if cfg.days < need {
+                    out!("\ndemand model skipped: its {}-day window needs at least {need} simulated days (--days {})", demand.window_days, cfg.days);
+                } else {
+                    let mut demand = demand.clone();
+                    demand.out =
+                        format!("{}/models/demand_nn.ctm", lake.url().trim_end_matches('/'));
+                    out!("");
+                    train_demand(&lake, &demand, "cpu", None).await?;
+                }
+            }
             out!("\ntotal {:.1}s", t.elapsed().as_secs_f64());
         }
     }
