@@ -573,8 +573,12 @@ pub async fn train_demand(
             )));
         }
     }
-    let enc =
-        contrail_nn::Encoder::fit(&data.train, params.embedding_dim, params.max_embedding_dim)?;
+    let enc = contrail_nn::Encoder::fit_with(
+        &data.train,
+        params.embedding_dim,
+        params.max_embedding_dim,
+        params.numeric_bins,
+    )?;
     let arch = contrail_nn::Architecture {
         embeddings: enc.embeddings(),
         n_num: enc.n_num(),

@@ -1411,7 +1411,12 @@ async fn train_nn_file(args: &TrainArgs, quiet: bool) -> Result<()> {
         train.n_features(),
         device
     );
-    let enc = contrail::nn::Encoder::fit(&train, params.embedding_dim, params.max_embedding_dim)?;
+    let enc = contrail::nn::Encoder::fit_with(
+        &train,
+        params.embedding_dim,
+        params.max_embedding_dim,
+        params.numeric_bins,
+    )?;
     let arch = contrail::nn::Architecture {
         embeddings: enc.embeddings(),
         n_num: enc.n_num(),

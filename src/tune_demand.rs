@@ -34,6 +34,7 @@ pub const KNOWN: &[&str] = &[
     "width",
     "embedding_dim",
     "max_embedding_dim",
+    "numeric_bins",
     "batch_size",
     "learning_rate",
     "weight_decay",
@@ -62,6 +63,7 @@ pub fn trial_params(base: &NnParams, trial: &Map<String, Value>) -> Result<NnPar
             "width" => width = Some(int(k, v)?),
             "embedding_dim" => p.embedding_dim = int(k, v)?,
             "max_embedding_dim" => p.max_embedding_dim = int(k, v)?,
+            "numeric_bins" => p.numeric_bins = int(k, v)?,
             "batch_size" => p.batch_size = int(k, v)?,
             "learning_rate" => p.learning_rate = float(k, v)?,
             "weight_decay" => p.weight_decay = float(k, v)?,
@@ -217,7 +219,12 @@ fn run_one(
         }
     };
     // Embedding widths are a trial parameter: the encoder's statistics are the base's.
-    let enc = match Encoder::fit(&data.train, params.embedding_dim, params.max_embedding_dim) {
+    let enc = match Encoder::fit_with(
+        &data.train,
+        params.embedding_dim,
+        params.max_embedding_dim,
+        params.numeric_bins,
+    ) {
         Ok(e) => e,
         Err(_) => base_enc.clone(),
     };

@@ -34,6 +34,11 @@ pub enum FeatureEncoding {
         /// those of ln(1 + x).
         #[serde(default)]
         log1p: bool,
+        /// Piecewise-linear encoding: with edges e_0 < … < e_T (training quantiles), T more
+        /// inputs, input t being 0 below e_(t-1), 1 above e_t and linear between. Empty:
+        /// the standardised value only.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        bins: Vec<f64>,
     },
     Categorical {
         name: String,
@@ -77,6 +82,28 @@ pub fn default_embedding_dim(n: usize, cap: usize) -> usize {
     d.clamp(2, cap.max(2))
 }
 
+/// Up to `bins + 1` distinct quantile edges of the finite values (none when fewer than
+/// two distinct edges or `bins` is 0).
+fn quantile_edges(v: &[f64], bins: usize) -> Vec<f64> {
+    if bins == 0 {
+        return Vec::new();
+    }
+    let mut x: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    if x.len() < 2 {
+        return Vec::new();
+    }
+    x.sort_by(f64::total_cmp);
+    let mut edges: Vec<f64> = (0..=bins)
+        .map(|k| x[((x.len() - 1) as f64 * k as f64 / bins as f64).round() as usize])
+        .collect();
+    edges.dedup();
+    if edges.len() < 2 {
+        Vec::new()
+    } else {
+        edges
+    }
+}
+
 /// Mean, standard deviation, skewness and minimum of the finite values.
 fn moments(v: impl Iterator<Item = f64> + Clone) -> (f64, f64, f64, f64) {
     let (mut n, mut sum, mut min) = (0usize, 0.0f64, f64::INFINITY);
@@ -109,6 +136,17 @@ impl Encoder {
     /// Fits category maps and normalisation statistics on training data. `embedding_dim`
     /// 0 picks each feature's width with [`default_embedding_dim`] capped at `max_dim`.
     pub fn fit(data: &Dataset, embedding_dim: usize, max_dim: usize) -> Result<Self, NnError> {
+        Encoder::fit_with(data, embedding_dim, max_dim, 0)
+    }
+
+    /// [`Encoder::fit`] with a piecewise-linear encoding of `numeric_bins` quantile bins
+    /// for every numeric feature (0: none).
+    pub fn fit_with(
+        data: &Dataset,
+        embedding_dim: usize,
+        max_dim: usize,
+        numeric_bins: usize,
+    ) -> Result<Self, NnError> {
         if data.n_rows() == 0 {
             return Err(NnError::Data("the training data has no rows".into()));
         }
@@ -136,6 +174,7 @@ impl Encoder {
                         },
                         missing_indicator: missing,
                         log1p,
+                        bins: quantile_edges(v, numeric_bins.min(256)),
                     });
                 }
                 Column::Categorical { codes, dict } => {
@@ -172,11 +211,24 @@ impl Encoder {
         for (i, f) in self.features.iter().enumerate() {
             match f {
                 FeatureEncoding::Numeric {
-                    name, mean, std, ..
+                    name,
+                    mean,
+                    std,
+                    bins,
+                    ..
                 } => {
                     if !mean.is_finite() || !std.is_finite() || *std <= 0.0 {
                         return Err(format!(
                             "feature {i} ({name}): mean {mean} and std {std} must be finite, std > 0"
+                        ));
+                    }
+                    if bins.len() == 1
+                        || bins.len() > 257
+                        || bins.iter().any(|b| !b.is_finite())
+                        || bins.windows(2).any(|w| w[1] <= w[0])
+                    {
+                        return Err(format!(
+                            "feature {i} ({name}): bin edges must be 2 to 257 finite increasing values"
                         ));
                     }
                 }
@@ -215,8 +267,10 @@ impl Encoder {
             .iter()
             .map(|f| match f {
                 FeatureEncoding::Numeric {
-                    missing_indicator, ..
-                } => 1 + *missing_indicator as usize,
+                    missing_indicator,
+                    bins,
+                    ..
+                } => 1 + *missing_indicator as usize + bins.len().saturating_sub(1),
                 FeatureEncoding::Categorical { .. } => 0,
             })
             .sum()
@@ -265,10 +319,12 @@ impl Encoder {
                         std,
                         missing_indicator,
                         log1p,
+                        bins,
                         ..
                     },
                     Column::Numeric(v),
                 ) => {
+                    let nb = bins.len().saturating_sub(1);
                     for (r, x) in v.iter().enumerate() {
                         let row = &mut out.num[r * n_num..(r + 1) * n_num];
                         // (negative values, unseen in training, are taken as 0)
@@ -277,13 +333,21 @@ impl Encoder {
                         } else {
                             *x
                         };
+                        let raw = v[r];
                         if x.is_finite() {
                             row[ni] = ((x - mean) / std).clamp(-CLIP, CLIP) as f32;
                         } else if *missing_indicator {
                             row[ni + 1] = 1.0;
                         }
+                        if nb > 0 && raw.is_finite() {
+                            let at = ni + 1 + *missing_indicator as usize;
+                            for t in 0..nb {
+                                let (lo, hi) = (bins[t], bins[t + 1]);
+                                row[at + t] = ((raw - lo) / (hi - lo)).clamp(0.0, 1.0) as f32;
+                            }
+                        }
                     }
-                    ni += 1 + *missing_indicator as usize;
+                    ni += 1 + *missing_indicator as usize + nb;
                 }
                 (
                     FeatureEncoding::Categorical { categories, .. },

@@ -11,11 +11,12 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, ModuleVisitor, Param};
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::AutodiffBackend;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::data::Encoded;
@@ -35,6 +36,9 @@ pub struct NnParams {
     /// number of categories (at most `max_embedding_dim`).
     pub embedding_dim: usize,
     pub max_embedding_dim: usize,
+    /// Piecewise-linear encoding of every numeric feature in this many quantile bins
+    /// beside its standardised value (0: the value only).
+    pub numeric_bins: usize,
     pub dropout: f64,
     pub learning_rate: f64,
     /// AdamW's decoupled weight decay.
@@ -62,6 +66,7 @@ impl Default for NnParams {
             hidden: vec![256, 128, 64],
             embedding_dim: 0,
             max_embedding_dim: 16,
+            numeric_bins: 0,
             dropout: 0.1,
             learning_rate: 2e-3,
             weight_decay: 1e-4,
@@ -91,6 +96,12 @@ impl NnParams {
         if self.max_embedding_dim == 0 || self.embedding_dim > 4096 || self.max_embedding_dim > 4096
         {
             return bad("embedding_dim", "widths must be in 1..=4096".into());
+        }
+        if self.numeric_bins > 256 {
+            return bad(
+                "numeric_bins",
+                format!("{} is more than 256", self.numeric_bins),
+            );
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return bad("dropout", format!("{} is not in [0, 1)", self.dropout));
@@ -236,6 +247,56 @@ pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     order
 }
 
+/// Rows of one shard of a mini-batch (a fixed size: the shards, and so the bits, do not
+/// depend on the thread count).
+pub const SHARD_ROWS: usize = 256;
+
+/// Marks every float parameter as differentiated (a module rebuilt from its inner
+/// weights is not).
+struct RequireGrad;
+
+impl<B: AutodiffBackend> burn::module::ModuleMapper<B> for RequireGrad {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        param.set_require_grad(true)
+    }
+}
+
+/// Sums shard gradients parameter by parameter, in shard order.
+fn sum_grads<B: AutodiffBackend>(
+    model: &Net<B>,
+    mut parts: Vec<GradientsParams>,
+) -> GradientsParams {
+    struct Sum<'a> {
+        parts: &'a mut [GradientsParams],
+        out: GradientsParams,
+    }
+    impl<B: AutodiffBackend> ModuleVisitor<B> for Sum<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let mut acc: Option<Tensor<B::InnerBackend, D>> = None;
+            for p in self.parts.iter_mut() {
+                if let Some(g) = p.remove::<B::InnerBackend, D>(param.id) {
+                    acc = Some(match acc {
+                        Some(a) => a + g,
+                        None => g,
+                    });
+                }
+            }
+            if let Some(a) = acc {
+                self.out.register::<B::InnerBackend, D>(param.id, a);
+            }
+        }
+    }
+    if parts.len() == 1 {
+        return parts.pop().unwrap_or_default();
+    }
+    let mut v = Sum {
+        parts: &mut parts,
+        out: GradientsParams::new(),
+    };
+    model.visit(&mut v);
+    v.out
+}
+
 /// Dropout masks of global step `step`: per hidden layer `[batch, width]`, each entry 0
 /// with probability `dropout`, else 1/(1-dropout). Drawn from `(seed, step)` alone.
 pub fn dropout_masks<B: Backend>(
@@ -357,7 +418,20 @@ pub fn fit<B: AutodiffBackend>(
     let steps_per_epoch = n.div_ceil(params.batch_size);
     let total_steps = steps_per_epoch * params.max_epochs;
 
-    let mut model: Net<B> = arch.init(params.seed, device);
+    // The output bias starts at the link of the mean target (the constant model's fit),
+    // so the first epochs learn the features rather than the level.
+    let mut w0 = arch.initial_weights(params.seed);
+    let mean = train.y.iter().map(|v| *v as f64).sum::<f64>() / n as f64;
+    let base = match params.head {
+        Head::Poisson | Head::NegativeBinomial => mean.max(1e-6).ln(),
+        Head::Logistic => {
+            let p = mean.clamp(1e-6, 1.0 - 1e-6);
+            (p / (1.0 - p)).ln()
+        }
+    };
+    let k = w0.len() - 2; // out.bias, before log_alpha
+    w0[k] = vec![base as f32];
+    let mut model: Net<B> = weights::build(&arch, &w0, device)?;
     let opt_cfg = AdamWConfig::new()
         .with_beta_1(params.beta1 as f32)
         .with_beta_2(params.beta2 as f32)
@@ -410,19 +484,45 @@ pub fn fit<B: AutodiffBackend>(
         for (k, rows) in order.chunks(params.batch_size).enumerate() {
             let step = epoch * steps_per_epoch + k;
             lr = params.lr_at(step, total_steps);
-            let xb = train.x.gather(rows);
-            let yb: Vec<f32> = rows.iter().map(|&r| train.y[r]).collect();
-            let (c, x) = tensors::<B>(&xb, device);
-            let y = Tensor::<B, 1>::from_data(TensorData::new(yb, [rows.len()]), device);
-            let masks = dropout_masks::<B>(&arch, params, step, rows.len(), device);
-            let eta = model.forward_masked(c, x, &masks);
-            let l = loss::loss(params.head, eta, y, Some(model.log_alpha()));
-            let w = l.clone().inner() * (rows.len() as f64);
-            loss_sum = Some(match loss_sum {
-                Some(s) => s + w,
-                None => w,
-            });
-            let grads = GradientsParams::from_grads(l.backward(), &model);
+            // The batch in shards of SHARD_ROWS rows, forward and backward side by side
+            // (rayon); gradients summed in shard order, so the bits do not depend on the
+            // thread count.
+            let shards: Vec<(usize, &[usize])> = rows.chunks(SHARD_ROWS).enumerate().collect();
+            let batch_n = rows.len() as f64;
+            // Each shard differentiates its own copy of the weights (burn's autodiff
+            // graphs must not share leaves across threads); the parameter ids are the
+            // same, so the gradients line up.
+            let inner = model.valid();
+            let parts: Vec<(Tensor<B::InnerBackend, 1>, GradientsParams)> = shards
+                .par_iter()
+                .map(|&(j, rs)| {
+                    let model: Net<B> = if shards.len() == 1 {
+                        model.clone()
+                    } else {
+                        Net::<B>::from_inner(inner.clone()).map(&mut RequireGrad)
+                    };
+                    let xb = train.x.gather(rs);
+                    let yb: Vec<f32> = rs.iter().map(|&r| train.y[r]).collect();
+                    let (c, x) = tensors::<B>(&xb, device);
+                    let y = Tensor::<B, 1>::from_data(TensorData::new(yb, [rs.len()]), device);
+                    let masks =
+                        dropout_masks::<B>(&arch, params, step * 4096 + j, rs.len(), device);
+                    let eta = model.forward_masked(c, x, &masks);
+                    let l = loss::loss(params.head, eta, y, Some(model.log_alpha()));
+                    let weighted = l.clone().inner() * (rs.len() as f64);
+                    let g = (l * (rs.len() as f64 / batch_n)).backward();
+                    (weighted, GradientsParams::from_grads(g, &model))
+                })
+                .collect();
+            let mut grad_parts = Vec::with_capacity(parts.len());
+            for (w, g) in parts {
+                loss_sum = Some(match loss_sum {
+                    Some(s) => s + w,
+                    None => w,
+                });
+                grad_parts.push(g);
+            }
+            let grads = sum_grads::<B>(&model, grad_parts);
             model = optim.step(lr, model, grads);
         }
         let train_loss = loss_sum
@@ -489,15 +589,61 @@ pub fn fit<B: AutodiffBackend>(
             break;
         }
     }
-    let best = best.unwrap_or(model);
+    let best = best.unwrap_or(model).valid();
+    let mut w = weights::extract(&best)?;
+    // The level, refitted: the output bias that makes the mean prediction on the
+    // training rows equal the mean target (the bias's own likelihood equation, which
+    // mini-batch steps leave a little off).
+    let eta = raw_scores(&best, train.x, 8192, device)?;
+    let shift = level_shift(params.head, &eta, train.y);
+    let k = w.len() - 2;
+    w[k][0] += shift as f32;
     Ok(Trained {
-        weights: weights::extract(&best.valid())?,
+        weights: w,
         arch,
         best_epoch: state.best_epoch,
         history: state.history,
         stopped_early,
         resumed_from,
     })
+}
+
+/// The shift of the raw scores that makes the mean prediction equal the mean target:
+/// `ln(Σy / Σmu)` for the count heads, Newton's method on `Σσ(eta + b) = Σy` for the
+/// logistic head. 0 when it is not finite.
+pub fn level_shift(head: Head, eta: &[f32], y: &[f32]) -> f64 {
+    let sy: f64 = y.iter().map(|v| *v as f64).sum();
+    let b = match head {
+        Head::Poisson | Head::NegativeBinomial => {
+            let sm: f64 = eta.iter().map(|e| head.response(*e as f64)).sum();
+            (sy / sm).ln()
+        }
+        Head::Logistic => {
+            let mut b = 0.0;
+            for _ in 0..30 {
+                let (mut f, mut d) = (-sy, 0.0);
+                for e in eta {
+                    let p = 1.0 / (1.0 + (-(*e as f64 + b)).exp());
+                    f += p;
+                    d += p * (1.0 - p);
+                }
+                if d <= 0.0 {
+                    break;
+                }
+                let step = (f / d).clamp(-1.0, 1.0);
+                b -= step;
+                if step.abs() < 1e-12 {
+                    break;
+                }
+            }
+            b
+        }
+    };
+    if b.is_finite() {
+        b
+    } else {
+        0.0
+    }
 }
 
 /// The negative binomial dispersion `alpha` of a network.

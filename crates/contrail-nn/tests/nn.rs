@@ -737,3 +737,42 @@ fn learning_rate_schedule() {
     };
     assert_eq!(c.lr_at(80, 100), 1.0);
 }
+
+#[test]
+fn piecewise_linear_encoding_of_numeric_features() {
+    let x: Vec<f64> = (0..=100).map(|i| i as f64).collect();
+    let d = Dataset {
+        names: vec!["x".into()],
+        columns: vec![Column::Numeric(x)],
+        target: vec![0.0; 101],
+        weights: None,
+    };
+    let enc = Encoder::fit_with(&d, 0, 16, 4).unwrap();
+    assert_eq!(
+        enc.n_num(),
+        1 + 4,
+        "the value and four bins (edges 0, 25, 50, 75, 100)"
+    );
+    let probe = Dataset {
+        names: vec!["x".into()],
+        columns: vec![Column::Numeric(vec![-5.0, 37.5, 100.0, f64::NAN])],
+        target: vec![],
+        weights: None,
+    };
+    let e = enc.encode(&probe).unwrap();
+    assert_eq!(&e.num[1..5], &[0.0, 0.0, 0.0, 0.0], "below the first edge");
+    assert_eq!(
+        &e.num[6..10],
+        &[1.0, 0.5, 0.0, 0.0],
+        "37.5: first bin full, second half"
+    );
+    assert_eq!(&e.num[11..15], &[1.0, 1.0, 1.0, 1.0]);
+    assert_eq!(&e.num[16..20], &[0.0; 4], "missing: no bin");
+    // Edges travel in the package and are validated on load.
+    enc.validate().unwrap();
+    let mut bad = enc.clone();
+    if let contrail_nn::data::FeatureEncoding::Numeric { bins, .. } = &mut bad.features[0] {
+        bins[2] = bins[1];
+    }
+    assert!(bad.validate().unwrap_err().contains("increasing"));
+}
