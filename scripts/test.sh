@@ -20,6 +20,7 @@ cargo test --workspace --all-targets --locked "$@"
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 cargo test --locked -p contrail-kernels --features wgpu "$@"
 cargo test --locked -p contrail-gbdt --features wgpu --test device "$@"
+cargo test --locked -p contrail-nn --features wgpu --test device "$@"
 cargo test --locked --features wgpu --test cli device_ "$@"
 cargo check --locked --features wgpu,cuda
 cargo check --locked -p contrail-gbdt --features wgpu,cuda --example gpu_check

@@ -107,6 +107,10 @@ pub fn fit_on(
         }
         #[cfg(feature = "wgpu")]
         Device::Wgpu => {
+            // A Vulkan/Metal/DX12 adapter must exist (burn would panic without one).
+            contrail_gbdt::Device::Wgpu
+                .describe()
+                .map_err(|e| NnError::Backend(format!("wgpu: {e}")))?;
             let d = burn::backend::wgpu::WgpuDevice::default();
             train::fit::<Autodiff<burn::backend::Wgpu>>(
                 arch, params, train, valid, &d, ctl, on_epoch,
@@ -114,6 +118,9 @@ pub fn fit_on(
         }
         #[cfg(feature = "cuda")]
         Device::Cuda(i) => {
+            contrail_gbdt::Device::Cuda(*i)
+                .describe()
+                .map_err(|e| NnError::Backend(format!("cuda:{i}: {e}")))?;
             let d = burn::backend::cuda::CudaDevice::new(*i);
             train::fit::<Autodiff<burn::backend::Cuda>>(
                 arch, params, train, valid, &d, ctl, on_epoch,

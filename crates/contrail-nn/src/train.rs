@@ -415,6 +415,7 @@ pub fn fit<B: AutodiffBackend>(
         check_targets(params.head, v.y, "validation")?;
     }
     let rec = BinBytesRecorder::<FullPrecisionSettings>::default();
+    let cpu_backend = B::name(device).to_lowercase().contains("ndarray");
     let steps_per_epoch = n.div_ceil(params.batch_size);
     let total_steps = steps_per_epoch * params.max_epochs;
 
@@ -493,27 +494,30 @@ pub fn fit<B: AutodiffBackend>(
             // graphs must not share leaves across threads); the parameter ids are the
             // same, so the gradients line up.
             let inner = model.valid();
-            let parts: Vec<(Tensor<B::InnerBackend, 1>, GradientsParams)> = shards
-                .par_iter()
-                .map(|&(j, rs)| {
-                    let model: Net<B> = if shards.len() == 1 {
-                        model.clone()
-                    } else {
-                        Net::<B>::from_inner(inner.clone()).map(&mut RequireGrad)
-                    };
-                    let xb = train.x.gather(rs);
-                    let yb: Vec<f32> = rs.iter().map(|&r| train.y[r]).collect();
-                    let (c, x) = tensors::<B>(&xb, device);
-                    let y = Tensor::<B, 1>::from_data(TensorData::new(yb, [rs.len()]), device);
-                    let masks =
-                        dropout_masks::<B>(&arch, params, step * 4096 + j, rs.len(), device);
-                    let eta = model.forward_masked(c, x, &masks);
-                    let l = loss::loss(params.head, eta, y, Some(model.log_alpha()));
-                    let weighted = l.clone().inner() * (rs.len() as f64);
-                    let g = (l * (rs.len() as f64 / batch_n)).backward();
-                    (weighted, GradientsParams::from_grads(g, &model))
-                })
-                .collect();
+            let shard = |&(j, rs): &(usize, &[usize])| {
+                let model: Net<B> = if shards.len() == 1 {
+                    model.clone()
+                } else {
+                    Net::<B>::from_inner(inner.clone()).map(&mut RequireGrad)
+                };
+                let xb = train.x.gather(rs);
+                let yb: Vec<f32> = rs.iter().map(|&r| train.y[r]).collect();
+                let (c, x) = tensors::<B>(&xb, device);
+                let y = Tensor::<B, 1>::from_data(TensorData::new(yb, [rs.len()]), device);
+                let masks = dropout_masks::<B>(&arch, params, step * 4096 + j, rs.len(), device);
+                let eta = model.forward_masked(c, x, &masks);
+                let l = loss::loss(params.head, eta, y, Some(model.log_alpha()));
+                let weighted = l.clone().inner() * (rs.len() as f64);
+                let g = (l * (rs.len() as f64 / batch_n)).backward();
+                (weighted, GradientsParams::from_grads(g, &model))
+            };
+            // Side by side on the CPU; one after another on a GPU (which is parallel
+            // inside each kernel already).
+            let parts: Vec<(Tensor<B::InnerBackend, 1>, GradientsParams)> = if cpu_backend {
+                shards.par_iter().map(shard).collect()
+            } else {
+                shards.iter().map(shard).collect()
+            };
             let mut grad_parts = Vec::with_capacity(parts.len());
             for (w, g) in parts {
                 loss_sum = Some(match loss_sum {
