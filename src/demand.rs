@@ -579,13 +579,7 @@ pub async fn train_demand(
         params.max_embedding_dim,
         params.numeric_bins,
     )?;
-    let arch = contrail_nn::Architecture {
-        embeddings: enc.embeddings(),
-        n_num: enc.n_num(),
-        hidden: params.hidden.clone(),
-        dropout: params.dropout,
-        head: params.head,
-    };
+    let arch = contrail_nn::Architecture::for_encoder(&enc, &params);
     let (xt, xv) = (enc.encode(&data.train)?, enc.encode(&data.valid)?);
     let yt: Vec<f32> = data.train.target.iter().map(|v| *v as f32).collect();
     let yv: Vec<f32> = data.valid.target.iter().map(|v| *v as f32).collect();

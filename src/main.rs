@@ -1417,13 +1417,7 @@ async fn train_nn_file(args: &TrainArgs, quiet: bool) -> Result<()> {
         params.max_embedding_dim,
         params.numeric_bins,
     )?;
-    let arch = contrail::nn::Architecture {
-        embeddings: enc.embeddings(),
-        n_num: enc.n_num(),
-        hidden: params.hidden.clone(),
-        dropout: params.dropout,
-        head: params.head,
-    };
+    let arch = contrail::nn::Architecture::for_encoder(&enc, &params);
     let xt = enc.encode(&train)?;
     let yt: Vec<f32> = train.target.iter().map(|v| *v as f32).collect();
     let xv = match &valid {

@@ -235,13 +235,7 @@ fn run_one(
             return Ok(());
         }
     };
-    let arch = Architecture {
-        embeddings: enc.embeddings(),
-        n_num: enc.n_num(),
-        hidden: params.hidden.clone(),
-        dropout: params.dropout,
-        head: params.head,
-    };
+    let arch = Architecture::for_encoder(&enc, &params);
     let trained = crate::nn::fit_on(
         &crate::nn::Device::Cpu,
         arch.clone(),

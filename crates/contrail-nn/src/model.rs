@@ -28,6 +28,20 @@ pub struct Architecture {
 pub const MAX_TENSOR: usize = 1 << 24;
 
 impl Architecture {
+    /// The network of `params` over the inputs of `enc`.
+    pub fn for_encoder(
+        enc: &crate::data::Encoder,
+        params: &crate::train::NnParams,
+    ) -> Architecture {
+        Architecture {
+            embeddings: enc.embeddings(),
+            n_num: enc.n_num(),
+            hidden: params.hidden.clone(),
+            dropout: params.dropout,
+            head: params.head,
+        }
+    }
+
     pub fn input_width(&self) -> usize {
         self.embeddings.iter().map(|e| e.1).sum::<usize>() + self.n_num
     }
