@@ -485,7 +485,8 @@ pub struct ParamArgs {
     pub feature_fraction: Option<f64>,
     #[arg(long)]
     pub max_bin: Option<usize>,
-    /// Rows sampled to find bin edges.
+    /// Rows sampled to find bin edges (default: every row, up to 10,000,000; LightGBM's
+    /// default is 200,000).
     #[arg(long)]
     pub bin_construct_sample_cnt: Option<usize>,
     /// Seed of the rows sampled to find bin edges.

@@ -10,8 +10,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::{Column, Dataset};
 
-/// Rows sampled to find bin edges, by default (LightGBM's `bin_construct_sample_cnt`).
-pub const BIN_SAMPLE: usize = 200_000;
+/// Rows sampled to find bin edges, by default (LightGBM's `bin_construct_sample_cnt`,
+/// whose default is 200,000): every row of a training set up to ten million.
+///
+/// Why not LightGBM's sample: on heavy-tailed features (prices) the few bins at the top
+/// of the range fall where a 200,000-row draw puts them, and the draw alone moved the
+/// fare model's test RMSE by about 1% (492.9-500.4 over five seeds, the first/business
+/// fares carrying most of the squared error). Edges from every row take that variance
+/// away and cost about half a second and one column's copy per thread on 2M rows;
+/// above ten million rows a seeded sample of that size keeps the cost bounded.
+pub const BIN_SAMPLE: usize = 10_000_000;
 
 /// About `cnt` of `n` rows, ascending, drawn with `seed` (each row kept when its hash
 /// falls under the sample's share, so the draw does not depend on the thread count);
