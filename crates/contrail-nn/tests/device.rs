@@ -89,13 +89,7 @@ fn a_device_trains_the_cpus_network() {
         learning_rate: 5e-3,
         ..NnParams::default()
     };
-    let arch = Architecture {
-        embeddings: enc.embeddings(),
-        n_num: enc.n_num(),
-        hidden: p.hidden.clone(),
-        dropout: p.dropout,
-        head: p.head,
-    };
+    let arch = Architecture::for_encoder(&enc, &p);
     let (xt, xv) = (enc.encode(&train).unwrap(), enc.encode(&valid).unwrap());
     let yt: Vec<f32> = train.target.iter().map(|v| *v as f32).collect();
     let yv: Vec<f32> = valid.target.iter().map(|v| *v as f32).collect();

@@ -242,16 +242,6 @@ fn y32(d: &Dataset) -> Vec<f32> {
     d.target.iter().map(|v| *v as f32).collect()
 }
 
-fn arch_for(enc: &Encoder, p: &NnParams) -> Architecture {
-    Architecture {
-        embeddings: enc.embeddings(),
-        n_num: enc.n_num(),
-        hidden: p.hidden.clone(),
-        dropout: p.dropout,
-        head: p.head,
-    }
-}
-
 #[test]
 fn learns_a_known_poisson_rate() {
     let (train, _) = synthetic(20_000, 1, None);
@@ -265,7 +255,7 @@ fn learns_a_known_poisson_rate() {
     let (xt, xv) = (enc.encode(&train).unwrap(), enc.encode(&valid).unwrap());
     let (yt, yv) = (y32(&train), y32(&valid));
     let t = fit::<AD32>(
-        arch_for(&enc, &p),
+        Architecture::for_encoder(&enc, &p),
         &p,
         Split { x: &xt, y: &yt },
         Some(Split { x: &xv, y: &yv }),
@@ -317,7 +307,7 @@ fn negative_binomial_head_learns_the_dispersion() {
     let (xt, xv) = (enc.encode(&train).unwrap(), enc.encode(&valid).unwrap());
     let (yt, yv) = (y32(&train), y32(&valid));
     let t = fit::<AD32>(
-        arch_for(&enc, &p),
+        Architecture::for_encoder(&enc, &p),
         &p,
         Split { x: &xt, y: &yt },
         Some(Split { x: &xv, y: &yv }),
@@ -358,7 +348,7 @@ fn run(p: &NnParams, ctl: &Control) -> contrail_nn::Trained {
     let (xt, xv) = (enc.encode(&train).unwrap(), enc.encode(&valid).unwrap());
     let (yt, yv) = (y32(&train), y32(&valid));
     fit::<AD32>(
-        arch_for(&enc, p),
+        Architecture::for_encoder(&enc, p),
         p,
         Split { x: &xt, y: &yt },
         Some(Split { x: &xv, y: &yv }),
@@ -440,7 +430,7 @@ fn checkpoint_resume_equals_an_uninterrupted_run() {
     let xt = enc.encode(&train).unwrap();
     let yt = y32(&train);
     let e = fit::<AD32>(
-        arch_for(&enc, &other),
+        Architecture::for_encoder(&enc, &other),
         &other,
         Split { x: &xt, y: &yt },
         None,
@@ -459,7 +449,7 @@ fn checkpoint_resume_equals_an_uninterrupted_run() {
     bytes[k] ^= 0x55;
     std::fs::write(&ck, &bytes).unwrap();
     let e = fit::<AD32>(
-        arch_for(&enc, &p),
+        Architecture::for_encoder(&enc, &p),
         &p,
         Split { x: &xt, y: &yt },
         None,
@@ -673,7 +663,7 @@ fn bad_targets_and_parameters_are_typed_errors() {
     y[17] = -1.0;
     let p = params(Head::Poisson, 1);
     let e = fit::<AD32>(
-        arch_for(&enc, &p),
+        Architecture::for_encoder(&enc, &p),
         &p,
         Split { x: &x, y: &y },
         None,
@@ -686,7 +676,7 @@ fn bad_targets_and_parameters_are_typed_errors() {
     let y = y32(&d);
     let pl = params(Head::Logistic, 1);
     let e = fit::<AD32>(
-        arch_for(&enc, &pl),
+        Architecture::for_encoder(&enc, &pl),
         &pl,
         Split { x: &x, y: &y },
         None,
@@ -701,7 +691,7 @@ fn bad_targets_and_parameters_are_typed_errors() {
         ..p.clone()
     };
     let e = fit::<AD32>(
-        arch_for(&enc, &bad),
+        Architecture::for_encoder(&enc, &bad),
         &bad,
         Split { x: &x, y: &y },
         None,
