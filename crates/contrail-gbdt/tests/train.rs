@@ -4,7 +4,7 @@
 use contrail_gbdt::bin::Binned;
 use contrail_gbdt::data::{Column, Dataset};
 use contrail_gbdt::train::{build_histogram, grow_tree, quantise, unpack, GrowPolicy};
-use contrail_gbdt::{metric, train, Objective, Params};
+use contrail_gbdt::{metric, train, train_with_predictions, Objective, Params};
 
 mod common;
 use common::Lcg;
@@ -303,8 +303,16 @@ fn early_stopping_keeps_the_best_iteration() {
         ..Default::default()
     };
     let mut curve = Vec::new();
-    let b = train(&tr, Some(&va), &p, &mut |l| curve.push(l.values[1].2)).expect("train");
+    let (b, fitted) =
+        train_with_predictions(&tr, Some(&va), &p, &mut |l| curve.push(l.values[1].2))
+            .expect("train");
     assert!(curve.len() < 500, "never stopped");
+    // The training predictions handed back are the truncated model's, to the bit.
+    let again = b.predict(&tr).expect("predict");
+    assert_eq!(fitted.len(), again.len());
+    for (r, (a, e)) in fitted.iter().zip(&again).enumerate() {
+        assert_eq!(a.to_bits(), e.to_bits(), "row {r}: {a} vs {e}");
+    }
     let best = curve
         .iter()
         .copied()
