@@ -18,11 +18,10 @@ cargo test --workspace --all-targets --locked "$@"
 # it and sets CONTRAIL_REQUIRE_DEVICE=wgpu so that a missing driver fails instead of
 # skipping). cuda is compiled here and runs on a lent GPU (scripts/gpu-check.sh).
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
-# Every device test is built with one package selection and one feature set, so that the
-# dependencies (the GPU stack, and everything whose features it widens) compile once: a
-# per-package `-p X --features wgpu` unifies features differently each time and rebuilt
-# ~370 crates over four builds, 45 of CI's 80 minutes.
-device=(--locked --workspace --features wgpu)
-cargo test "${device[@]}" --test kernels --test device "$@"
-cargo test "${device[@]}" --test cli device_ "$@"
+# Every device test (the kernels, the trees, the networks, the binary: the test targets
+# named `kernels` and `device`) is built by one command, so the GPU stack and every crate
+# whose features it widens compile once: one `-p X --features wgpu` per package unified
+# features differently each time and rebuilt ~370 crates over four builds, 45 of CI's 80
+# minutes (a second command with other test targets rebuilds too).
+cargo test --locked --workspace --features wgpu --test kernels --test device "$@"
 cargo check --locked --workspace --features wgpu,cuda --lib --bins --examples
