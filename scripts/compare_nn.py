@@ -3,8 +3,13 @@
 
     python3 scripts/compare_nn.py [--rows 200000] [--valid-rows 50000] [--epochs 5]
                                   [--batch 1024] [--threads 2] [--seed 7]
+                                  [--device cpu|cuda] [--exe PATH] [--system-python]
 
-Makes its own virtual environment (.venv-nn: pinned PyTorch, NumPy, PyArrow) on first use.
+Makes its own virtual environment (.venv-nn: pinned PyTorch, NumPy, PyArrow) on first use;
+--system-python uses the running interpreter's packages instead (a lent GPU machine has
+PyTorch with CUDA and cannot install). --device cuda trains both on the GPU (Contrail
+built with --features cuda, named by --exe): the training tensors are put on the device
+once, and every batch is gathered there.
 
 The data: --rows training and --valid-rows validation rows of a synthetic demand task with
 a known Poisson rate: six categorical ids with the cardinalities of the lake's route,
@@ -84,6 +89,7 @@ def run_torch(train, valid, args):
 
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
+    dev = torch.device(args.device)
     (tc, tx, ty), (vc, vx, vy) = train, valid
 
     # Ids as Contrail encodes them: categories in order of first appearance in the
@@ -105,10 +111,11 @@ def run_torch(train, valid, args):
         sizes.append(n)
     mean, std = tx.mean(0), tx.std(0)
     norm = lambda x: np.clip((x - mean) / std, -8, 8).astype(np.float32)  # noqa: E731
-    Ct = torch.from_numpy(np.stack(cat_t, 1))
-    Cv = torch.from_numpy(np.stack(cat_v, 1))
-    Xt, Xv = torch.from_numpy(norm(tx)), torch.from_numpy(norm(vx))
-    Yt, Yv = torch.from_numpy(ty.astype(np.float32)), torch.from_numpy(vy.astype(np.float32))
+    Ct = torch.from_numpy(np.stack(cat_t, 1)).to(dev)
+    Cv = torch.from_numpy(np.stack(cat_v, 1)).to(dev)
+    Xt, Xv = torch.from_numpy(norm(tx)).to(dev), torch.from_numpy(norm(vx)).to(dev)
+    Yt = torch.from_numpy(ty.astype(np.float32)).to(dev)
+    Yv = torch.from_numpy(vy.astype(np.float32)).to(dev)
 
     class Net(torch.nn.Module):
         def __init__(self):
@@ -125,7 +132,7 @@ def run_torch(train, valid, args):
             parts = [e(c[:, j]) for j, e in enumerate(self.emb)] + [x]
             return self.body(torch.cat(parts, 1)).squeeze(1)
 
-    net = Net()
+    net = Net().to(dev)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4, eps=1e-8)
     n = len(Yt)
     steps = math.ceil(n / args.batch)
@@ -135,7 +142,7 @@ def run_torch(train, valid, args):
     for epoch in range(args.epochs):
         net.train()
         t = time.perf_counter()
-        perm = torch.randperm(n, generator=g)
+        perm = torch.randperm(n, generator=g).to(dev)
         for k in range(steps):
             idx = perm[k * args.batch:(k + 1) * args.batch]
             for pg in opt.param_groups:
@@ -145,6 +152,8 @@ def run_torch(train, valid, args):
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
         rates.append(n / (time.perf_counter() - t))
         print(f"  torch epoch {epoch}: {rates[-1]:.0f} samples/s", file=sys.stderr)
     net.eval()
@@ -156,8 +165,8 @@ def run_torch(train, valid, args):
 
 
 def run_contrail(train_path, valid_path, args, tmp):
-    exe = os.path.join(ROOT, "target", "release", "contrail")
-    if not os.path.exists(exe):
+    exe = args.exe or os.path.join(ROOT, "target", "release", "contrail")
+    if not args.exe and not os.path.exists(exe):
         subprocess.check_call(["cargo", "build", "--release", "--quiet"], cwd=ROOT)
     params = os.path.join(tmp, "nn.toml")
     with open(params, "w") as f:
@@ -169,12 +178,14 @@ def run_contrail(train_path, valid_path, args, tmp):
         )
     metrics = os.path.join(tmp, "epochs.jsonl")
     env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
-    cmd = [exe, "-q", "train", "--model", "nn", "--data", train_path, "--valid", valid_path,
+    cmd = [exe, "train", "--model", "nn", "--data", train_path, "--valid", valid_path,
            "--target", "y", "--out", os.path.join(tmp, "m.ctm"), "--nn-params", params,
-           "--metrics-file", metrics]
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+           "--metrics-file", metrics, "--device", args.device]
+    # Contrail's per-epoch lines go straight to stderr, so a slow or stopped run shows
+    # how far it got.
+    p = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL)
     if p.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{p.stderr[-3000:]}")
+        raise SystemExit(f"{' '.join(cmd)} failed (exit {p.returncode}; its output is above)")
     logs = [json.loads(line) for line in open(metrics)]
     for log in logs:
         print(f"  contrail epoch {log['epoch']}: {log['samples_per_sec']:.0f} samples/s", file=sys.stderr)
@@ -190,8 +201,13 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--exe", help="the contrail binary (default: target/release/contrail, built if absent)")
+    ap.add_argument("--system-python", action="store_true",
+                    help="use this interpreter's PyTorch, NumPy and PyArrow, not .venv-nn")
     args = ap.parse_args()
-    peer_venv.ensure(os.path.join(ROOT, ".venv-nn"), PINS)
+    if not args.system_python:
+        peer_venv.ensure(os.path.join(ROOT, ".venv-nn"), PINS)
     import torch
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -205,7 +221,7 @@ def main():
         t_rates, t_nll = run_torch(train, valid, args)
     cm, tm = statistics.median(c_rates), statistics.median(t_rates)
     print(f"compare_nn: {args.rows} train rows, {args.valid_rows} valid, {args.epochs} epochs, batch {args.batch}, "
-          f"{args.threads} threads, PyTorch {torch.__version__}")
+          f"{args.threads} threads, device {args.device}, PyTorch {torch.__version__}")
     print(f"{'':<10} {'samples/s (median epoch)':>26} {'valid Poisson NLL':>18}")
     print(f"{'contrail':<10} {cm:>26.0f} {c_nll:>18.5f}")
     print(f"{'pytorch':<10} {tm:>26.0f} {t_nll:>18.5f}")

@@ -6,8 +6,11 @@
 #
 # Here (the build machine):
 #   scripts/gpu-check.sh --build      # release build with --features wgpu,cuda into .gpu/
+#                                     # (the check and the contrail binary, one feature set)
 # On the GPU machine (the device tool carries .gpu and .gl, the Vulkan loader's packages):
 #   scripts/gpu-check.sh              # at most about 8 minutes
+#   NN=1 scripts/gpu-check.sh         # then the neural demand model, Contrail vs PyTorch on
+#                                     # cuda (scripts/compare_nn.py, batch 4096)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,10 +19,13 @@ if [ "${1:-}" = "--build" ]; then
   # The lent machines have the CUDA 13.0 driver; without nvcc here cudarc would take its
   # newest bindings.
   CUDARC_CUDA_VERSION="${CUDARC_CUDA_VERSION:-13000}" \
-    cargo build --release --locked -p contrail-gbdt --example gpu_check --features wgpu,cuda
+    cargo build --release --locked --workspace --features wgpu,cuda --bin contrail --example gpu_check
   mkdir -p .gpu
   cp "${CARGO_TARGET_DIR:-target}/release/examples/gpu_check" .gpu/gpu_check
-  strip .gpu/gpu_check
+  cp "${CARGO_TARGET_DIR:-target}/release/contrail" .gpu/contrail
+  strip .gpu/gpu_check .gpu/contrail
+  # The device tool carries 64 MiB at most: the binary travels compressed.
+  gzip -6 -f .gpu/contrail
   ls -la .gpu
   exit 0
 fi
@@ -69,6 +75,14 @@ PY
 BIN="${BIN:-.gpu/gpu_check}"
 timeout 420 "$BIN" --rows "${ROWS:-10000000}" --trees "${TREES:-100}" --cpu-trees "${CPU_TREES:-5}" ${CHECK_ARGS:---compare-histograms} 2>&1 | tee "$OUT/gpu_check.log"
 rc=${PIPESTATUS[0]}
+if [ -n "${NN:-}" ] && [ -f .gpu/contrail.gz ]; then
+  echo
+  gunzip -c .gpu/contrail.gz > /tmp/contrail && chmod +x /tmp/contrail
+  PYTHONUNBUFFERED=1 timeout 240 python3 scripts/compare_nn.py --device cuda --exe /tmp/contrail \
+    --system-python --rows "${NN_ROWS:-200000}" --valid-rows 20000 --epochs "${NN_EPOCHS:-4}" \
+    --batch 4096 --threads 16 2>&1 | tee "$OUT/compare_nn.log"
+  [ "${PIPESTATUS[0]}" = 0 ] || rc=1
+fi
 echo
 grep '^| copy' "$OUT/copy.txt"
 exit "$rc"

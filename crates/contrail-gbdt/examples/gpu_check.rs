@@ -287,7 +287,7 @@ fn main() {
                 let setup = (first - per_tree).max(0.0);
                 let p = device::profile();
                 let phases = if *d == Device::Cpu {
-                    String::new()
+                    format!("; split search {:.3} s", p.host_splits - before.host_splits)
                 } else {
                     format!(
                         "; device: gradients {:.3} s, scores {:.3} s, upload {:.3} s, histograms {:.3} s ({} passes), partitions {:.3} s ({} passes), read-back {:.3} s; host: gradients {:.3} s, leaves and scores {:.3} s, histogram unpacking {:.3} s, split search {:.3} s",

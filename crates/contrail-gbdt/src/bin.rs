@@ -86,7 +86,9 @@ impl BinMapper {
             None => values.to_vec(),
         };
         s.retain(|v| !v.is_nan());
-        s.sort_by(f64::total_cmp);
+        // Unstable and parallel: under `total_cmp` (NaNs removed) equal values have the
+        // same bits, so the order is the stable sort's, whatever the thread count.
+        s.par_sort_unstable_by(f64::total_cmp);
         let mut distinct: Vec<(f64, usize)> = Vec::new();
         for v in s {
             match distinct.last_mut() {

@@ -506,7 +506,7 @@ mod gpu {
                         }
                     });
             }
-            let matrix = accel.upload("the bin matrix", &packed)?;
+            let matrix = accel.upload_pieces("the bin matrix", &packed, upload_chunk())?;
             drop(packed);
             let mut cols = vec![0u32; feats.len().max(1) * col_words.max(1)];
             let mut col_of_feature = vec![u32::MAX; data.n_features];
@@ -524,7 +524,7 @@ mod gpu {
                         }
                     });
             }
-            let columns = accel.upload("the feature columns", &cols)?;
+            let columns = accel.upload_pieces("the feature columns", &cols, upload_chunk())?;
             drop(cols);
             let offsets: Vec<u32> = m.groups.iter().map(|g| g.offset as u32).collect();
             let col_offset = accel.upload("column offsets", &offsets)?;
@@ -570,13 +570,18 @@ mod gpu {
             let whole = init.floor();
             let frac = ((init - whole) * 4294967296.0).floor().min(4294967295.0) as u32;
             let acc = &self.accel;
-            let to_f32 = |v: &[f64]| v.par_iter().map(|x| *x as f32).collect::<Vec<f32>>();
+            // `f32` bits, uploaded in pieces as the bins are.
+            let to_f32 = |v: &[f64]| {
+                v.par_iter()
+                    .map(|x| (*x as f32).to_bits())
+                    .collect::<Vec<u32>>()
+            };
             self.scores = Some(Scores {
                 int: acc.filled("scores", n, whole as i32 as u32)?,
                 frac: acc.filled("scores", n, frac)?,
-                label: acc.upload_f32("labels", &to_f32(labels))?,
+                label: acc.upload_pieces("labels", &to_f32(labels), upload_chunk())?,
                 weight: match weights {
-                    Some(w) => Some(acc.upload_f32("weights", &to_f32(w))?),
+                    Some(w) => Some(acc.upload_pieces("weights", &to_f32(w), upload_chunk())?),
                     None => None,
                 },
                 delta: acc.filled("a tree's outputs", n, 0)?,

@@ -752,6 +752,13 @@ fn numeric_split_constrained(
     })
 }
 
+/// An unsigned key in `f64::total_cmp`'s order.
+#[inline]
+fn order_key(x: f64) -> u64 {
+    let b = x.to_bits() as i64;
+    ((b ^ (((b >> 63) as u64) >> 1) as i64) as u64) ^ (1 << 63)
+}
+
 fn categorical_split(
     ctx: &Ctx,
     f: usize,
@@ -768,11 +775,8 @@ fn categorical_split(
     };
     let used: Vec<usize> = (0..h.len()).filter(|&b| h[b].h > 0).collect();
     let mut best: Option<Split> = None;
-    let consider = |left_bins: &[usize], extra_l2: f64, best: &mut Option<Split>| {
-        let mut lb = HistBin::default();
-        for &b in left_bins {
-            lb.add(&h[b]);
-        }
+    // `lb`: the sums of `left_bins`, kept by the caller as bins join.
+    let consider = |left_bins: &[usize], lb: HistBin, extra_l2: f64, best: &mut Option<Split>| {
         let (left, right) = (sums(&lb, cf), sums(&tot.sub(&lb), cf));
         if !ctx.ok(&left) || !ctx.ok(&right) {
             return;
@@ -800,7 +804,7 @@ fn categorical_split(
     // categories (cabin) is ordered by gradient, which can split two against two.
     if n_categories + 1 <= p.max_cat_to_onehot {
         for &b in &used {
-            consider(&[b], 0.0, &mut best);
+            consider(&[b], h[b], 0.0, &mut best);
         }
         return best;
     }
@@ -810,17 +814,21 @@ fn categorical_split(
     // prefix and while the rest keeps `min_data_per_group` rows; gains and the children's
     // values with `cat_l2` added to L2.
     let cnt = |b: usize| (h[b].h as f64 * cf).round() as i64;
-    let mut cand: Vec<(f64, usize)> = used
+    // Sorted by ratio (`f64::total_cmp`), ties by bin: the ratio's bits mapped to an
+    // unsigned key of the same order, so the sort compares integers (a deep tree sorts
+    // the categories of thousands of leaves; float comparisons were most of its split
+    // search).
+    let mut cand: Vec<(u64, usize)> = used
         .iter()
         .filter(|&&b| cnt(b) as f64 >= p.cat_smooth)
         .map(|&b| {
             (
-                (h[b].g as f64 / ctx.sg) / (h[b].h as f64 / ctx.sh + p.cat_smooth),
+                order_key((h[b].g as f64 / ctx.sg) / (h[b].h as f64 / ctx.sh + p.cat_smooth)),
                 b,
             )
         })
         .collect();
-    cand.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    cand.sort_unstable();
     let n_used = cand.len();
     let max_num_cat = p.max_cat_threshold.min(n_used.div_ceil(2));
     let min_group = p.min_data_per_group as i64;
@@ -852,10 +860,88 @@ fn categorical_split(
                 continue;
             }
             group_n = 0;
-            consider(&left, p.cat_l2, &mut best);
+            consider(&left, lb, p.cat_l2, &mut best);
         }
     }
     best
+}
+
+/// The best split of one feature of a leaf; `parent` is the leaf's own score.
+fn feature_split(
+    ctx: &Ctx,
+    data: &Binned,
+    f: usize,
+    hist: &[u64],
+    total: &Sums,
+    bounds: Bounds,
+    parent: f64,
+) -> Option<Split> {
+    let packed = &hist[data.offsets[f]..data.offsets[f + 1]];
+    // One-byte bins unpack onto the stack: a level of a deep tree searches thousands of
+    // (leaf, feature) pairs, and an allocation each was a measurable share of it.
+    let mut stack = [HistBin::default(); 256];
+    let mut heap = Vec::new();
+    let h: &mut [HistBin] = if packed.len() <= stack.len() {
+        &mut stack[..packed.len()]
+    } else {
+        heap.resize(packed.len(), HistBin::default());
+        &mut heap
+    };
+    for (d, p) in h.iter_mut().zip(packed) {
+        *d = unpack(*p);
+    }
+    let h = &*h;
+    let c = ctx.p.monotone_constraints.get(f).copied().unwrap_or(0);
+    match &data.mappers[f] {
+        BinMapper::Numeric { .. } if c != 0 || !bounds.is_none() => {
+            numeric_split_constrained(ctx, f, h, total, c, bounds)
+        }
+        BinMapper::Numeric { .. } => numeric_split(ctx, f, h, total, parent),
+        BinMapper::Categorical { categories } => {
+            categorical_split(ctx, f, h, total, parent, categories.len())
+        }
+    }
+}
+
+/// A leaf whose best split is searched: its packed histogram, sums and output bounds.
+struct Searched<'h> {
+    hist: &'h [u64],
+    sum: Sums,
+    bounds: Bounds,
+}
+
+/// The best split of each leaf. One task a (leaf, feature) pair, in one flat parallel
+/// loop: a level of a deep tree has up to thousands of small leaves, which nested
+/// per-leaf and per-feature loops served with many tiny tasks. Each leaf's best is
+/// the largest gain, ties to the lower feature, whatever order the tasks ran in.
+fn best_splits(
+    ctx: &Ctx,
+    data: &Binned,
+    feats: &[usize],
+    leaves: &[Searched],
+) -> Vec<Option<Split>> {
+    let nf = feats.len();
+    if nf == 0 {
+        return leaves.iter().map(|_| None).collect();
+    }
+    let parents: Vec<f64> = leaves.iter().map(|l| ctx.score(&l.sum, 0.0)).collect();
+    let per: Vec<Option<Split>> = (0..leaves.len() * nf)
+        .into_par_iter()
+        .with_min_len(4)
+        .map(|k| {
+            let (l, f) = (&leaves[k / nf], feats[k % nf]);
+            feature_split(ctx, data, f, l.hist, &l.sum, l.bounds, parents[k / nf])
+        })
+        .collect();
+    let mut per = per.into_iter();
+    leaves
+        .iter()
+        .map(|_| {
+            per.by_ref()
+                .take(nf)
+                .fold(None, |a, b| if better(&b, &a) { b } else { a })
+        })
+        .collect()
 }
 
 fn best_split(
@@ -866,27 +952,12 @@ fn best_split(
     total: &Sums,
     bounds: Bounds,
 ) -> Option<Split> {
-    let parent = ctx.score(total, 0.0);
-    feats
-        .par_iter()
-        .map(|&f| {
-            let h: Vec<HistBin> = hist[data.offsets[f]..data.offsets[f + 1]]
-                .iter()
-                .map(|p| unpack(*p))
-                .collect();
-            let h = &h[..];
-            let c = ctx.p.monotone_constraints.get(f).copied().unwrap_or(0);
-            match &data.mappers[f] {
-                BinMapper::Numeric { .. } if c != 0 || !bounds.is_none() => {
-                    numeric_split_constrained(ctx, f, h, total, c, bounds)
-                }
-                BinMapper::Numeric { .. } => numeric_split(ctx, f, h, total, parent),
-                BinMapper::Categorical { categories } => {
-                    categorical_split(ctx, f, h, total, parent, categories.len())
-                }
-            }
-        })
-        .reduce(|| None, |a, b| if better(&b, &a) { b } else { a })
+    let leaf = Searched {
+        hist,
+        sum: *total,
+        bounds,
+    };
+    best_splits(ctx, data, feats, &[leaf]).pop().flatten()
 }
 
 /// The gradient and hessian sums of a leaf: the bins of any one feature add up to them.
@@ -1308,16 +1379,33 @@ pub fn grow_tree_on<S: LeafStore>(
             .iter()
             .map(|(li, ..)| leaves[*li].depth + 1)
             .collect();
-        let found: Vec<(Option<Split>, Option<Split>)> = splits
-            .par_iter()
-            .zip(parents.par_iter())
-            .zip(child_depth.par_iter())
-            .map(|(((_, split, _), (lh, rh, lb, rb)), &d)| {
+        let child_leaves: Vec<Searched> = splits
+            .iter()
+            .zip(&parents)
+            .zip(&child_depth)
+            .filter(|(_, &d)| splittable(d))
+            .flat_map(|(((_, split, _), (lh, rh, lb, rb)), _)| {
+                [
+                    Searched {
+                        hist: lh,
+                        sum: split.left,
+                        bounds: *lb,
+                    },
+                    Searched {
+                        hist: rh,
+                        sum: split.right,
+                        bounds: *rb,
+                    },
+                ]
+            })
+            .collect();
+        let mut best = best_splits(&ctx, data, feats, &child_leaves).into_iter();
+        drop(child_leaves);
+        let found: Vec<(Option<Split>, Option<Split>)> = child_depth
+            .iter()
+            .map(|&d| {
                 if splittable(d) {
-                    rayon::join(
-                        || best_split(&ctx, data, feats, lh, &split.left, *lb),
-                        || best_split(&ctx, data, feats, rh, &split.right, *rb),
-                    )
+                    (best.next().flatten(), best.next().flatten())
                 } else {
                     (None, None)
                 }
@@ -1464,4 +1552,33 @@ pub fn renew_leaves(
         .map(|(v, (lo, hi))| v.max(*lo).min(*hi))
         .collect();
     grown.tree.leaf_value = values;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::order_key;
+
+    #[test]
+    fn order_keys_sort_as_total_cmp() {
+        let mut v = vec![
+            0.0,
+            -0.0,
+            1.5,
+            -1.5,
+            f64::MIN_POSITIVE,
+            -f64::MIN_POSITIVE,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            1e-300,
+            -1e300,
+            3.25,
+            f64::from_bits(1),
+            -f64::from_bits(1),
+        ];
+        let mut by_key = v.clone();
+        v.sort_by(f64::total_cmp);
+        by_key.sort_by_key(|&x| order_key(x));
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&v), bits(&by_key));
+    }
 }

@@ -306,6 +306,61 @@ pub fn dropout_masks<B: Backend>(
     batch: usize,
     device: &B::Device,
 ) -> Vec<Tensor<B, 2>> {
+    masks_from::<B>(
+        arch,
+        dropout_values(arch, params, step, batch),
+        batch,
+        device,
+    )
+}
+
+/// The masks of a whole mini-batch of `batch` rows as one tensor a layer: the masks of
+/// its shards of [`SHARD_ROWS`] rows (shard `j` drawn for `step · 4096 + j`, as the CPU
+/// draws them) one after another, so a GPU that runs the batch at once drops the units
+/// the CPU drops.
+pub fn batch_dropout_masks<B: Backend>(
+    arch: &Architecture,
+    params: &NnParams,
+    step: usize,
+    batch: usize,
+    device: &B::Device,
+) -> Vec<Tensor<B, 2>> {
+    let mut layers: Vec<Vec<f32>> = vec![Vec::new(); arch.hidden.len()];
+    let mut start = 0;
+    for j in 0..batch.div_ceil(SHARD_ROWS) {
+        let rows = SHARD_ROWS.min(batch - start);
+        for (all, v) in layers
+            .iter_mut()
+            .zip(dropout_values(arch, params, step * 4096 + j, rows))
+        {
+            all.extend(v);
+        }
+        start += rows;
+    }
+    masks_from::<B>(arch, layers, batch, device)
+}
+
+fn masks_from<B: Backend>(
+    arch: &Architecture,
+    values: Vec<Vec<f32>>,
+    batch: usize,
+    device: &B::Device,
+) -> Vec<Tensor<B, 2>> {
+    values
+        .into_iter()
+        .zip(&arch.hidden)
+        .map(|(v, &h)| Tensor::from_data(TensorData::new(v, [batch, h]), device))
+        .collect()
+}
+
+/// Each hidden layer's mask values (0, or 1 / (1 - dropout)) for `batch` rows, row-major;
+/// none without dropout.
+fn dropout_values(
+    arch: &Architecture,
+    params: &NnParams,
+    step: usize,
+    batch: usize,
+) -> Vec<Vec<f32>> {
     if arch.dropout <= 0.0 {
         return Vec::new();
     }
@@ -325,7 +380,7 @@ pub fn dropout_masks<B: Backend>(
                 }
             }
             v.truncate(n);
-            Tensor::from_data(TensorData::new(v, [batch, h]), device)
+            v
         })
         .collect()
 }
@@ -485,10 +540,16 @@ pub fn fit<B: AutodiffBackend>(
         for (k, rows) in order.chunks(params.batch_size).enumerate() {
             let step = epoch * steps_per_epoch + k;
             lr = params.lr_at(step, total_steps);
-            // The batch in shards of SHARD_ROWS rows, forward and backward side by side
-            // (rayon); gradients summed in shard order, so the bits do not depend on the
-            // thread count.
-            let shards: Vec<(usize, &[usize])> = rows.chunks(SHARD_ROWS).enumerate().collect();
+            // On the CPU the batch in shards of SHARD_ROWS rows, forward and backward side
+            // by side (rayon); gradients summed in shard order, so the bits do not depend
+            // on the thread count. A GPU takes the batch at once (parallel inside each
+            // kernel; shards one after another cost a launch of every kernel each), with
+            // the CPU's dropout masks.
+            let shards: Vec<(usize, &[usize])> = if cpu_backend {
+                rows.chunks(SHARD_ROWS).enumerate().collect()
+            } else {
+                vec![(0, rows)]
+            };
             let batch_n = rows.len() as f64;
             // Each shard differentiates its own copy of the weights (burn's autodiff
             // graphs must not share leaves across threads); the parameter ids are the
@@ -504,15 +565,17 @@ pub fn fit<B: AutodiffBackend>(
                 let yb: Vec<f32> = rs.iter().map(|&r| train.y[r]).collect();
                 let (c, x) = tensors::<B>(&xb, device);
                 let y = Tensor::<B, 1>::from_data(TensorData::new(yb, [rs.len()]), device);
-                let masks = dropout_masks::<B>(&arch, params, step * 4096 + j, rs.len(), device);
+                let masks = if cpu_backend {
+                    dropout_masks::<B>(&arch, params, step * 4096 + j, rs.len(), device)
+                } else {
+                    batch_dropout_masks::<B>(&arch, params, step, rs.len(), device)
+                };
                 let eta = model.forward_masked(c, x, &masks);
                 let l = loss::loss(params.head, eta, y, Some(model.log_alpha()));
                 let weighted = l.clone().inner() * (rs.len() as f64);
                 let g = (l * (rs.len() as f64 / batch_n)).backward();
                 (weighted, GradientsParams::from_grads(g, &model))
             };
-            // Side by side on the CPU; one after another on a GPU (which is parallel
-            // inside each kernel already).
             let parts: Vec<(Tensor<B::InnerBackend, 1>, GradientsParams)> = if cpu_backend {
                 shards.par_iter().map(shard).collect()
             } else {

@@ -377,6 +377,33 @@ fn same_seed_same_bits_with_dropout() {
 }
 
 #[test]
+fn a_batch_at_once_drops_the_units_its_shards_drop() {
+    use contrail_nn::train::{batch_dropout_masks, dropout_masks, SHARD_ROWS};
+    let arch = Architecture {
+        embeddings: vec![(5, 3)],
+        n_num: 2,
+        hidden: vec![7, 3],
+        dropout: 0.3,
+        head: Head::Poisson,
+    };
+    let p = params(Head::Poisson, 1);
+    let (step, batch) = (11, 2 * SHARD_ROWS + 41);
+    let whole = batch_dropout_masks::<F32>(&arch, &p, step, batch, &dev());
+    assert_eq!(whole.len(), 2);
+    for (layer, w) in whole.iter().enumerate() {
+        let mut shards: Vec<f32> = Vec::new();
+        for (j, rows) in [SHARD_ROWS, SHARD_ROWS, 41].into_iter().enumerate() {
+            let m = dropout_masks::<F32>(&arch, &p, step * 4096 + j, rows, &dev());
+            shards.extend(m[layer].to_data().to_vec::<f32>().unwrap());
+        }
+        let w = w.to_data().to_vec::<f32>().unwrap();
+        assert_eq!(w.len(), batch * arch.hidden[layer]);
+        assert_eq!(w, shards, "layer {layer}");
+        assert!(w.contains(&0.0) && w.iter().any(|&x| x > 1.0));
+    }
+}
+
+#[test]
 fn checkpoint_resume_equals_an_uninterrupted_run() {
     let dir = tempfile::tempdir().unwrap();
     let ck = dir.path().join("run.ckpt");
