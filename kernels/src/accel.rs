@@ -365,12 +365,7 @@ impl Accel {
         data: &[u32],
         chunk_bytes: usize,
     ) -> Result<Buf, AccelError> {
-        self.check_size(what, data.len().max(1))?;
-        let handle = with_client!(self, c, R => c.empty(data.len().max(1) * 4));
-        let b = Buf {
-            handle,
-            len: data.len().max(1),
-        };
+        let b = self.empty(what, data.len())?;
         self.write_words(&b, data, chunk_bytes)?;
         Ok(b)
     }
@@ -417,14 +412,19 @@ impl Accel {
 
     /// A new buffer of `n` words, each `value`.
     pub fn filled(&self, what: &str, n: usize, value: u32) -> Result<Buf, AccelError> {
-        self.check_size(what, n.max(1))?;
-        let handle = with_client!(self, c, R => c.empty(n.max(1) * 4));
-        let b = Buf {
-            handle,
-            len: n.max(1),
-        };
+        let b = self.empty(what, n)?;
         self.fill(&b, value);
         Ok(b)
+    }
+
+    /// A new buffer of `n` words (at least one), not initialised.
+    fn empty(&self, what: &str, n: usize) -> Result<Buf, AccelError> {
+        self.check_size(what, n.max(1))?;
+        let handle = with_client!(self, c, R => c.empty(n.max(1) * 4));
+        Ok(Buf {
+            handle,
+            len: n.max(1),
+        })
     }
 
     fn cubes_for(&self, n: usize) -> u32 {
@@ -475,31 +475,24 @@ impl Accel {
     /// The bytes of `b` once every launch before has run; a launch that failed is an
     /// error here.
     fn fetch(&self, b: &Buf) -> Result<cubecl::bytes::Bytes, AccelError> {
-        with_client!(self, c, R => c.flush())
-            .map_err(|e| self.device_error(format!("a launch failed: {e:?}")))?;
-        with_client!(self, c, R => c.read_one(b.handle.clone()))
-            .map_err(|e| self.device_error(format!("reading a buffer: {e:?}")))
+        let [bytes] = self.fetch_all([b])?;
+        Ok(bytes)
     }
 
-    /// Two buffers read back after one flush and one wait (each read is a round trip to
-    /// the device: a deep histogram pass reads its counters and its histograms).
-    fn fetch_two(
+    /// The bytes of several buffers after one flush and one wait (each read is a round
+    /// trip to the device: a deep histogram pass reads its counters and its histograms).
+    fn fetch_all<const N: usize>(
         &self,
-        a: &Buf,
-        b: &Buf,
-    ) -> Result<(cubecl::bytes::Bytes, cubecl::bytes::Bytes), AccelError> {
+        bufs: [&Buf; N],
+    ) -> Result<[cubecl::bytes::Bytes; N], AccelError> {
         with_client!(self, c, R => c.flush())
             .map_err(|e| self.device_error(format!("a launch failed: {e:?}")))?;
-        let mut v = with_client!(self, c, R => cubecl::reader::read_sync(
-            c.read_async(vec![a.handle.clone(), b.handle.clone()])
-        ))
-        .map_err(|e| self.device_error(format!("reading buffers: {e:?}")))?;
-        if v.len() != 2 {
-            return Err(self.device_error(format!("{} buffers read back of 2", v.len())));
-        }
-        let second = v.pop().expect("two buffers");
-        let first = v.pop().expect("two buffers");
-        Ok((first, second))
+        let handles = bufs.iter().map(|b| b.handle.clone()).collect();
+        let read = with_client!(self, c, R => cubecl::reader::read_sync(c.read_async(handles)))
+            .map_err(|e| self.device_error(format!("reading a buffer: {e:?}")))?;
+        let got = read.len();
+        read.try_into()
+            .map_err(|_| self.device_error(format!("{got} buffers read back of {N}")))
     }
 
     /// The histograms of `slots` leaves (those with `slot_of_leaf[leaf] != u32::MAX`):
@@ -826,7 +819,7 @@ impl Accel {
                 )
             });
         }
-        let (counts, sums) = self.fetch_two(&fill, &hist)?;
+        let [counts, sums] = self.fetch_all([&fill, &hist])?;
         let counts = u32::from_bytes(&counts);
         if let Some(s) = (0..slots).find(|&s| counts.get(s) != Some(&slot_rows[s])) {
             return Err(self.device_error(format!(

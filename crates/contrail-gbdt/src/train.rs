@@ -924,13 +924,13 @@ fn best_splits(
     if nf == 0 {
         return leaves.iter().map(|_| None).collect();
     }
-    let parents: Vec<f64> = leaves.iter().map(|l| ctx.score(&l.sum, 0.0)).collect();
+    let scores: Vec<f64> = leaves.iter().map(|l| ctx.score(&l.sum, 0.0)).collect();
     let per: Vec<Option<Split>> = (0..leaves.len() * nf)
         .into_par_iter()
         .with_min_len(4)
         .map(|k| {
             let (l, f) = (&leaves[k / nf], feats[k % nf]);
-            feature_split(ctx, data, f, l.hist, &l.sum, l.bounds, parents[k / nf])
+            feature_split(ctx, data, f, l.hist, &l.sum, l.bounds, scores[k / nf])
         })
         .collect();
     let mut per = per.into_iter();

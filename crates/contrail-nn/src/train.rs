@@ -297,73 +297,48 @@ fn sum_grads<B: AutodiffBackend>(
     v.out
 }
 
-/// Dropout masks of global step `step`: per hidden layer `[batch, width]`, each entry 0
-/// with probability `dropout`, else 1/(1-dropout). Drawn from `(seed, step)` alone.
+/// Dropout masks of global step `step` for `rows` rows of a mini-batch from shard
+/// `first_shard` on: per hidden layer `[rows, width]`, each entry 0 with probability
+/// `dropout`, else 1/(1-dropout). Shard `j` (its [`SHARD_ROWS`] rows) is drawn from
+/// `(seed, step · 4096 + j)` alone, so the CPU, which runs each shard on its own, and a
+/// GPU, which runs the whole batch from shard 0, drop the same units.
 pub fn dropout_masks<B: Backend>(
     arch: &Architecture,
     params: &NnParams,
     step: usize,
-    batch: usize,
+    first_shard: usize,
+    rows: usize,
     device: &B::Device,
 ) -> Vec<Tensor<B, 2>> {
-    masks_from::<B>(
-        arch,
-        dropout_values(arch, params, step, batch),
-        batch,
-        device,
-    )
-}
-
-/// The masks of a whole mini-batch of `batch` rows as one tensor a layer: the masks of
-/// its shards of [`SHARD_ROWS`] rows (shard `j` drawn for `step · 4096 + j`, as the CPU
-/// draws them) one after another, so a GPU that runs the batch at once drops the units
-/// the CPU drops.
-pub fn batch_dropout_masks<B: Backend>(
-    arch: &Architecture,
-    params: &NnParams,
-    step: usize,
-    batch: usize,
-    device: &B::Device,
-) -> Vec<Tensor<B, 2>> {
-    let mut layers: Vec<Vec<f32>> = vec![Vec::new(); arch.hidden.len()];
-    let mut start = 0;
-    for j in 0..batch.div_ceil(SHARD_ROWS) {
-        let rows = SHARD_ROWS.min(batch - start);
+    if arch.dropout <= 0.0 {
+        return Vec::new();
+    }
+    let mut layers: Vec<Vec<f32>> = vec![Vec::with_capacity(rows); arch.hidden.len()];
+    let (mut j, mut done) = (first_shard, 0);
+    while done < rows {
+        let n = SHARD_ROWS.min(rows - done);
         for (all, v) in layers
             .iter_mut()
-            .zip(dropout_values(arch, params, step * 4096 + j, rows))
+            .zip(dropout_values(arch, params, step * 4096 + j, n))
         {
             all.extend(v);
         }
-        start += rows;
+        (j, done) = (j + 1, done + n);
     }
-    masks_from::<B>(arch, layers, batch, device)
-}
-
-fn masks_from<B: Backend>(
-    arch: &Architecture,
-    values: Vec<Vec<f32>>,
-    batch: usize,
-    device: &B::Device,
-) -> Vec<Tensor<B, 2>> {
-    values
+    layers
         .into_iter()
         .zip(&arch.hidden)
-        .map(|(v, &h)| Tensor::from_data(TensorData::new(v, [batch, h]), device))
+        .map(|(v, &h)| Tensor::from_data(TensorData::new(v, [rows, h]), device))
         .collect()
 }
 
-/// Each hidden layer's mask values (0, or 1 / (1 - dropout)) for `batch` rows, row-major;
-/// none without dropout.
+/// Each hidden layer's mask values (0, or 1 / (1 - dropout)) for `batch` rows, row-major.
 fn dropout_values(
     arch: &Architecture,
     params: &NnParams,
     step: usize,
     batch: usize,
 ) -> Vec<Vec<f32>> {
-    if arch.dropout <= 0.0 {
-        return Vec::new();
-    }
     let mut rng = crate::rng::Rng::new(mix(params.seed ^ 0xD80F, step as u64));
     let keep = (1.0 / (1.0 - arch.dropout)) as f32;
     let threshold = (arch.dropout * 65_536.0).round() as u64;
@@ -565,11 +540,7 @@ pub fn fit<B: AutodiffBackend>(
                 let yb: Vec<f32> = rs.iter().map(|&r| train.y[r]).collect();
                 let (c, x) = tensors::<B>(&xb, device);
                 let y = Tensor::<B, 1>::from_data(TensorData::new(yb, [rs.len()]), device);
-                let masks = if cpu_backend {
-                    dropout_masks::<B>(&arch, params, step * 4096 + j, rs.len(), device)
-                } else {
-                    batch_dropout_masks::<B>(&arch, params, step, rs.len(), device)
-                };
+                let masks = dropout_masks::<B>(&arch, params, step, j, rs.len(), device);
                 let eta = model.forward_masked(c, x, &masks);
                 let l = loss::loss(params.head, eta, y, Some(model.log_alpha()));
                 let weighted = l.clone().inner() * (rs.len() as f64);

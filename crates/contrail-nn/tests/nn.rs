@@ -378,7 +378,7 @@ fn same_seed_same_bits_with_dropout() {
 
 #[test]
 fn a_batch_at_once_drops_the_units_its_shards_drop() {
-    use contrail_nn::train::{batch_dropout_masks, dropout_masks, SHARD_ROWS};
+    use contrail_nn::train::{dropout_masks, SHARD_ROWS};
     let arch = Architecture {
         embeddings: vec![(5, 3)],
         n_num: 2,
@@ -388,12 +388,12 @@ fn a_batch_at_once_drops_the_units_its_shards_drop() {
     };
     let p = params(Head::Poisson, 1);
     let (step, batch) = (11, 2 * SHARD_ROWS + 41);
-    let whole = batch_dropout_masks::<F32>(&arch, &p, step, batch, &dev());
+    let whole = dropout_masks::<F32>(&arch, &p, step, 0, batch, &dev());
     assert_eq!(whole.len(), 2);
     for (layer, w) in whole.iter().enumerate() {
         let mut shards: Vec<f32> = Vec::new();
         for (j, rows) in [SHARD_ROWS, SHARD_ROWS, 41].into_iter().enumerate() {
-            let m = dropout_masks::<F32>(&arch, &p, step * 4096 + j, rows, &dev());
+            let m = dropout_masks::<F32>(&arch, &p, step, j, rows, &dev());
             shards.extend(m[layer].to_data().to_vec::<f32>().unwrap());
         }
         let w = w.to_data().to_vec::<f32>().unwrap();
