@@ -10,10 +10,18 @@
 //! head (`head`, categorical: poisson or negative_binomial on counts). Trials run one at a
 //! time (a network already uses every core); the study's journal resumes like every
 //! study's. The best trial's package is written as it finishes: `<out>/best.contrail`.
+//!
+//! Each epoch's validation nll is the trial's intermediate value at step `epoch + 1`, so
+//! `[tune] pruner = "median" | "halving"` stops a trial whose network is behind (its
+//! `warmup_steps` and `min_resource` count epochs, 3 by default): the run ends after that
+//! epoch and the trial is recorded as pruned.
 
 use std::path::{Path, PathBuf};
 
-use contrail_tune::{Direction, SearchSpace, Study, StudyConfig, TrialResult, TrialState};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use contrail_tune::{Direction, Pruner, SearchSpace, Study, StudyConfig, TrialResult, TrialState};
 use serde_json::{Map, Value};
 
 use crate::demand::{DemandConfig, DemandData};
@@ -148,6 +156,7 @@ pub fn run_demand_study(
         n_startup: None,
     };
     let mut study = Study::open(&out.join("journal.jsonl"), space, config)?;
+    let pruner = tune.pruner_with(3);
     let enc = Encoder::fit(&data.train, 0, 16).map_err(crate::models::ModelError::from)?;
     let yt: Vec<f32> = data.train.target.iter().map(|v| *v as f32).collect();
     let yv: Vec<f32> = data.valid.target.iter().map(|v| *v as f32).collect();
@@ -159,14 +168,14 @@ pub fn run_demand_study(
     for t in study.running() {
         study.restart(t)?;
         run_one(
-            &mut study, t, demand, out, data, &enc, &yt, &yv, &lineage, &say,
+            &mut study, t, demand, out, data, &enc, &yt, &yv, &lineage, &pruner, &say,
         )?;
     }
     while study.trials().len() < tune.trials {
         let asked = study.ask(1)?;
         for t in asked {
             run_one(
-                &mut study, t, demand, out, data, &enc, &yt, &yv, &lineage, &say,
+                &mut study, t, demand, out, data, &enc, &yt, &yv, &lineage, &pruner, &say,
             )?;
         }
     }
@@ -207,6 +216,7 @@ fn run_one(
     yt: &[f32],
     yv: &[f32],
     lineage: &std::collections::BTreeMap<String, String>,
+    pruner: &Pruner,
     say: &dyn Fn(String),
 ) -> Result<(), TuneRunError> {
     let start = std::time::Instant::now();
@@ -236,15 +246,40 @@ fn run_one(
         }
     };
     let arch = Architecture::for_encoder(&enc, &params);
+    // Each epoch's validation nll goes to the journal; the pruner may end the run.
+    let stop = Arc::new(AtomicBool::new(false));
+    let ctl = crate::nn::Control {
+        stop: Some(stop.clone()),
+        ..Default::default()
+    };
+    let mut journal_error = None;
+    let mut pruned_at = None;
     let trained = crate::nn::fit_on(
         &crate::nn::Device::Cpu,
         arch.clone(),
         &params,
         crate::nn::Split { x: &xt, y: yt },
         Some(crate::nn::Split { x: &xv, y: yv }),
-        &crate::nn::Control::default(),
-        &mut |_| {},
+        &ctl,
+        &mut |log| {
+            let Some(v) = log.valid_nll.filter(|v| v.is_finite()) else {
+                return;
+            };
+            if journal_error.is_some() || pruned_at.is_some() {
+                return;
+            }
+            if let Err(e) = study.report(t, log.epoch as u64 + 1, v) {
+                journal_error = Some(e);
+                stop.store(true, Ordering::SeqCst);
+            } else if study.should_prune(t, pruner) {
+                pruned_at = Some(log.epoch + 1);
+                stop.store(true, Ordering::SeqCst);
+            }
+        },
     );
+    if let Some(e) = journal_error {
+        return Err(e.into());
+    }
     let trained = match trained {
         Ok(x) => x,
         Err(e) => {
@@ -252,6 +287,15 @@ fn run_one(
             return Ok(());
         }
     };
+    if let Some(epochs) = pruned_at {
+        study.tell(t, TrialResult::Pruned)?;
+        say(format!(
+            "trial {t}: pruned at epoch {epochs} ({:.1}s) {}",
+            start.elapsed().as_secs_f64(),
+            Value::Object(tp)
+        ));
+        return Ok(());
+    }
     let value = trained
         .history
         .get(trained.best_epoch)

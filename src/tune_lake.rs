@@ -66,6 +66,25 @@ pub struct TuneSection {
     pub space: toml::Table,
 }
 
+impl TuneSection {
+    /// The pruner the section asks for; `steps` is the default of `warmup_steps` and
+    /// `min_resource` (boosting rounds or epochs).
+    pub fn pruner_with(&self, steps: u64) -> Pruner {
+        match self.pruner {
+            PrunerKind::None => Pruner::None,
+            PrunerKind::Median => Pruner::Median {
+                n_startup_trials: self.startup_trials.unwrap_or(5),
+                n_warmup_steps: self.warmup_steps.unwrap_or(steps),
+            },
+            PrunerKind::Halving => Pruner::SuccessiveHalving {
+                min_resource: self.min_resource.unwrap_or(steps).max(1),
+                reduction_factor: self.reduction_factor.unwrap_or(3).max(2),
+                min_early_stopping_rate: 0,
+            },
+        }
+    }
+}
+
 fn default_sampler() -> SamplerKind {
     SamplerKind::Gp
 }
@@ -178,18 +197,7 @@ impl LakeTuneJob {
                 ),
             ));
         }
-        let pruner = match tune.pruner {
-            PrunerKind::None => Pruner::None,
-            PrunerKind::Median => Pruner::Median {
-                n_startup_trials: tune.startup_trials.unwrap_or(5),
-                n_warmup_steps: tune.warmup_steps.unwrap_or(10),
-            },
-            PrunerKind::Halving => Pruner::SuccessiveHalving {
-                min_resource: tune.min_resource.unwrap_or(10).max(1),
-                reduction_factor: tune.reduction_factor.unwrap_or(3).max(2),
-                min_early_stopping_rate: 0,
-            },
-        };
+        let pruner = tune.pruner_with(10);
         let space =
             SearchSpace::from_toml_table(&tune.space).map_err(|source| TuneRunError::Space {
                 path: PathBuf::from(format!("{file} [tune.space]")),

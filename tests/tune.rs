@@ -635,3 +635,97 @@ choices = ["a", "b"]
     // Too few trials: none.
     assert!(contrail::tune::parameter_importances(&study, &complete[..5]).is_empty());
 }
+
+/// A small study of the demand network: median pruning on the validation nll of each
+/// epoch after one complete trial and one epoch (this seed prunes trial 2, a learning
+/// rate of 8e-5, at epoch 1).
+const DEMAND_TUNE: &str = r#"
+lake = "lake"
+[demand]
+task = "counts"
+window_days = 3
+out = "lake/models/demand.ctm"
+[demand.params]
+hidden = [16]
+max_epochs = 6
+batch_size = 512
+early_stopping_rounds = 0
+[tune]
+trials = 6
+seed = 5
+metric = "nll"
+pruner = "median"
+startup_trials = 1
+warmup_steps = 1
+[tune.space.learning_rate]
+type = "float"
+low = 0.00001
+high = 0.03
+log = true
+[tune.space.width]
+type = "int"
+low = 8
+high = 64
+"#;
+
+#[test]
+fn a_demand_network_study_prunes_on_epochs_and_resumes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    for args in [
+        &["-q", "simulate", "--days", "10", "--routes", "12"][..],
+        &["-q", "etl"][..],
+    ] {
+        let out = contrail(d, args);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    std::fs::write(d.join("tune.toml"), DEMAND_TUNE).expect("config");
+    let out = contrail(d, &["tune", "--config", "tune.toml", "--out", "study"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let best = best_line(&out);
+    let err = stderr(&out);
+    let journal = d.join("study/journal.jsonl");
+    let recs = records(&journal);
+    let tells: Vec<&Value> = recs.iter().filter(|r| r["record"] == "tell").collect();
+    assert_eq!(tells.len(), 6);
+    // Every trial reported its validation nll each epoch (steps 1, 2, ...); a pruned
+    // trial's reports end before max_epochs, a complete one's run to it (no patience).
+    for t in 0..6u64 {
+        let steps: Vec<u64> = recs
+            .iter()
+            .filter(|r| r["record"] == "report" && r["trial"] == t)
+            .map(|r| r["step"].as_u64().expect("step"))
+            .collect();
+        assert_eq!(steps, (1..=steps.len() as u64).collect::<Vec<_>>());
+        let tell = tells.iter().find(|r| r["trial"] == t).expect("told");
+        let state = tell["state"].as_str();
+        assert!(
+            matches!(state, Some("pruned" | "complete")),
+            "trial {t}: {state:?}"
+        );
+        if state == Some("pruned") {
+            assert!(steps.len() < 6, "trial {t} pruned after its last epoch");
+        } else {
+            assert_eq!(steps.len(), 6, "trial {t}");
+        }
+    }
+    let pruned = tells.iter().filter(|r| r["state"] == "pruned").count();
+    assert!(pruned >= 1, "no trial pruned: {tells:?}\n{err}");
+    assert!(err.contains("pruned at epoch"), "{err}");
+    // The best trial is a complete one, and its package is the one written.
+    let value = best["value"].as_f64().expect("value");
+    let best_told = tells
+        .iter()
+        .filter_map(|r| r["value"].as_f64())
+        .fold(f64::INFINITY, f64::min);
+    assert_eq!(value, best_told);
+    let m = inspect_manifest(d, "study/best.contrail");
+    let v = m["metrics"]["valid-nll"].as_f64().expect("valid-nll");
+    assert!(((v - value) / value).abs() < 1e-9, "{v} vs {value}");
+    // Running again resumes: nothing new is asked or run.
+    let before = std::fs::read_to_string(&journal).expect("journal");
+    let again = contrail(d, &["tune", "--config", "tune.toml", "--out", "study"]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert_eq!(best_line(&again), best);
+    assert_eq!(std::fs::read_to_string(&journal).expect("journal"), before);
+}

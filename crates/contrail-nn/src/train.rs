@@ -193,14 +193,18 @@ pub struct Split<'a> {
     pub y: &'a [f32],
 }
 
-/// Where checkpoints go, and (for tests of resuming) an epoch to stop after as if the
-/// process had been killed.
+/// Where checkpoints go, (for tests of resuming) an epoch to stop after as if the
+/// process had been killed, and a flag that ends the run.
 #[derive(Debug, Clone, Default)]
 pub struct Control {
     /// A checkpoint file written after every epoch; when it exists at the start, the run
     /// resumes from it.
     pub checkpoint: Option<PathBuf>,
     pub stop_after_epochs: Option<usize>,
+    /// Set (by the epoch callback, say, when a tuner prunes the trial) to end the run
+    /// after the epoch in progress, as early stopping does: the best epoch's weights are
+    /// returned and `stopped_early` is true.
+    pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// The result of training: the best weights (by validation loss; the last when there
@@ -622,7 +626,11 @@ pub fn fit<B: AutodiffBackend>(
             stopped_early = true;
             break;
         }
-        if ctl.stop_after_epochs == Some(state.epochs_done) {
+        let asked = ctl
+            .stop
+            .as_ref()
+            .is_some_and(|f| f.load(std::sync::atomic::Ordering::SeqCst));
+        if ctl.stop_after_epochs == Some(state.epochs_done) || asked {
             stopped_early = true;
             break;
         }
