@@ -413,20 +413,77 @@ fn inspect_manifest(dir: &Path, model: &str) -> Value {
     serde_json::from_str(&text[..end]).expect("manifest JSON")
 }
 
-#[test]
-fn lake_mode_tunes_prunes_keeps_the_best_model_and_resumes() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let d = dir.path();
+/// Simulates a lake of `days` days and `routes` routes in `d`, writes `config` as
+/// tune.toml and runs `contrail tune --config tune.toml --out study` on it.
+fn tune_on_a_lake(d: &Path, days: &str, routes: &str, config: &str) -> Output {
     for args in [
-        &["-q", "simulate", "--days", "3", "--routes", "10"][..],
+        &["-q", "simulate", "--days", days, "--routes", routes][..],
         &["-q", "etl"][..],
     ] {
         let out = contrail(d, args);
         assert!(out.status.success(), "{}", stderr(&out));
     }
-    std::fs::write(d.join("tune.toml"), LAKE_TUNE).expect("config");
+    std::fs::write(d.join("tune.toml"), config).expect("config");
     let out = contrail(d, &["tune", "--config", "tune.toml", "--out", "study"]);
     assert!(out.status.success(), "{}", stderr(&out));
+    out
+}
+
+/// A study's journal: its tell records (`n`, one a trial) and each trial's reported
+/// steps, checked to be 1, 2, ... (a value every round or epoch).
+fn told_and_steps(d: &Path, n: usize) -> (Vec<Value>, Vec<Vec<u64>>) {
+    let recs = records(&d.join("study/journal.jsonl"));
+    let tells: Vec<Value> = recs
+        .iter()
+        .filter(|r| r["record"] == "tell")
+        .cloned()
+        .collect();
+    assert_eq!(tells.len(), n);
+    let steps = (0..n as u64)
+        .map(|t| {
+            let steps: Vec<u64> = recs
+                .iter()
+                .filter(|r| r["record"] == "report" && r["trial"] == t)
+                .map(|r| r["step"].as_u64().expect("step"))
+                .collect();
+            assert!(!steps.is_empty(), "trial {t} reported nothing");
+            assert_eq!(steps, (1..=steps.len() as u64).collect::<Vec<_>>());
+            steps
+        })
+        .collect();
+    (tells, steps)
+}
+
+/// The best line's value is the best value told, and `study/best.contrail` is that
+/// trial's model (its `metric` is the value); returns the package's manifest.
+fn best_is_told_and_packaged(d: &Path, best: &Value, tells: &[Value], metric: &str) -> Value {
+    let value = best["value"].as_f64().expect("value");
+    let best_told = tells
+        .iter()
+        .filter_map(|r| r["value"].as_f64())
+        .fold(f64::INFINITY, f64::min);
+    assert_eq!(value, best_told);
+    let m = inspect_manifest(d, "study/best.contrail");
+    let v = m["metrics"][metric].as_f64().expect("the metric");
+    assert!(((v - value) / value).abs() < 1e-9, "{v} vs {value}");
+    m
+}
+
+/// Running the study again resumes: it has its trials, nothing new is asked or run.
+fn reruns_without_asking(d: &Path, best: &Value) {
+    let journal = d.join("study/journal.jsonl");
+    let before = std::fs::read_to_string(&journal).expect("journal");
+    let again = contrail(d, &["tune", "--config", "tune.toml", "--out", "study"]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert_eq!(&best_line(&again), best);
+    assert_eq!(std::fs::read_to_string(&journal).expect("journal"), before);
+}
+
+#[test]
+fn lake_mode_tunes_prunes_keeps_the_best_model_and_resumes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let out = tune_on_a_lake(d, "3", "10", LAKE_TUNE);
     let best = best_line(&out);
     let p = &best["params"];
     let lr = p["learning_rate"].as_f64().expect("learning_rate");
@@ -447,18 +504,8 @@ fn lake_mode_tunes_prunes_keeps_the_best_model_and_resumes() {
     // The journal: every trial told, every one reported its validation RMSE each round
     // (steps 1, 2, ...), and the pruner stopped at least one (this seed prunes trial 5 at
     // round 3; a pruned trial's reports end before num_iterations).
-    let journal = d.join("study/journal.jsonl");
-    let recs = records(&journal);
-    let tells: Vec<&Value> = recs.iter().filter(|r| r["record"] == "tell").collect();
-    assert_eq!(tells.len(), 6);
-    for t in 0..6u64 {
-        let steps: Vec<u64> = recs
-            .iter()
-            .filter(|r| r["record"] == "report" && r["trial"] == t)
-            .map(|r| r["step"].as_u64().expect("step"))
-            .collect();
-        assert!(!steps.is_empty(), "trial {t} reported nothing");
-        assert_eq!(steps, (1..=steps.len() as u64).collect::<Vec<_>>());
+    let (tells, steps) = told_and_steps(d, 6);
+    for (t, steps) in steps.iter().enumerate() {
         let tell = tells.iter().find(|r| r["trial"] == t).expect("told");
         if tell["state"] == "pruned" {
             assert!(steps.len() < 40, "trial {t} pruned after its last round");
@@ -467,17 +514,9 @@ fn lake_mode_tunes_prunes_keeps_the_best_model_and_resumes() {
     let pruned = tells.iter().filter(|r| r["state"] == "pruned").count();
     assert!(pruned >= 1, "no trial pruned: {tells:?}");
     assert!(err.contains("pruned at round"), "{err}");
-    let value = best["value"].as_f64().expect("value");
-    let best_told = tells
-        .iter()
-        .filter_map(|r| r["value"].as_f64())
-        .fold(f64::INFINITY, f64::min);
-    assert_eq!(value, best_told);
 
     // best.contrail is the best trial's model: its validation RMSE is the study's best.
-    let m = inspect_manifest(d, "study/best.contrail");
-    let v = m["metrics"]["valid-rmse"].as_f64().expect("valid-rmse");
-    assert!(((v - value) / value).abs() < 1e-9, "{v} vs {value}");
+    let m = best_is_told_and_packaged(d, &best, &tells, "valid-rmse");
     assert_eq!(m["lineage"]["tune_trial"], best["trial"].to_string());
     let params: Value = serde_json::from_str(
         &std::fs::read_to_string(d.join("study/best_params.json")).expect("best_params.json"),
@@ -487,12 +526,7 @@ fn lake_mode_tunes_prunes_keeps_the_best_model_and_resumes() {
     let report = std::fs::read_to_string(d.join("study/report.html")).expect("report");
     assert!(report.contains("<svg"));
 
-    // Running again resumes: the study has its trials, nothing new is asked or run.
-    let before = std::fs::read_to_string(&journal).expect("journal");
-    let again = contrail(d, &["tune", "--config", "tune.toml", "--out", "study"]);
-    assert!(again.status.success(), "{}", stderr(&again));
-    assert_eq!(best_line(&again), best);
-    assert_eq!(std::fs::read_to_string(&journal).expect("journal"), before);
+    reruns_without_asking(d, &best);
 
     // Without its model file, the best trial is trained again: the same model.
     std::fs::remove_file(d.join("study/best.contrail")).expect("rm");
@@ -672,31 +706,13 @@ high = 64
 fn a_demand_network_study_prunes_on_epochs_and_resumes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
-    for args in [
-        &["-q", "simulate", "--days", "10", "--routes", "12"][..],
-        &["-q", "etl"][..],
-    ] {
-        let out = contrail(d, args);
-        assert!(out.status.success(), "{}", stderr(&out));
-    }
-    std::fs::write(d.join("tune.toml"), DEMAND_TUNE).expect("config");
-    let out = contrail(d, &["tune", "--config", "tune.toml", "--out", "study"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let out = tune_on_a_lake(d, "10", "12", DEMAND_TUNE);
     let best = best_line(&out);
     let err = stderr(&out);
-    let journal = d.join("study/journal.jsonl");
-    let recs = records(&journal);
-    let tells: Vec<&Value> = recs.iter().filter(|r| r["record"] == "tell").collect();
-    assert_eq!(tells.len(), 6);
-    // Every trial reported its validation nll each epoch (steps 1, 2, ...); a pruned
-    // trial's reports end before max_epochs, a complete one's run to it (no patience).
-    for t in 0..6u64 {
-        let steps: Vec<u64> = recs
-            .iter()
-            .filter(|r| r["record"] == "report" && r["trial"] == t)
-            .map(|r| r["step"].as_u64().expect("step"))
-            .collect();
-        assert_eq!(steps, (1..=steps.len() as u64).collect::<Vec<_>>());
+    // Every trial reported its validation nll each epoch; a pruned trial's reports end
+    // before max_epochs, a complete one's run to it (no patience).
+    let (tells, steps) = told_and_steps(d, 6);
+    for (t, steps) in steps.iter().enumerate() {
         let tell = tells.iter().find(|r| r["trial"] == t).expect("told");
         let state = tell["state"].as_str();
         assert!(
@@ -713,19 +729,6 @@ fn a_demand_network_study_prunes_on_epochs_and_resumes() {
     assert!(pruned >= 1, "no trial pruned: {tells:?}\n{err}");
     assert!(err.contains("pruned at epoch"), "{err}");
     // The best trial is a complete one, and its package is the one written.
-    let value = best["value"].as_f64().expect("value");
-    let best_told = tells
-        .iter()
-        .filter_map(|r| r["value"].as_f64())
-        .fold(f64::INFINITY, f64::min);
-    assert_eq!(value, best_told);
-    let m = inspect_manifest(d, "study/best.contrail");
-    let v = m["metrics"]["valid-nll"].as_f64().expect("valid-nll");
-    assert!(((v - value) / value).abs() < 1e-9, "{v} vs {value}");
-    // Running again resumes: nothing new is asked or run.
-    let before = std::fs::read_to_string(&journal).expect("journal");
-    let again = contrail(d, &["tune", "--config", "tune.toml", "--out", "study"]);
-    assert!(again.status.success(), "{}", stderr(&again));
-    assert_eq!(best_line(&again), best);
-    assert_eq!(std::fs::read_to_string(&journal).expect("journal"), before);
+    best_is_told_and_packaged(d, &best, &tells, "valid-nll");
+    reruns_without_asking(d, &best);
 }
