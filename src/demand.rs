@@ -587,7 +587,6 @@ pub async fn train_demand(
     let ctl = contrail_nn::Control {
         checkpoint,
         stop_after_epochs: None,
-        ..Default::default()
     };
     let trained = tokio::task::block_in_place(|| {
         contrail_nn::fit_on(

@@ -1439,7 +1439,6 @@ async fn train_nn_file(args: &TrainArgs, quiet: bool) -> Result<()> {
     let ctl = contrail::nn::Control {
         checkpoint: args.checkpoint.clone(),
         stop_after_epochs: None,
-        ..Default::default()
     };
     let t0 = std::time::Instant::now();
     let trained = tokio::task::block_in_place(|| {

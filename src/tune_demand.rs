@@ -18,14 +18,11 @@
 
 use std::path::{Path, PathBuf};
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-
 use contrail_tune::{Direction, Pruner, SearchSpace, Study, StudyConfig, TrialResult, TrialState};
 use serde_json::{Map, Value};
 
 use crate::demand::{DemandConfig, DemandData};
-use crate::nn::{Architecture, Encoder, NnParams};
+use crate::nn::{Architecture, Encoder, Next, NnParams};
 use crate::tune::{BestTrial, TuneRunError};
 use crate::tune_lake::TuneSection;
 
@@ -247,34 +244,28 @@ fn run_one(
     };
     let arch = Architecture::for_encoder(&enc, &params);
     // Each epoch's validation nll goes to the journal; the pruner may end the run.
-    let stop = Arc::new(AtomicBool::new(false));
-    let ctl = crate::nn::Control {
-        stop: Some(stop.clone()),
-        ..Default::default()
-    };
     let mut journal_error = None;
     let mut pruned_at = None;
-    let trained = crate::nn::fit_on(
+    let trained = crate::nn::fit_on_until(
         &crate::nn::Device::Cpu,
         arch.clone(),
         &params,
         crate::nn::Split { x: &xt, y: yt },
         Some(crate::nn::Split { x: &xv, y: yv }),
-        &ctl,
+        &crate::nn::Control::default(),
         &mut |log| {
             let Some(v) = log.valid_nll.filter(|v| v.is_finite()) else {
-                return;
+                return Next::Continue;
             };
-            if journal_error.is_some() || pruned_at.is_some() {
-                return;
-            }
             if let Err(e) = study.report(t, log.epoch as u64 + 1, v) {
                 journal_error = Some(e);
-                stop.store(true, Ordering::SeqCst);
-            } else if study.should_prune(t, pruner) {
-                pruned_at = Some(log.epoch + 1);
-                stop.store(true, Ordering::SeqCst);
+                return Next::Stop;
             }
+            if study.should_prune(t, pruner) {
+                pruned_at = Some(log.epoch + 1);
+                return Next::Stop;
+            }
+            Next::Continue
         },
     );
     if let Some(e) = journal_error {

@@ -24,6 +24,8 @@ use crate::loss::{self, Head};
 use crate::model::{Architecture, Net};
 use crate::weights::{self, Weights};
 use crate::NnError;
+/// What an epoch callback wants next: the boosting loop's answer, for epochs.
+pub use contrail_gbdt::Control as Next;
 
 /// Training parameters (`[train.params]` of a neural model's config).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -193,18 +195,14 @@ pub struct Split<'a> {
     pub y: &'a [f32],
 }
 
-/// Where checkpoints go, (for tests of resuming) an epoch to stop after as if the
-/// process had been killed, and a flag that ends the run.
+/// Where checkpoints go, and (for tests of resuming) an epoch to stop after as if the
+/// process had been killed.
 #[derive(Debug, Clone, Default)]
 pub struct Control {
     /// A checkpoint file written after every epoch; when it exists at the start, the run
     /// resumes from it.
     pub checkpoint: Option<PathBuf>,
     pub stop_after_epochs: Option<usize>,
-    /// Set (by the epoch callback, say, when a tuner prunes the trial) to end the run
-    /// after the epoch in progress, as early stopping does: the best epoch's weights are
-    /// returned and `stopped_early` is true.
-    pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// The result of training: the best weights (by validation loss; the last when there
@@ -432,6 +430,23 @@ pub fn fit<B: AutodiffBackend>(
     ctl: &Control,
     on_epoch: &mut dyn FnMut(&EpochLog),
 ) -> Result<Trained, NnError> {
+    fit_until::<B>(arch, params, train, valid, device, ctl, &mut |l| {
+        on_epoch(l);
+        Next::Continue
+    })
+}
+
+/// [`fit`] whose callback can end the run after any epoch (a pruned trial), as early
+/// stopping does: the best epoch's weights are returned and `stopped_early` is true.
+pub fn fit_until<B: AutodiffBackend>(
+    arch: Architecture,
+    params: &NnParams,
+    train: Split,
+    valid: Option<Split>,
+    device: &B::Device,
+    ctl: &Control,
+    on_epoch: &mut dyn FnMut(&EpochLog) -> Next,
+) -> Result<Trained, NnError> {
     params.validate()?;
     arch.validate().map_err(NnError::Data)?;
     let n = train.x.n_rows;
@@ -593,7 +608,7 @@ pub fn fit<B: AutodiffBackend>(
             learning_rate: lr,
             samples_per_sec: n as f64 / secs.max(1e-9),
         };
-        on_epoch(&log);
+        let next = on_epoch(&log);
         state.history.push(log);
         state.epochs_done = epoch + 1;
         let better = match (valid_nll, state.best_loss) {
@@ -626,11 +641,7 @@ pub fn fit<B: AutodiffBackend>(
             stopped_early = true;
             break;
         }
-        let asked = ctl
-            .stop
-            .as_ref()
-            .is_some_and(|f| f.load(std::sync::atomic::Ordering::SeqCst));
-        if ctl.stop_after_epochs == Some(state.epochs_done) || asked {
+        if ctl.stop_after_epochs == Some(state.epochs_done) || next == Next::Stop {
             stopped_early = true;
             break;
         }

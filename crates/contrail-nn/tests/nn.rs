@@ -417,7 +417,6 @@ fn checkpoint_resume_equals_an_uninterrupted_run() {
         &Control {
             checkpoint: Some(ck.clone()),
             stop_after_epochs: Some(2),
-            ..Default::default()
         },
     );
     assert_eq!(first.history.len(), 2);
@@ -427,7 +426,6 @@ fn checkpoint_resume_equals_an_uninterrupted_run() {
         &Control {
             checkpoint: Some(ck.clone()),
             stop_after_epochs: None,
-            ..Default::default()
         },
     );
     assert_eq!(resumed.resumed_from, Some(2));
@@ -467,7 +465,6 @@ fn checkpoint_resume_equals_an_uninterrupted_run() {
         &Control {
             checkpoint: Some(ck.clone()),
             stop_after_epochs: None,
-            ..Default::default()
         },
         &mut |_| {},
     )
@@ -487,7 +484,6 @@ fn checkpoint_resume_equals_an_uninterrupted_run() {
         &Control {
             checkpoint: Some(ck),
             stop_after_epochs: None,
-            ..Default::default()
         },
         &mut |_| {},
     )
