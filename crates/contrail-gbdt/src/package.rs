@@ -77,16 +77,20 @@ pub struct DataFingerprint {
 }
 
 /// A CRC-32 of a dataset's target and numeric features, for lineage.
+///
+/// The bytes go to the CRC in 64 KiB blocks: one call per 8-byte value cost a second on
+/// two million rows of 28 features (the same checksum: a CRC does not depend on how its
+/// input is cut).
 pub fn fingerprint(data: &crate::data::Dataset) -> DataFingerprint {
-    let mut c = libdeflater::Crc::new();
+    let mut c = Blocks::default();
     for t in &data.target {
-        c.update(&t.to_le_bytes());
+        c.push(&t.to_le_bytes());
     }
     for col in &data.columns {
         match col {
-            crate::data::Column::Numeric(v) => v.iter().for_each(|x| c.update(&x.to_le_bytes())),
+            crate::data::Column::Numeric(v) => v.iter().for_each(|x| c.push(&x.to_le_bytes())),
             crate::data::Column::Categorical { codes, dict } => codes.iter().for_each(|x| {
-                c.update(
+                c.push(
                     dict.get(*x as usize)
                         .map_or("\u{0}", String::as_str)
                         .as_bytes(),
@@ -97,6 +101,32 @@ pub fn fingerprint(data: &crate::data::Dataset) -> DataFingerprint {
     DataFingerprint {
         rows: data.n_rows() as u64,
         crc32: format!("{:08x}", c.sum()),
+    }
+}
+
+/// A CRC fed in blocks of [`Blocks::SIZE`] bytes.
+#[derive(Default)]
+struct Blocks {
+    crc: libdeflater::Crc,
+    buf: Vec<u8>,
+}
+
+impl Blocks {
+    const SIZE: usize = 1 << 16;
+    fn push(&mut self, bytes: &[u8]) {
+        if self.buf.len() + bytes.len() > Self::SIZE {
+            self.crc.update(&self.buf);
+            self.buf.clear();
+        }
+        if bytes.len() > Self::SIZE {
+            self.crc.update(bytes);
+        } else {
+            self.buf.extend_from_slice(bytes);
+        }
+    }
+    fn sum(mut self) -> u32 {
+        self.crc.update(&self.buf);
+        self.crc.sum()
     }
 }
 

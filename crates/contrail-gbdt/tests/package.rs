@@ -58,6 +58,28 @@ fn model() -> (Booster, Vec<u8>, Dataset) {
     (b, bytes, d)
 }
 
+/// The fingerprint is the CRC-32 of the target's and then each column's bytes in order
+/// (numbers little-endian, a category's name), however it is fed.
+#[test]
+fn the_fingerprint_is_the_crc_of_the_data_bytes() {
+    let d = data(20_000, 3);
+    let mut bytes = Vec::new();
+    d.target.iter().for_each(|t| bytes.extend(t.to_le_bytes()));
+    for c in &d.columns {
+        match c {
+            Column::Numeric(v) => v.iter().for_each(|x| bytes.extend(x.to_le_bytes())),
+            Column::Categorical { codes, dict } => codes
+                .iter()
+                .for_each(|x| bytes.extend(dict[*x as usize].as_bytes())),
+        }
+    }
+    assert!(bytes.len() > 4 << 16, "several blocks");
+    let mut crc = libdeflater::Crc::new();
+    crc.update(&bytes);
+    let f = package::fingerprint(&d);
+    assert_eq!((f.rows, f.crc32), (20_000, format!("{:08x}", crc.sum())));
+}
+
 #[test]
 fn save_load_save_is_identical() {
     let (b, bytes, d) = model();
