@@ -596,7 +596,10 @@ pub async fn train_demand(
             contrail_nn::Split { x: &xt, y: &yt },
             Some(contrail_nn::Split { x: &xv, y: &yv }),
             &ctl,
-            &mut |l| on_epoch(l),
+            &mut |l| {
+                on_epoch(l);
+                contrail_nn::Next::Continue
+            },
         )
     })?;
     let train_secs = t0.elapsed().as_secs_f64();

@@ -1466,6 +1466,7 @@ async fn train_nn_file(args: &TrainArgs, quiet: bool) -> Result<()> {
                     let _ = f.write_all(b"\n");
                     let _ = f.flush();
                 }
+                contrail::nn::Next::Continue
             },
         )
     })?;

@@ -246,7 +246,7 @@ fn run_one(
     // Each epoch's validation nll goes to the journal; the pruner may end the run.
     let mut journal_error = None;
     let mut pruned_at = None;
-    let trained = crate::nn::fit_on_until(
+    let trained = crate::nn::fit_on(
         &crate::nn::Device::Cpu,
         arch.clone(),
         &params,

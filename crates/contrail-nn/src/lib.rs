@@ -98,28 +98,12 @@ pub fn fit_on(
     train: Split,
     valid: Option<Split>,
     ctl: &Control,
-    on_epoch: &mut dyn FnMut(&EpochLog),
-) -> Result<Trained, NnError> {
-    fit_on_until(device, arch, params, train, valid, ctl, &mut |l| {
-        on_epoch(l);
-        Next::Continue
-    })
-}
-
-/// [`fit_on`] whose callback can end the run after any epoch (see [`train::fit_until`]).
-pub fn fit_on_until(
-    device: &Device,
-    arch: Architecture,
-    params: &NnParams,
-    train: Split,
-    valid: Option<Split>,
-    ctl: &Control,
     on_epoch: &mut dyn FnMut(&EpochLog) -> Next,
 ) -> Result<Trained, NnError> {
     match device {
         Device::Cpu => {
             let d = burn::backend::ndarray::NdArrayDevice::Cpu;
-            train::fit_until::<Autodiff<Cpu>>(arch, params, train, valid, &d, ctl, on_epoch)
+            train::fit::<Autodiff<Cpu>>(arch, params, train, valid, &d, ctl, on_epoch)
         }
         #[cfg(feature = "wgpu")]
         Device::Wgpu => {
@@ -128,7 +112,7 @@ pub fn fit_on_until(
                 .describe()
                 .map_err(|e| NnError::Backend(format!("wgpu: {e}")))?;
             let d = burn::backend::wgpu::WgpuDevice::default();
-            train::fit_until::<Autodiff<burn::backend::Wgpu>>(
+            train::fit::<Autodiff<burn::backend::Wgpu>>(
                 arch, params, train, valid, &d, ctl, on_epoch,
             )
         }
@@ -138,7 +122,7 @@ pub fn fit_on_until(
                 .describe()
                 .map_err(|e| NnError::Backend(format!("cuda:{i}: {e}")))?;
             let d = burn::backend::cuda::CudaDevice::new(*i);
-            train::fit_until::<Autodiff<burn::backend::Cuda>>(
+            train::fit::<Autodiff<burn::backend::Cuda>>(
                 arch, params, train, valid, &d, ctl, on_epoch,
             )
         }

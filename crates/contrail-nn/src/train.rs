@@ -421,24 +421,10 @@ fn check_targets(head: Head, y: &[f32], what: &str) -> Result<(), NnError> {
 }
 
 /// Trains a network on `train`, early-stopping on `valid`, on the autodiff backend `B`.
+/// After each epoch `on_epoch` sees its log and answers whether to go on: [`Next::Stop`]
+/// ends the run (a pruned trial) as early stopping does, the best epoch's weights returned
+/// and `stopped_early` true.
 pub fn fit<B: AutodiffBackend>(
-    arch: Architecture,
-    params: &NnParams,
-    train: Split,
-    valid: Option<Split>,
-    device: &B::Device,
-    ctl: &Control,
-    on_epoch: &mut dyn FnMut(&EpochLog),
-) -> Result<Trained, NnError> {
-    fit_until::<B>(arch, params, train, valid, device, ctl, &mut |l| {
-        on_epoch(l);
-        Next::Continue
-    })
-}
-
-/// [`fit`] whose callback can end the run after any epoch (a pruned trial), as early
-/// stopping does: the best epoch's weights are returned and `stopped_early` is true.
-pub fn fit_until<B: AutodiffBackend>(
     arch: Architecture,
     params: &NnParams,
     train: Split,

@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 use contrail_gbdt::{Column, Dataset};
-use contrail_nn::{Architecture, Control, Device, Encoder, Head, NnParams, Split};
+use contrail_nn::{Architecture, Control, Device, Encoder, Head, Next, NnParams, Split};
 
 fn devices() -> Vec<Device> {
     let mut all: Vec<(Device, contrail_gbdt::Device)> = Vec::new();
@@ -101,7 +101,7 @@ fn a_device_trains_the_cpus_network() {
             Split { x: &xt, y: &yt },
             Some(Split { x: &xv, y: &yv }),
             &Control::default(),
-            &mut |_| {},
+            &mut |_| Next::Continue,
         )
         .unwrap()
     };

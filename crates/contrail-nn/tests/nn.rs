@@ -6,7 +6,7 @@ use burn::backend::{Autodiff, NdArray};
 use burn::prelude::*;
 use contrail_gbdt::{Column, Dataset};
 use contrail_nn::loss::{self, lgamma_f64, Head};
-use contrail_nn::train::{fit, Control, NnParams, Split};
+use contrail_nn::train::{fit, Control, Next, NnParams, Split};
 use contrail_nn::{package, Architecture, Encoder, NnManifest, NnModel, NnPackage};
 
 type F32 = NdArray<f32>;
@@ -261,7 +261,7 @@ fn learns_a_known_poisson_rate() {
         Some(Split { x: &xv, y: &yv }),
         &dev(),
         &Control::default(),
-        &mut |_| {},
+        &mut |_| Next::Continue,
     )
     .unwrap();
     let model = NnModel::new(NnPackage {
@@ -313,7 +313,7 @@ fn negative_binomial_head_learns_the_dispersion() {
         Some(Split { x: &xv, y: &yv }),
         &dev(),
         &Control::default(),
-        &mut |_| {},
+        &mut |_| Next::Continue,
     )
     .unwrap();
     let model = NnModel::new(NnPackage {
@@ -354,7 +354,7 @@ fn run(p: &NnParams, ctl: &Control) -> contrail_nn::Trained {
         Some(Split { x: &xv, y: &yv }),
         &dev(),
         ctl,
-        &mut |_| {},
+        &mut |_| Next::Continue,
     )
     .unwrap()
 }
@@ -466,7 +466,7 @@ fn checkpoint_resume_equals_an_uninterrupted_run() {
             checkpoint: Some(ck.clone()),
             stop_after_epochs: None,
         },
-        &mut |_| {},
+        &mut |_| Next::Continue,
     )
     .unwrap_err();
     assert!(matches!(e, contrail_nn::NnError::Checkpoint { .. }), "{e}");
@@ -485,7 +485,7 @@ fn checkpoint_resume_equals_an_uninterrupted_run() {
             checkpoint: Some(ck),
             stop_after_epochs: None,
         },
-        &mut |_| {},
+        &mut |_| Next::Continue,
     )
     .unwrap_err();
     assert!(e.to_string().contains("checksum"), "{e}");
@@ -696,7 +696,7 @@ fn bad_targets_and_parameters_are_typed_errors() {
         None,
         &dev(),
         &Control::default(),
-        &mut |_| {},
+        &mut |_| Next::Continue,
     )
     .unwrap_err();
     assert!(e.to_string().contains("row 17"), "{e}");
@@ -709,7 +709,7 @@ fn bad_targets_and_parameters_are_typed_errors() {
         None,
         &dev(),
         &Control::default(),
-        &mut |_| {},
+        &mut |_| Next::Continue,
     )
     .unwrap_err();
     assert!(e.to_string().contains("logistic"), "{e}");
@@ -724,7 +724,7 @@ fn bad_targets_and_parameters_are_typed_errors() {
         None,
         &dev(),
         &Control::default(),
-        &mut |_| {},
+        &mut |_| Next::Continue,
     )
     .unwrap_err();
     assert!(matches!(
