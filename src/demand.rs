@@ -593,8 +593,8 @@ pub async fn train_demand(
             device,
             arch.clone(),
             &params,
-            contrail_nn::Split { x: &xt, y: &yt },
-            Some(contrail_nn::Split { x: &xv, y: &yv }),
+            &contrail_nn::Split { x: &xt, y: &yt },
+            Some(&contrail_nn::Split { x: &xv, y: &yv }),
             &ctl,
             &mut |l| {
                 on_epoch(l);

@@ -28,6 +28,7 @@ pub mod demand;
 pub mod drift;
 pub mod interop;
 pub mod models;
+pub mod nn_file;
 pub mod score;
 pub mod summary;
 pub mod tune;

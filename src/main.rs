@@ -1400,33 +1400,55 @@ async fn train_nn_file(args: &TrainArgs, quiet: bool) -> Result<()> {
         categorical: args.categorical.clone(),
         weight: None,
     };
-    let train = models::dataset(data, &cols).await?;
+    // Read a row group at a time: the encoder is fitted in two passes over them; data
+    // within the shuffle window is then held encoded, larger data is read again each epoch.
+    let train = contrail::nn_file::ParquetRows::open(data, &cols).await?;
     let valid = match &args.valid {
-        Some(v) => Some(models::dataset(v, &cols).await?),
+        Some(v) => Some(contrail::nn_file::ParquetRows::open(v, &cols).await?),
         None => None,
     };
+    let (enc, fingerprint) = train.fit_encoder(&params).await?;
+    let fits = |n: usize| params.shuffle_window == 0 || n <= params.shuffle_window;
     info!(
-        "training a network on {data}: {} rows, {} features, {:?}",
+        "training a network on {data}: {} rows in {} row groups ({}), {} features, {:?}",
         train.n_rows(),
-        train.n_features(),
+        train.n_blocks(),
+        if fits(train.n_rows()) {
+            "held encoded in memory".to_string()
+        } else {
+            format!("read in windows of {}+ rows", params.shuffle_window)
+        },
+        enc.features.len(),
         device
     );
-    let enc = contrail::nn::Encoder::fit_with(
-        &train,
-        params.embedding_dim,
-        params.max_embedding_dim,
-        params.numeric_bins,
-    )?;
     let arch = contrail::nn::Architecture::for_encoder(&enc, &params);
-    let xt = enc.encode(&train)?;
-    let yt: Vec<f32> = train.target.iter().map(|v| *v as f32).collect();
-    let xv = match &valid {
-        Some(v) => Some(enc.encode(v)?),
-        None => None,
+    let train_mem = match fits(train.n_rows()) {
+        true => Some(train.encode_all(&enc).await?),
+        false => None,
     };
-    let yv: Vec<f32> = valid
+    let valid_mem = match &valid {
+        Some(v) if fits(v.n_rows()) => Some(v.encode_all(&enc).await?),
+        _ => None,
+    };
+    let train_stream = contrail::nn_file::Streamed::new(&train, &enc);
+    let valid_stream = valid
         .as_ref()
-        .map_or(Vec::new(), |v| v.target.iter().map(|x| *x as f32).collect());
+        .map(|v| contrail::nn_file::Streamed::new(v, &enc));
+    let train_split = train_mem
+        .as_ref()
+        .map(|(x, y)| contrail::nn::Split { x, y });
+    let valid_split = valid_mem
+        .as_ref()
+        .map(|(x, y)| contrail::nn::Split { x, y });
+    let train_src: &dyn contrail::nn::Source = match &train_split {
+        Some(s) => s,
+        None => &train_stream,
+    };
+    let valid_src: Option<&dyn contrail::nn::Source> = match (&valid_split, &valid_stream) {
+        (Some(s), _) => Some(s),
+        (None, Some(s)) => Some(s),
+        (None, None) => None,
+    };
     let mut file = match &args.metrics_file {
         Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p).map_err(
             |source| models::ModelError::Write {
@@ -1446,8 +1468,8 @@ async fn train_nn_file(args: &TrainArgs, quiet: bool) -> Result<()> {
             &device,
             arch.clone(),
             &params,
-            contrail::nn::Split { x: &xt, y: &yt },
-            xv.as_ref().map(|x| contrail::nn::Split { x, y: &yv }),
+            train_src,
+            valid_src,
             &ctl,
             &mut |l| {
                 if !quiet {
@@ -1490,7 +1512,7 @@ async fn train_nn_file(args: &TrainArgs, quiet: bool) -> Result<()> {
             params,
             best_epoch: trained.best_epoch,
             metrics: metrics.clone(),
-            training_data: contrail::gbdt::package::fingerprint(&train),
+            training_data: fingerprint,
             lineage: std::collections::BTreeMap::from([
                 ("data".to_string(), data.clone()),
                 ("target".to_string(), target.clone()),

@@ -250,8 +250,8 @@ fn run_one(
         &crate::nn::Device::Cpu,
         arch.clone(),
         &params,
-        crate::nn::Split { x: &xt, y: yt },
-        Some(crate::nn::Split { x: &xv, y: yv }),
+        &crate::nn::Split { x: &xt, y: yt },
+        Some(&crate::nn::Split { x: &xv, y: yv }),
         &crate::nn::Control::default(),
         &mut |log| {
             let Some(v) = log.valid_nll.filter(|v| v.is_finite()) else {

@@ -1099,3 +1099,126 @@ fn a_network_on_a_parquet_file_resumes_from_its_checkpoint() {
         text(&out.stderr)
     );
 }
+
+/// Writes `batch` as a Parquet file of row groups of `group` rows.
+fn write_row_groups(path: &Path, batch: &arrow_array::RecordBatch, group: usize) {
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_max_row_group_row_count(Some(group))
+        .build();
+    let f = std::fs::File::create(path).expect("create");
+    let mut w = parquet::arrow::ArrowWriter::try_new(f, batch.schema(), Some(props)).expect("w");
+    w.write(batch).expect("write");
+    w.close().expect("close");
+}
+
+#[test]
+fn a_network_streams_a_file_larger_than_its_shuffle_window() {
+    use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray};
+    use std::sync::Arc;
+    let tmp = TempDir::new("contrail-cli-nn-stream").expect("tmp");
+    let dir = tmp.0.as_path();
+    let n = 4000;
+    let x: Vec<f64> = (0..n)
+        .map(|i| ((i * 37) % 101) as f64 / 50.0 - 1.0)
+        .collect();
+    let c: Vec<&str> = (0..n).map(|i| ["a", "b", "c", "d"][(i * 13) % 4]).collect();
+    let y: Vec<Option<f64>> = (0..n)
+        .map(|i| Some((((i * 7919) % 5) as f64 * (1.0 + x[i]).max(0.0)).round()))
+        .collect();
+    let batch = |y: Vec<Option<f64>>| {
+        RecordBatch::try_from_iter(vec![
+            ("x", Arc::new(Float64Array::from(x.clone())) as ArrayRef),
+            ("c", Arc::new(StringArray::from(c.clone())) as ArrayRef),
+            ("y", Arc::new(Float64Array::from(y)) as ArrayRef),
+        ])
+        .expect("batch")
+    };
+    write_row_groups(&dir.join("train.parquet"), &batch(y.clone()), 500);
+    write_row_groups(&dir.join("valid.parquet"), &batch(y.clone()), 700);
+    let params = |window: usize| {
+        format!(
+            "hidden = [16]\nmax_epochs = 3\nbatch_size = 256\nearly_stopping_rounds = 0\n\
+             shuffle_window = {window}\n"
+        )
+    };
+    std::fs::write(dir.join("stream.toml"), params(1_000)).expect("params");
+    std::fs::write(dir.join("memory.toml"), params(0)).expect("params");
+    let train = |data: &str, out: &str, nn: &str| {
+        contrail(
+            dir,
+            &[
+                "train",
+                "--model",
+                "nn",
+                "--data",
+                data,
+                "--valid",
+                "valid.parquet",
+                "--target",
+                "y",
+                "--out",
+                out,
+                "--nn-params",
+                nn,
+                "--objective",
+                "poisson",
+            ],
+            &[],
+        )
+    };
+    let out = train("train.parquet", "s1.ctm", "stream.toml");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let log = text(&out.stderr);
+    assert!(log.contains("4000 rows in 8 row groups"), "{log}");
+    assert!(log.contains("read in windows of 1000+ rows"), "{log}");
+    assert_eq!(log.matches("valid-nll: ").count(), 3, "{log}");
+    let out = train("train.parquet", "s2.ctm", "stream.toml");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = train("train.parquet", "m.ctm", "memory.toml");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("held encoded in memory"));
+    let pkg = |name: &str| {
+        contrail::nn::package::from_bytes(&std::fs::read(dir.join(name)).expect(name), name)
+            .expect(name)
+    };
+    let (s1, s2, m) = (pkg("s1.ctm"), pkg("s2.ctm"), pkg("m.ctm"));
+    assert_eq!(s1.weights, s2.weights, "streamed training is deterministic");
+    assert_ne!(
+        s1.weights, m.weights,
+        "windows shuffle otherwise than the whole"
+    );
+    // Encoder and fingerprint read row group by row group: those of the whole table.
+    let cols = contrail::gbdt::data::Columns {
+        target: "y".into(),
+        ..Default::default()
+    };
+    let whole = contrail::gbdt::data::from_batches(&[batch(y.clone())], &cols, "t").expect("d");
+    assert_eq!(
+        s1.manifest.training_data,
+        contrail::gbdt::package::fingerprint(&whole)
+    );
+    let enc = contrail::nn::Encoder::fit_with(&whole, 0, 16, 0).expect("enc");
+    assert_eq!(s1.manifest.encoder, enc);
+    assert_eq!(m.manifest.encoder, enc);
+    // Both score: the streamed model's validation loss is near the in-memory one's.
+    let nll = |p: &contrail::nn::NnPackage| p.manifest.metrics["valid-nll"];
+    assert!(
+        (nll(&s1) / nll(&m) - 1.0).abs() < 0.05,
+        "{} vs {}",
+        nll(&s1),
+        nll(&m)
+    );
+
+    // A missing target in a late row group: a user error naming the file, the row group
+    // and the row.
+    let mut bad = y.clone();
+    bad[3_210] = None;
+    write_row_groups(&dir.join("bad.parquet"), &batch(bad), 500);
+    let out = train("bad.parquet", "bad.ctm", "stream.toml");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("bad.parquet row group 6") && err.contains("row 210"),
+        "{err}"
+    );
+}

@@ -104,6 +104,66 @@ pub fn fingerprint(data: &crate::data::Dataset) -> DataFingerprint {
     }
 }
 
+/// [`fingerprint`] of data read in blocks of rows (a file's row groups): push every
+/// block in order, then finish. Each column's bytes go to a CRC of their own and the
+/// columns' CRCs are joined at the end (the CRC of a concatenation follows from its
+/// parts'), so the result equals `fingerprint` of all the rows at once.
+#[derive(Default)]
+pub struct FingerprintBuilder {
+    rows: u64,
+    columns: Vec<(crc32fast::Hasher, Vec<u8>)>,
+}
+
+impl FingerprintBuilder {
+    /// Takes in the next block (the same columns in the same order every block).
+    pub fn push(&mut self, data: &crate::data::Dataset) {
+        if self.columns.is_empty() {
+            self.columns = (0..=data.columns.len())
+                .map(|_| (crc32fast::Hasher::new(), Vec::with_capacity(Blocks::SIZE)))
+                .collect();
+        }
+        self.rows += data.n_rows() as u64;
+        let feed = |(crc, buf): &mut (crc32fast::Hasher, Vec<u8>), bytes: &[u8]| {
+            if buf.len() + bytes.len() > Blocks::SIZE {
+                crc.update(buf);
+                buf.clear();
+            }
+            buf.extend_from_slice(bytes);
+        };
+        let (target, features) = self.columns.split_at_mut(1);
+        for t in &data.target {
+            feed(&mut target[0], &t.to_le_bytes());
+        }
+        for (col, acc) in data.columns.iter().zip(features) {
+            match col {
+                crate::data::Column::Numeric(v) => {
+                    v.iter().for_each(|x| feed(acc, &x.to_le_bytes()))
+                }
+                crate::data::Column::Categorical { codes, dict } => codes.iter().for_each(|x| {
+                    feed(
+                        acc,
+                        dict.get(*x as usize)
+                            .map_or("\u{0}", String::as_str)
+                            .as_bytes(),
+                    )
+                }),
+            }
+        }
+    }
+
+    pub fn finish(self) -> DataFingerprint {
+        let mut all = crc32fast::Hasher::new();
+        for (mut crc, buf) in self.columns {
+            crc.update(&buf);
+            all.combine(&crc);
+        }
+        DataFingerprint {
+            rows: self.rows,
+            crc32: format!("{:08x}", all.finalize()),
+        }
+    }
+}
+
 /// A CRC fed in blocks of [`Blocks::SIZE`] bytes.
 #[derive(Default)]
 struct Blocks {

@@ -104,32 +104,286 @@ fn quantile_edges(v: &[f64], bins: usize) -> Vec<f64> {
     }
 }
 
-/// Mean, standard deviation, skewness and minimum of the finite values.
-fn moments(v: impl Iterator<Item = f64> + Clone) -> (f64, f64, f64, f64) {
-    let (mut n, mut sum, mut min) = (0usize, 0.0f64, f64::INFINITY);
-    for x in v.clone().filter(|x| x.is_finite()) {
-        n += 1;
-        sum += x;
-        min = min.min(x);
+/// At most this many values of a numeric feature are kept for its quantile bins: data of
+/// more rows contributes every k-th row's value (k = rows / SAMPLE rounded up).
+pub const QUANTILE_SAMPLE: usize = 1 << 20;
+
+/// Per-feature statistics gathered over blocks.
+enum FeatureAcc {
+    Numeric {
+        name: String,
+        missing: bool,
+        n: usize,
+        sum: f64,
+        min: f64,
+        n_ln: usize,
+        sum_ln: f64,
+        m2: f64,
+        m3: f64,
+        m2_ln: f64,
+        sample: Vec<f64>,
+    },
+    Categorical {
+        name: String,
+        seen: std::collections::HashSet<String>,
+        categories: Vec<String>,
+    },
+}
+
+/// Fits an [`Encoder`] over blocks of rows (a file read a row group at a time) without
+/// holding them: [`EncoderFit::observe`] every block in the data's order, then
+/// [`EncoderFit::second_pass`] and every block again, then [`EncoderFit::finish`]. The
+/// encoder equals [`Encoder::fit_with`] on all the rows at once (the same sums in the
+/// same order), except that quantile bins of data over [`QUANTILE_SAMPLE`] rows come
+/// from a systematic sample.
+pub struct EncoderFit {
+    total_rows: usize,
+    stride: usize,
+    embedding_dim: usize,
+    max_dim: usize,
+    numeric_bins: usize,
+    second: bool,
+    /// Rows observed in this pass.
+    row: usize,
+    features: Vec<FeatureAcc>,
+}
+
+impl EncoderFit {
+    /// A fit over `total_rows` rows in all.
+    pub fn new(
+        total_rows: usize,
+        embedding_dim: usize,
+        max_dim: usize,
+        numeric_bins: usize,
+    ) -> EncoderFit {
+        EncoderFit {
+            total_rows,
+            stride: total_rows.div_ceil(QUANTILE_SAMPLE).max(1),
+            embedding_dim,
+            max_dim,
+            numeric_bins: numeric_bins.min(256),
+            second: false,
+            row: 0,
+            features: Vec::new(),
+        }
     }
-    if n == 0 {
-        return (0.0, 0.0, 0.0, 0.0);
+
+    /// Starts the second pass over the same blocks in the same order.
+    pub fn second_pass(&mut self) {
+        self.second = true;
+        self.row = 0;
     }
-    let mean = sum / n as f64;
-    let (mut m2, mut m3) = (0.0, 0.0);
-    for x in v.filter(|x| x.is_finite()) {
-        let d = x - mean;
-        m2 += d * d;
-        m3 += d * d * d;
+
+    /// Takes in one block of rows (features by name, in any order after the first block).
+    pub fn observe(&mut self, data: &Dataset) -> Result<(), NnError> {
+        if self.features.is_empty() && !self.second {
+            for (name, c) in data.names.iter().zip(&data.columns) {
+                self.features.push(match c {
+                    Column::Numeric(_) => FeatureAcc::Numeric {
+                        name: name.clone(),
+                        missing: false,
+                        n: 0,
+                        sum: 0.0,
+                        min: f64::INFINITY,
+                        n_ln: 0,
+                        sum_ln: 0.0,
+                        m2: 0.0,
+                        m3: 0.0,
+                        m2_ln: 0.0,
+                        sample: Vec::new(),
+                    },
+                    Column::Categorical { .. } => FeatureAcc::Categorical {
+                        name: name.clone(),
+                        seen: Default::default(),
+                        categories: Vec::new(),
+                    },
+                });
+            }
+        }
+        let first_row = self.row;
+        if first_row + data.n_rows() > self.total_rows {
+            return Err(NnError::Data(format!(
+                "more rows than the {} declared",
+                self.total_rows
+            )));
+        }
+        for f in &mut self.features {
+            let fname = match f {
+                FeatureAcc::Numeric { name, .. } | FeatureAcc::Categorical { name, .. } => {
+                    name.clone()
+                }
+            };
+            let j = data.names.iter().position(|x| *x == fname).ok_or_else(|| {
+                NnError::Data(format!("rows {first_row}..: feature `{fname}` is missing"))
+            })?;
+            match (f, &data.columns[j]) {
+                (
+                    FeatureAcc::Numeric {
+                        missing,
+                        n,
+                        sum,
+                        min,
+                        n_ln,
+                        sum_ln,
+                        m2,
+                        m3,
+                        m2_ln,
+                        sample,
+                        ..
+                    },
+                    Column::Numeric(v),
+                ) => {
+                    if !self.second {
+                        for (r, &x) in v.iter().enumerate() {
+                            if !x.is_finite() {
+                                *missing = true;
+                                continue;
+                            }
+                            *n += 1;
+                            *sum += x;
+                            *min = min.min(x);
+                            let l = x.ln_1p();
+                            if l.is_finite() {
+                                *n_ln += 1;
+                                *sum_ln += l;
+                            }
+                            if self.numeric_bins > 0 && (first_row + r) % self.stride == 0 {
+                                sample.push(x);
+                            }
+                        }
+                    } else {
+                        let mean = *sum / (*n).max(1) as f64;
+                        let mean_ln = *sum_ln / (*n_ln).max(1) as f64;
+                        for &x in v.iter().filter(|x| x.is_finite()) {
+                            let d = x - mean;
+                            *m2 += d * d;
+                            *m3 += d * d * d;
+                            let l = x.ln_1p();
+                            if l.is_finite() {
+                                let d = l - mean_ln;
+                                *m2_ln += d * d;
+                            }
+                        }
+                    }
+                }
+                (
+                    FeatureAcc::Categorical {
+                        seen, categories, ..
+                    },
+                    Column::Categorical { codes, dict },
+                ) => {
+                    if !self.second {
+                        // Categories in order of first appearance (deterministic).
+                        let mut local = vec![false; dict.len()];
+                        for &c in codes {
+                            if let Some(s) = local.get_mut(c as usize) {
+                                if !*s {
+                                    *s = true;
+                                    let name = &dict[c as usize];
+                                    if !seen.contains(name) {
+                                        seen.insert(name.clone());
+                                        categories.push(name.clone());
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                (f, c) => {
+                    let (was, is) = match (f, c) {
+                        (FeatureAcc::Numeric { .. }, _) => ("numeric", "categorical"),
+                        _ => ("categorical", "numeric"),
+                    };
+                    return Err(NnError::Data(format!(
+                        "rows {first_row}..: feature `{fname}` is {is} here but {was} in the first rows"
+                    )));
+                }
+            }
+        }
+        self.row += data.n_rows();
+        Ok(())
     }
-    let (m2, m3) = (m2 / n as f64, m3 / n as f64);
-    let std = m2.sqrt();
-    let skew = if std > 1e-12 {
-        m3 / (std * std * std)
-    } else {
-        0.0
-    };
-    (mean, std, skew, min)
+
+    /// The encoder.
+    pub fn finish(self) -> Result<Encoder, NnError> {
+        if self.total_rows == 0 || self.row != self.total_rows || !self.second {
+            return Err(NnError::Data(if self.total_rows == 0 {
+                "the training data has no rows".to_string()
+            } else {
+                format!(
+                    "the encoder saw {} of {} rows in its second pass",
+                    self.row, self.total_rows
+                )
+            }));
+        }
+        let mut features = Vec::with_capacity(self.features.len());
+        for f in self.features {
+            features.push(match f {
+                FeatureAcc::Numeric {
+                    name,
+                    missing,
+                    n,
+                    sum,
+                    min,
+                    n_ln,
+                    sum_ln,
+                    m2,
+                    m3,
+                    m2_ln,
+                    sample,
+                } => {
+                    let (mean, std, skew, min) = if n == 0 {
+                        (0.0, 0.0, 0.0, 0.0)
+                    } else {
+                        let (m2, m3) = (m2 / n as f64, m3 / n as f64);
+                        let std = m2.sqrt();
+                        let skew = if std > 1e-12 {
+                            m3 / (std * std * std)
+                        } else {
+                            0.0
+                        };
+                        (sum / n as f64, std, skew, min)
+                    };
+                    // A long right tail on non-negative values: work on ln(1 + x).
+                    let log1p = min >= 0.0 && skew > 2.0;
+                    let (mean, std) = if !log1p {
+                        (mean, std)
+                    } else if n_ln == 0 {
+                        (0.0, 0.0)
+                    } else {
+                        (sum_ln / n_ln as f64, (m2_ln / n_ln as f64).sqrt())
+                    };
+                    FeatureEncoding::Numeric {
+                        name,
+                        mean,
+                        std: if std > 1e-12 && std.is_finite() {
+                            std
+                        } else {
+                            1.0
+                        },
+                        missing_indicator: missing,
+                        log1p,
+                        bins: quantile_edges(&sample, self.numeric_bins),
+                    }
+                }
+                FeatureAcc::Categorical {
+                    name, categories, ..
+                } => {
+                    let d = if self.embedding_dim > 0 {
+                        self.embedding_dim
+                    } else {
+                        default_embedding_dim(categories.len(), self.max_dim)
+                    };
+                    FeatureEncoding::Categorical {
+                        name,
+                        categories,
+                        embedding_dim: d,
+                    }
+                }
+            });
+        }
+        Ok(Encoder { features })
+    }
 }
 
 impl Encoder {
@@ -147,62 +401,11 @@ impl Encoder {
         max_dim: usize,
         numeric_bins: usize,
     ) -> Result<Self, NnError> {
-        if data.n_rows() == 0 {
-            return Err(NnError::Data("the training data has no rows".into()));
-        }
-        let mut features = Vec::with_capacity(data.n_features());
-        for (name, c) in data.names.iter().zip(&data.columns) {
-            match c {
-                Column::Numeric(v) => {
-                    let missing = v.iter().any(|x| !x.is_finite());
-                    let (mean, std, skew, min) = moments(v.iter().copied());
-                    // A long right tail on non-negative values: work on ln(1 + x).
-                    let log1p = min >= 0.0 && skew > 2.0;
-                    let (mean, std) = if log1p {
-                        let (m, s, _, _) = moments(v.iter().map(|x| x.ln_1p()));
-                        (m, s)
-                    } else {
-                        (mean, std)
-                    };
-                    features.push(FeatureEncoding::Numeric {
-                        name: name.clone(),
-                        mean,
-                        std: if std > 1e-12 && std.is_finite() {
-                            std
-                        } else {
-                            1.0
-                        },
-                        missing_indicator: missing,
-                        log1p,
-                        bins: quantile_edges(v, numeric_bins.min(256)),
-                    });
-                }
-                Column::Categorical { codes, dict } => {
-                    // Categories in order of first appearance (deterministic).
-                    let mut seen = vec![false; dict.len()];
-                    let mut categories = Vec::new();
-                    for &c in codes {
-                        if let Some(s) = seen.get_mut(c as usize) {
-                            if !*s {
-                                *s = true;
-                                categories.push(dict[c as usize].clone());
-                            }
-                        }
-                    }
-                    let d = if embedding_dim > 0 {
-                        embedding_dim
-                    } else {
-                        default_embedding_dim(categories.len(), max_dim)
-                    };
-                    features.push(FeatureEncoding::Categorical {
-                        name: name.clone(),
-                        categories,
-                        embedding_dim: d,
-                    });
-                }
-            }
-        }
-        Ok(Encoder { features })
+        let mut f = EncoderFit::new(data.n_rows(), embedding_dim, max_dim, numeric_bins);
+        f.observe(data)?;
+        f.second_pass();
+        f.observe(data)?;
+        f.finish()
     }
 
     /// Checks an encoder read from a file: finite statistics, positive widths, bounded
@@ -410,6 +613,13 @@ impl Encoded {
                 .extend_from_slice(&self.num[r * n_num..(r + 1) * n_num]);
         }
         out
+    }
+
+    /// Appends the rows of `other` (of the same widths).
+    pub fn append(&mut self, other: &Encoded) {
+        self.n_rows += other.n_rows;
+        self.cat.extend_from_slice(&other.cat);
+        self.num.extend_from_slice(&other.num);
     }
 
     /// Rows `start..end` as a block.

@@ -24,7 +24,7 @@ pub use data::{Encoded, Encoder};
 pub use loss::Head;
 pub use model::{Architecture, Net};
 pub use package::{NnManifest, NnPackage};
-pub use train::{Control, EpochLog, Next, NnParams, Split, Trained};
+pub use train::{Block, Control, EpochLog, Next, NnParams, Source, Split, Trained};
 
 /// The CPU back end (ndarray, f32).
 pub type Cpu = burn::backend::NdArray<f32>;
@@ -47,6 +47,14 @@ pub enum NnError {
     },
     #[error("device back end: {0}")]
     Backend(String),
+    /// A block of training or validation rows could not be read (a file, the network).
+    #[error("reading {what}")]
+    Read {
+        what: String,
+        user_error: bool,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("device `{0}` is not in this build (enable the cargo feature of that name)")]
     DeviceUnavailable(String),
     #[error(transparent)]
@@ -58,6 +66,7 @@ impl NnError {
     pub fn is_user_error(&self) -> bool {
         match self {
             NnError::Backend(_) => false,
+            NnError::Read { user_error, .. } => *user_error,
             NnError::Gbdt(e) => e.is_user_error(),
             _ => true,
         }
@@ -95,8 +104,8 @@ pub fn fit_on(
     device: &Device,
     arch: Architecture,
     params: &NnParams,
-    train: Split,
-    valid: Option<Split>,
+    train: &dyn Source,
+    valid: Option<&dyn Source>,
     ctl: &Control,
     on_epoch: &mut dyn FnMut(&EpochLog) -> Next,
 ) -> Result<Trained, NnError> {

@@ -9,6 +9,7 @@
 //! the best weights so far and the history), so a resumed run continues exactly where
 //! the interrupted one stopped.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use burn::module::{AutodiffModule, ModuleVisitor, Param};
@@ -59,6 +60,11 @@ pub struct NnParams {
     /// Stop after this many epochs without a better validation loss (0: never).
     pub early_stopping_rounds: usize,
     pub seed: u64,
+    /// Rows shuffled together: training data larger than this is read in windows of
+    /// whole blocks (Parquet row groups) of at least this many rows, in a seeded order of
+    /// blocks, each window's rows shuffled (0: the whole data at once). Data that fits
+    /// is shuffled as a whole, the same rows in the same order as from memory.
+    pub shuffle_window: usize,
 }
 
 impl Default for NnParams {
@@ -82,6 +88,7 @@ impl Default for NnParams {
             min_lr_ratio: 0.01,
             early_stopping_rounds: 5,
             seed: 42,
+            shuffle_window: 1 << 20,
         }
     }
 }
@@ -189,10 +196,141 @@ pub struct EpochLog {
     pub samples_per_sec: f64,
 }
 
-/// The training data of one split: inputs and targets.
+/// The training data of one split, in memory: inputs and targets.
 pub struct Split<'a> {
     pub x: &'a Encoded,
     pub y: &'a [f32],
+}
+
+/// Rows for training or validation in blocks (a file's row groups) that are read when
+/// needed, so the whole data need not be in memory at once. A [`Split`] is one block.
+pub trait Source: Sync {
+    /// Rows of each block, in the data's order.
+    fn block_rows(&self) -> Vec<usize>;
+    /// Block `i`'s inputs and targets.
+    fn block(&self, i: usize) -> Result<Block<'_>, NnError>;
+}
+
+/// One block of a [`Source`]: borrowed from memory or read for the occasion.
+pub struct Block<'a> {
+    pub x: Cow<'a, Encoded>,
+    pub y: Cow<'a, [f32]>,
+}
+
+impl Source for Split<'_> {
+    fn block_rows(&self) -> Vec<usize> {
+        vec![self.x.n_rows]
+    }
+    fn block(&self, i: usize) -> Result<Block<'_>, NnError> {
+        if i != 0 {
+            return Err(NnError::Data(format!("block {i} of an in-memory split")));
+        }
+        Ok(Block {
+            x: Cow::Borrowed(self.x),
+            y: Cow::Borrowed(self.y),
+        })
+    }
+}
+
+/// Block `i` of `src`, checked against its declared rows and the inputs' widths.
+fn read_block<'a>(
+    src: &'a dyn Source,
+    rows: &[usize],
+    i: usize,
+    widths: (usize, usize),
+    what: &str,
+) -> Result<Block<'a>, NnError> {
+    let b = src.block(i)?;
+    let n = b.x.n_rows;
+    if n != rows[i]
+        || b.y.len() != n
+        || b.x.cat.len() != n * widths.0
+        || b.x.num.len() != n * widths.1
+    {
+        return Err(NnError::Data(format!(
+            "{what} block {i}: {} rows declared, {n} inputs ({} ids, {} values) and {} targets \
+             read (expected {} ids and {} values a row)",
+            rows[i],
+            b.x.cat.len(),
+            b.x.num.len(),
+            b.y.len(),
+            widths.0,
+            widths.1
+        )));
+    }
+    Ok(b)
+}
+
+/// The blocks an epoch reads together (windows), in order. Data of at most `window`
+/// rows (or `window` 0, or one block) is one window of every block in order, so it is
+/// shuffled as a whole; larger data is cut, in a seeded order of its blocks, into
+/// windows of whole blocks holding at least `window` rows (the last may hold fewer).
+pub fn epoch_windows(
+    block_rows: &[usize],
+    window: usize,
+    seed: u64,
+    epoch: usize,
+) -> Vec<Vec<usize>> {
+    let n: usize = block_rows.iter().sum();
+    if window == 0 || n <= window || block_rows.len() <= 1 {
+        return vec![(0..block_rows.len()).collect()];
+    }
+    let mut out = Vec::new();
+    let (mut cur, mut rows) = (Vec::new(), 0);
+    for b in epoch_order(block_rows.len(), mix(seed, 0xB10C), epoch) {
+        cur.push(b);
+        rows += block_rows[b];
+        if rows >= window {
+            out.push(std::mem::take(&mut cur));
+            rows = 0;
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// The order of the `rows` rows of window `w` of `windows` in `epoch`: for one window,
+/// [`epoch_order`] itself (the order of data held in memory).
+fn window_order(rows: usize, windows: usize, w: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    if windows == 1 {
+        epoch_order(rows, seed, epoch)
+    } else {
+        epoch_order(rows, mix(seed, 0x57EA_0000 + w as u64), epoch)
+    }
+}
+
+/// The blocks of one window, each read and checked.
+fn read_window<'a>(
+    src: &'a dyn Source,
+    rows: &[usize],
+    blocks: &[usize],
+    widths: (usize, usize),
+) -> Result<Vec<Block<'a>>, NnError> {
+    blocks
+        .iter()
+        .map(|&i| read_block(src, rows, i, widths, "training"))
+        .collect()
+}
+
+/// Raw scores and targets of every row of `src`, block by block in order.
+fn source_scores<B: Backend>(
+    net: &Net<B>,
+    src: &dyn Source,
+    widths: (usize, usize),
+    what: &str,
+    device: &B::Device,
+) -> Result<(Vec<f32>, Vec<f32>), NnError> {
+    let rows = src.block_rows();
+    let n: usize = rows.iter().sum();
+    let (mut eta, mut y) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for i in 0..rows.len() {
+        let b = read_block(src, &rows, i, widths, what)?;
+        eta.extend(raw_scores(net, &b.x, 8192, device)?);
+        y.extend_from_slice(&b.y);
+    }
+    Ok((eta, y))
 }
 
 /// Where checkpoints go, and (for tests of resuming) an epoch to stop after as if the
@@ -406,14 +544,16 @@ pub fn mean_nll(head: Head, eta: &[f32], y: &[f32], alpha: f64) -> f64 {
     s / eta.len().max(1) as f64
 }
 
-fn check_targets(head: Head, y: &[f32], what: &str) -> Result<(), NnError> {
+/// Checks targets for `head`; `first` is the number of the first row (for messages).
+fn check_targets(head: Head, y: &[f32], what: &str, first: usize) -> Result<(), NnError> {
     if let Some((i, v)) = y
         .iter()
         .enumerate()
         .find(|(_, v)| !head.valid_target(**v as f64))
     {
         return Err(NnError::Data(format!(
-            "{what} row {i}: target {v} is not valid for the {} head",
+            "{what} row {}: target {v} is not valid for the {} head",
+            first + i,
             head.name()
         )));
     }
@@ -427,27 +567,43 @@ fn check_targets(head: Head, y: &[f32], what: &str) -> Result<(), NnError> {
 pub fn fit<B: AutodiffBackend>(
     arch: Architecture,
     params: &NnParams,
-    train: Split,
-    valid: Option<Split>,
+    train: &dyn Source,
+    valid: Option<&dyn Source>,
     device: &B::Device,
     ctl: &Control,
     on_epoch: &mut dyn FnMut(&EpochLog) -> Next,
 ) -> Result<Trained, NnError> {
     params.validate()?;
     arch.validate().map_err(NnError::Data)?;
-    let n = train.x.n_rows;
-    if n == 0 || train.y.len() != n {
-        return Err(NnError::Data(format!(
-            "training rows: {n} inputs, {} targets",
-            train.y.len()
-        )));
+    let widths = (arch.embeddings.len(), arch.n_num);
+    // One pass over the training rows: targets checked, their mean (the starting level).
+    let block_rows = train.block_rows();
+    let n: usize = block_rows.iter().sum();
+    let mut sum_y = 0.0f64;
+    let mut seen = 0;
+    for i in 0..block_rows.len() {
+        let b = read_block(train, &block_rows, i, widths, "training")?;
+        check_targets(params.head, &b.y, "training", seen)?;
+        sum_y += b.y.iter().map(|v| *v as f64).sum::<f64>();
+        seen += b.y.len();
     }
-    check_targets(params.head, train.y, "training")?;
-    if let Some(v) = &valid {
-        if v.y.len() != v.x.n_rows || v.x.n_rows == 0 {
-            return Err(NnError::Data("the validation split is empty".into()));
+    if n == 0 {
+        return Err(NnError::Data("the training split has no rows".into()));
+    }
+    match valid {
+        Some(v) => {
+            let rows = v.block_rows();
+            let mut seen = 0;
+            for i in 0..rows.len() {
+                let b = read_block(v, &rows, i, widths, "validation")?;
+                check_targets(params.head, &b.y, "validation", seen)?;
+                seen += b.y.len();
+            }
+            if seen == 0 {
+                return Err(NnError::Data("the validation split is empty".into()));
+            }
         }
-        check_targets(params.head, v.y, "validation")?;
+        None => {}
     }
     let rec = BinBytesRecorder::<FullPrecisionSettings>::default();
     let cpu_backend = B::name(device).to_lowercase().contains("ndarray");
@@ -457,7 +613,7 @@ pub fn fit<B: AutodiffBackend>(
     // The output bias starts at the link of the mean target (the constant model's fit),
     // so the first epochs learn the features rather than the level.
     let mut w0 = arch.initial_weights(params.seed);
-    let mean = train.y.iter().map(|v| *v as f64).sum::<f64>() / n as f64;
+    let mean = sum_y / n as f64;
     let base = match params.head {
         Head::Poisson | Head::NegativeBinomial => mean.max(1e-6).ln(),
         Head::Logistic => {
@@ -514,60 +670,117 @@ pub fn fit<B: AutodiffBackend>(
     while state.epochs_done < params.max_epochs {
         let epoch = state.epochs_done;
         let t0 = std::time::Instant::now();
-        let order = epoch_order(n, params.seed, epoch);
         let mut loss_sum: Option<Tensor<B::InnerBackend, 1>> = None;
         let mut lr = params.learning_rate;
-        for (k, rows) in order.chunks(params.batch_size).enumerate() {
-            let step = epoch * steps_per_epoch + k;
-            lr = params.lr_at(step, total_steps);
-            // On the CPU the batch in shards of SHARD_ROWS rows, forward and backward side
-            // by side (rayon); gradients summed in shard order, so the bits do not depend
-            // on the thread count. A GPU takes the batch at once (parallel inside each
-            // kernel; shards one after another cost a launch of every kernel each), with
-            // the CPU's dropout masks.
-            let shards: Vec<(usize, &[usize])> = if cpu_backend {
-                rows.chunks(SHARD_ROWS).enumerate().collect()
-            } else {
-                vec![(0, rows)]
+        let windows = epoch_windows(&block_rows, params.shuffle_window, params.seed, epoch);
+        let bs = params.batch_size;
+        // Rows read but not yet in a full batch: they open the next window's sequence.
+        let mut carry: Option<(Encoded, Vec<f32>)> = None;
+        let mut k = 0;
+        let (m, o) = std::thread::scope(|scope| -> Result<_, NnError> {
+            let (mut model, mut optim) = (model, optim);
+            // The next window is read (and decoded) while this one trains.
+            let spawn = |w: usize| {
+                let blocks = &windows[w];
+                let rows = &block_rows;
+                scope.spawn(move || read_window(train, rows, blocks, widths))
             };
-            let batch_n = rows.len() as f64;
-            // Each shard differentiates its own copy of the weights (burn's autodiff
-            // graphs must not share leaves across threads); the parameter ids are the
-            // same, so the gradients line up.
-            let inner = model.valid();
-            let shard = |&(j, rs): &(usize, &[usize])| {
-                let model: Net<B> = if shards.len() == 1 {
-                    model.clone()
+            let mut next = Some(spawn(0));
+            for w in 0..windows.len() {
+                let blocks = next
+                    .take()
+                    .map(|h| h.join())
+                    .ok_or_else(|| NnError::Backend("window reader missing".into()))?
+                    .map_err(|_| NnError::Backend("the window reader panicked".into()))??;
+                if w + 1 < windows.len() {
+                    next = Some(spawn(w + 1));
+                }
+                let last = w + 1 == windows.len();
+                // The window's rows: carried rows first, then its blocks' in the listed
+                // order (one block, nothing carried: the block itself, not a copy).
+                let c = carry.as_ref().map_or(0, |(x, _)| x.n_rows);
+                let (xw, yw): (Cow<Encoded>, Cow<[f32]>) = if c == 0 && blocks.len() == 1 {
+                    let b = blocks.into_iter().next().expect("one block");
+                    (b.x, b.y)
                 } else {
-                    Net::<B>::from_inner(inner.clone()).map(&mut RequireGrad)
+                    let (mut x, mut y) = carry.take().unwrap_or_default();
+                    for b in &blocks {
+                        x.append(&b.x);
+                        y.extend_from_slice(&b.y);
+                    }
+                    (Cow::Owned(x), Cow::Owned(y))
                 };
-                let xb = train.x.gather(rs);
-                let yb: Vec<f32> = rs.iter().map(|&r| train.y[r]).collect();
-                let (c, x) = tensors::<B>(&xb, device);
-                let y = Tensor::<B, 1>::from_data(TensorData::new(yb, [rs.len()]), device);
-                let masks = dropout_masks::<B>(&arch, params, step, j, rs.len(), device);
-                let eta = model.forward_masked(c, x, &masks);
-                let l = loss::loss(params.head, eta, y, Some(model.log_alpha()));
-                let weighted = l.clone().inner() * (rs.len() as f64);
-                let g = (l * (rs.len() as f64 / batch_n)).backward();
-                (weighted, GradientsParams::from_grads(g, &model))
-            };
-            let parts: Vec<(Tensor<B::InnerBackend, 1>, GradientsParams)> = if cpu_backend {
-                shards.par_iter().map(shard).collect()
-            } else {
-                shards.iter().map(shard).collect()
-            };
-            let mut grad_parts = Vec::with_capacity(parts.len());
-            for (w, g) in parts {
-                loss_sum = Some(match loss_sum {
-                    Some(s) => s + w,
-                    None => w,
-                });
-                grad_parts.push(g);
+                let mut order: Vec<usize> = (0..c).collect();
+                order.extend(
+                    window_order(xw.n_rows - c, windows.len(), w, params.seed, epoch)
+                        .into_iter()
+                        .map(|r| r + c),
+                );
+                let full = if last {
+                    order.len()
+                } else {
+                    order.len() / bs * bs
+                };
+                for rows in order[..full].chunks(bs) {
+                    let step = epoch * steps_per_epoch + k;
+                    k += 1;
+                    lr = params.lr_at(step, total_steps);
+                    // On the CPU the batch in shards of SHARD_ROWS rows, forward and
+                    // backward side by side (rayon); gradients summed in shard order, so
+                    // the bits do not depend on the thread count. A GPU takes the batch at
+                    // once (parallel inside each kernel; shards one after another cost a
+                    // launch of every kernel each), with the CPU's dropout masks.
+                    let shards: Vec<(usize, &[usize])> = if cpu_backend {
+                        rows.chunks(SHARD_ROWS).enumerate().collect()
+                    } else {
+                        vec![(0, rows)]
+                    };
+                    let batch_n = rows.len() as f64;
+                    // Each shard differentiates its own copy of the weights (burn's
+                    // autodiff graphs must not share leaves across threads); the parameter
+                    // ids are the same, so the gradients line up.
+                    let inner = model.valid();
+                    let shard = |&(j, rs): &(usize, &[usize])| {
+                        let model: Net<B> = if shards.len() == 1 {
+                            model.clone()
+                        } else {
+                            Net::<B>::from_inner(inner.clone()).map(&mut RequireGrad)
+                        };
+                        let xb = xw.gather(rs);
+                        let yb: Vec<f32> = rs.iter().map(|&r| yw[r]).collect();
+                        let (c, x) = tensors::<B>(&xb, device);
+                        let y = Tensor::<B, 1>::from_data(TensorData::new(yb, [rs.len()]), device);
+                        let masks = dropout_masks::<B>(&arch, params, step, j, rs.len(), device);
+                        let eta = model.forward_masked(c, x, &masks);
+                        let l = loss::loss(params.head, eta, y, Some(model.log_alpha()));
+                        let weighted = l.clone().inner() * (rs.len() as f64);
+                        let g = (l * (rs.len() as f64 / batch_n)).backward();
+                        (weighted, GradientsParams::from_grads(g, &model))
+                    };
+                    let parts: Vec<(Tensor<B::InnerBackend, 1>, GradientsParams)> = if cpu_backend {
+                        shards.par_iter().map(shard).collect()
+                    } else {
+                        shards.iter().map(shard).collect()
+                    };
+                    let mut grad_parts = Vec::with_capacity(parts.len());
+                    for (w, g) in parts {
+                        loss_sum = Some(match loss_sum.take() {
+                            Some(s) => s + w,
+                            None => w,
+                        });
+                        grad_parts.push(g);
+                    }
+                    let grads = sum_grads::<B>(&model, grad_parts);
+                    model = optim.step(lr, model, grads);
+                }
+                if full < order.len() {
+                    let rest = &order[full..];
+                    carry = Some((xw.gather(rest), rest.iter().map(|&r| yw[r]).collect()));
+                }
             }
-            let grads = sum_grads::<B>(&model, grad_parts);
-            model = optim.step(lr, model, grads);
-        }
+            Ok((model, optim))
+        })?;
+        (model, optim) = (m, o);
         let train_loss = loss_sum
             .map(|s| s.into_scalar().elem::<f64>() / n as f64)
             .unwrap_or(f64::NAN);
@@ -581,9 +794,9 @@ pub fn fit<B: AutodiffBackend>(
         let valid_nll = match &valid {
             Some(v) => {
                 let inner = model.valid();
-                let eta = raw_scores(&inner, v.x, 8192, device)?;
+                let (eta, y) = source_scores(&inner, *v, widths, "validation", device)?;
                 let alpha = alpha_of(&inner);
-                Some(mean_nll(params.head, &eta, v.y, alpha))
+                Some(mean_nll(params.head, &eta, &y, alpha))
             }
             None => None,
         };
@@ -637,8 +850,8 @@ pub fn fit<B: AutodiffBackend>(
     // The level, refitted: the output bias that makes the mean prediction on the
     // training rows equal the mean target (the bias's own likelihood equation, which
     // mini-batch steps leave a little off).
-    let eta = raw_scores(&best, train.x, 8192, device)?;
-    let shift = level_shift(params.head, &eta, train.y);
+    let (eta, y) = source_scores(&best, train, widths, "training", device)?;
+    let shift = level_shift(params.head, &eta, &y);
     let k = w.len() - 2;
     w[k][0] += shift as f32;
     Ok(Trained {

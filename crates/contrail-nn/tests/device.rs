@@ -98,8 +98,8 @@ fn a_device_trains_the_cpus_network() {
             d,
             arch.clone(),
             &p,
-            Split { x: &xt, y: &yt },
-            Some(Split { x: &xv, y: &yv }),
+            &Split { x: &xt, y: &yt },
+            Some(&Split { x: &xv, y: &yv }),
             &Control::default(),
             &mut |_| Next::Continue,
         )

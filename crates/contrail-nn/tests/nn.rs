@@ -6,8 +6,11 @@ use burn::backend::{Autodiff, NdArray};
 use burn::prelude::*;
 use contrail_gbdt::{Column, Dataset};
 use contrail_nn::loss::{self, lgamma_f64, Head};
-use contrail_nn::train::{fit, Control, Next, NnParams, Split};
-use contrail_nn::{package, Architecture, Encoder, NnManifest, NnModel, NnPackage};
+use std::borrow::Cow;
+
+use contrail_nn::data::EncoderFit;
+use contrail_nn::train::{epoch_windows, fit, Block, Control, Next, NnParams, Source, Split};
+use contrail_nn::{package, Architecture, Encoded, Encoder, NnManifest, NnModel, NnPackage};
 
 type F32 = NdArray<f32>;
 type AD32 = Autodiff<NdArray<f32>>;
@@ -257,8 +260,8 @@ fn learns_a_known_poisson_rate() {
     let t = fit::<AD32>(
         Architecture::for_encoder(&enc, &p),
         &p,
-        Split { x: &xt, y: &yt },
-        Some(Split { x: &xv, y: &yv }),
+        &Split { x: &xt, y: &yt },
+        Some(&Split { x: &xv, y: &yv }),
         &dev(),
         &Control::default(),
         &mut |_| Next::Continue,
@@ -309,8 +312,8 @@ fn negative_binomial_head_learns_the_dispersion() {
     let t = fit::<AD32>(
         Architecture::for_encoder(&enc, &p),
         &p,
-        Split { x: &xt, y: &yt },
-        Some(Split { x: &xv, y: &yv }),
+        &Split { x: &xt, y: &yt },
+        Some(&Split { x: &xv, y: &yv }),
         &dev(),
         &Control::default(),
         &mut |_| Next::Continue,
@@ -350,8 +353,8 @@ fn run(p: &NnParams, ctl: &Control) -> contrail_nn::Trained {
     fit::<AD32>(
         Architecture::for_encoder(&enc, p),
         p,
-        Split { x: &xt, y: &yt },
-        Some(Split { x: &xv, y: &yv }),
+        &Split { x: &xt, y: &yt },
+        Some(&Split { x: &xv, y: &yv }),
         &dev(),
         ctl,
         &mut |_| Next::Continue,
@@ -459,7 +462,7 @@ fn checkpoint_resume_equals_an_uninterrupted_run() {
     let e = fit::<AD32>(
         Architecture::for_encoder(&enc, &other),
         &other,
-        Split { x: &xt, y: &yt },
+        &Split { x: &xt, y: &yt },
         None,
         &dev(),
         &Control {
@@ -478,7 +481,7 @@ fn checkpoint_resume_equals_an_uninterrupted_run() {
     let e = fit::<AD32>(
         Architecture::for_encoder(&enc, &p),
         &p,
-        Split { x: &xt, y: &yt },
+        &Split { x: &xt, y: &yt },
         None,
         &dev(),
         &Control {
@@ -692,7 +695,7 @@ fn bad_targets_and_parameters_are_typed_errors() {
     let e = fit::<AD32>(
         Architecture::for_encoder(&enc, &p),
         &p,
-        Split { x: &x, y: &y },
+        &Split { x: &x, y: &y },
         None,
         &dev(),
         &Control::default(),
@@ -705,7 +708,7 @@ fn bad_targets_and_parameters_are_typed_errors() {
     let e = fit::<AD32>(
         Architecture::for_encoder(&enc, &pl),
         &pl,
-        Split { x: &x, y: &y },
+        &Split { x: &x, y: &y },
         None,
         &dev(),
         &Control::default(),
@@ -720,7 +723,7 @@ fn bad_targets_and_parameters_are_typed_errors() {
     let e = fit::<AD32>(
         Architecture::for_encoder(&enc, &bad),
         &bad,
-        Split { x: &x, y: &y },
+        &Split { x: &x, y: &y },
         None,
         &dev(),
         &Control::default(),
@@ -793,4 +796,266 @@ fn piecewise_linear_encoding_of_numeric_features() {
         bins[2] = bins[1];
     }
     assert!(bad.validate().unwrap_err().contains("increasing"));
+}
+
+/// The rows of an encoded split served in blocks of the given sizes (as a file's row
+/// groups are), read (copied) on each request.
+struct Blocks<'a> {
+    x: &'a Encoded,
+    y: &'a [f32],
+    sizes: Vec<usize>,
+    /// A block that reads one row short of what it declares.
+    short: Option<usize>,
+}
+
+impl Source for Blocks<'_> {
+    fn block_rows(&self) -> Vec<usize> {
+        self.sizes.clone()
+    }
+    fn block(&self, i: usize) -> Result<Block<'_>, contrail_nn::NnError> {
+        let start: usize = self.sizes[..i].iter().sum();
+        let end = start + self.sizes[i] - (self.short == Some(i)) as usize;
+        Ok(Block {
+            x: Cow::Owned(self.x.slice(start, end)),
+            y: Cow::Owned(self.y[start..end].to_vec()),
+        })
+    }
+}
+
+fn cut(n: usize, size: usize) -> Vec<usize> {
+    (0..n.div_ceil(size))
+        .map(|i| size.min(n - i * size))
+        .collect()
+}
+
+/// Trains on 3,000 synthetic rows served in blocks of `block` rows.
+fn run_blocks(p: &NnParams, block: usize, ctl: &Control) -> contrail_nn::Trained {
+    let (train, _) = synthetic(3_000, 21, None);
+    let (valid, _) = synthetic(1_000, 22, None);
+    let enc = Encoder::fit(&train, 0, 16).unwrap();
+    let (xt, xv) = (enc.encode(&train).unwrap(), enc.encode(&valid).unwrap());
+    let (yt, yv) = (y32(&train), y32(&valid));
+    let t = Blocks {
+        x: &xt,
+        y: &yt,
+        sizes: cut(3_000, block),
+        short: None,
+    };
+    let v = Blocks {
+        x: &xv,
+        y: &yv,
+        sizes: cut(1_000, 300),
+        short: None,
+    };
+    fit::<AD32>(
+        Architecture::for_encoder(&enc, p),
+        p,
+        &t,
+        Some(&v),
+        &dev(),
+        ctl,
+        &mut |_| Next::Continue,
+    )
+    .unwrap()
+}
+
+#[test]
+fn blocks_within_one_window_train_the_bits_of_rows_in_memory() {
+    let p = NnParams {
+        dropout: 0.1,
+        ..params(Head::Poisson, 3)
+    };
+    let a = run(&p, &Control::default());
+    let b = run_blocks(&p, 700, &Control::default());
+    assert_eq!(bits(&a.weights), bits(&b.weights));
+    for (x, y) in a.history.iter().zip(&b.history) {
+        assert_eq!(x.train_loss.to_bits(), y.train_loss.to_bits());
+        assert_eq!(x.valid_nll.map(f64::to_bits), y.valid_nll.map(f64::to_bits));
+    }
+}
+
+#[test]
+fn epoch_windows_hold_every_block_once() {
+    let rows = vec![500, 500, 200, 500, 500, 800, 1];
+    for epoch in 0..4 {
+        let w = epoch_windows(&rows, 900, 7, epoch);
+        let mut all: Vec<usize> = w.iter().flatten().copied().collect();
+        all.sort();
+        assert_eq!(all, (0..rows.len()).collect::<Vec<_>>());
+        for win in &w[..w.len() - 1] {
+            assert!(win.iter().map(|&b| rows[b]).sum::<usize>() >= 900);
+        }
+        assert_eq!(w, epoch_windows(&rows, 900, 7, epoch));
+    }
+    assert_ne!(
+        epoch_windows(&rows, 900, 7, 0),
+        epoch_windows(&rows, 900, 7, 1)
+    );
+    // Data within the window, or a window of 0: every block, in order.
+    assert_eq!(
+        epoch_windows(&rows, 5_000, 7, 3),
+        vec![(0..7).collect::<Vec<_>>()]
+    );
+    assert_eq!(
+        epoch_windows(&rows, 0, 7, 3),
+        vec![(0..7).collect::<Vec<_>>()]
+    );
+}
+
+#[test]
+fn windows_stream_every_row_once_an_epoch_and_train_deterministically() {
+    // With a learning rate too small to move the weights, an epoch's training loss is the
+    // initial network's mean loss over the rows it visited: the windowed run (windows of
+    // 800+ rows from blocks of 500, batches of 256 that cross windows) must visit each
+    // row once, as the in-memory run does.
+    let frozen = NnParams {
+        learning_rate: 1e-30,
+        ..params(Head::Poisson, 2)
+    };
+    let a = run(&frozen, &Control::default());
+    let b = run_blocks(
+        &NnParams {
+            shuffle_window: 800,
+            ..frozen.clone()
+        },
+        500,
+        &Control::default(),
+    );
+    for (x, y) in a.history.iter().zip(&b.history) {
+        let rel = (x.train_loss / y.train_loss - 1.0).abs();
+        assert!(rel < 1e-5, "{} vs {}", x.train_loss, y.train_loss);
+    }
+    // Windowed training: the same bits on every run, other bits than the whole shuffle,
+    // and it learns as well.
+    let p = NnParams {
+        dropout: 0.1,
+        shuffle_window: 800,
+        ..params(Head::Poisson, 6)
+    };
+    let c = run_blocks(&p, 500, &Control::default());
+    let d = run_blocks(&p, 500, &Control::default());
+    assert_eq!(bits(&c.weights), bits(&d.weights));
+    let whole = run(&p, &Control::default());
+    assert_ne!(bits(&c.weights), bits(&whole.weights));
+    let (lc, lw) = (
+        c.history.last().unwrap().valid_nll.unwrap(),
+        whole.history.last().unwrap().valid_nll.unwrap(),
+    );
+    assert!((lc / lw - 1.0).abs() < 0.02, "windowed {lc} vs whole {lw}");
+
+    // Interrupted after two epochs and resumed: the bits of the uninterrupted run.
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("run.ckpt");
+    let stop = Control {
+        checkpoint: Some(ck.clone()),
+        stop_after_epochs: Some(2),
+    };
+    assert_eq!(run_blocks(&p, 500, &stop).history.len(), 2);
+    let resume = Control {
+        checkpoint: Some(ck),
+        stop_after_epochs: None,
+    };
+    let r = run_blocks(&p, 500, &resume);
+    assert_eq!(r.resumed_from, Some(2));
+    assert_eq!(bits(&r.weights), bits(&c.weights));
+}
+
+#[test]
+fn a_block_that_reads_other_rows_than_it_declares_is_a_typed_error() {
+    let (train, _) = synthetic(1_000, 21, None);
+    let enc = Encoder::fit(&train, 0, 16).unwrap();
+    let xt = enc.encode(&train).unwrap();
+    let yt = y32(&train);
+    let p = params(Head::Poisson, 1);
+    let t = Blocks {
+        x: &xt,
+        y: &yt,
+        sizes: cut(1_000, 300),
+        short: Some(2),
+    };
+    let e = fit::<AD32>(
+        Architecture::for_encoder(&enc, &p),
+        &p,
+        &t,
+        None,
+        &dev(),
+        &Control::default(),
+        &mut |_| Next::Continue,
+    )
+    .unwrap_err();
+    assert!(matches!(e, contrail_nn::NnError::Data(_)), "{e}");
+    assert!(e.to_string().contains("training block 2"), "{e}");
+}
+
+/// Rows `start..end` of a dataset.
+fn rows_of(d: &Dataset, start: usize, end: usize) -> Dataset {
+    Dataset {
+        names: d.names.clone(),
+        columns: d
+            .columns
+            .iter()
+            .map(|c| match c {
+                Column::Numeric(v) => Column::Numeric(v[start..end].to_vec()),
+                Column::Categorical { codes, dict } => Column::Categorical {
+                    codes: codes[start..end].to_vec(),
+                    dict: dict.clone(),
+                },
+            })
+            .collect(),
+        target: d.target[start..end].to_vec(),
+        weights: None,
+    }
+}
+
+#[test]
+fn an_encoder_fitted_block_by_block_equals_one_fitted_at_once() {
+    let (mut d, _) = synthetic(5_000, 31, None);
+    // A skewed non-negative feature (log1p) and a category first seen in a late block.
+    let mut r = Rng(9);
+    d.names.push("price".into());
+    d.columns.push(Column::Numeric(
+        (0..5_000)
+            .map(|_| (r.normal() * 1.5).exp() * 100.0)
+            .collect(),
+    ));
+    let cats: Vec<Option<&str>> = (0..5_000)
+        .map(|i| match i {
+            4_321 => Some("late"),
+            i if i % 7 == 0 => None,
+            i => Some(["x", "y"][i % 2]),
+        })
+        .collect();
+    d.names.push("channel".into());
+    d.columns.push(Column::categorical(&cats));
+    let whole = Encoder::fit_with(&d, 0, 16, 8).unwrap();
+    let mut f = EncoderFit::new(5_000, 0, 16, 8);
+    let blocks: Vec<Dataset> = (0..5)
+        .map(|i| rows_of(&d, i * 1_000, (i + 1) * 1_000))
+        .collect();
+    for b in &blocks {
+        f.observe(b).unwrap();
+    }
+    f.second_pass();
+    for b in &blocks {
+        f.observe(b).unwrap();
+    }
+    let streamed = f.finish().unwrap();
+    assert_eq!(streamed, whole);
+    assert!(matches!(
+        &whole.features[3],
+        contrail_nn::data::FeatureEncoding::Numeric { log1p: true, .. }
+    ));
+    // A fit that did not see every row twice is refused.
+    let mut f = EncoderFit::new(5_000, 0, 16, 8);
+    f.observe(&blocks[0]).unwrap();
+    f.second_pass();
+    f.observe(&blocks[0]).unwrap();
+    assert!(f.finish().is_err());
+    // A feature whose kind changes between blocks is a typed error naming it.
+    let mut f = EncoderFit::new(2_000, 0, 16, 8);
+    f.observe(&blocks[0]).unwrap();
+    let mut odd = blocks[1].clone();
+    odd.columns[0] = Column::categorical(&vec![Some("q"); 1_000]);
+    let e = f.observe(&odd).unwrap_err();
+    assert!(e.to_string().contains("`x1`"), "{e}");
 }

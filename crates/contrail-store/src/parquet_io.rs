@@ -205,6 +205,62 @@ pub async fn open_stream(
     opts: &ScanOptions,
 ) -> Result<parquet::arrow::async_reader::ParquetRecordBatchStream<LakeFileReader>, StoreError> {
     let url = lake.display(rel);
+    builder(lake, rel, opts)
+        .await?
+        .build()
+        .map_err(|e| parquet_err(&url, e))
+}
+
+/// Rows in each row group of `rel`, from its footer (nothing else is read).
+pub async fn row_group_rows(lake: &Lake, rel: &str) -> Result<Vec<usize>, StoreError> {
+    let url = lake.display(rel);
+    let b = builder(lake, rel, &ScanOptions::default()).await?;
+    b.metadata()
+        .row_groups()
+        .iter()
+        .map(|g| {
+            usize::try_from(g.num_rows()).map_err(|_| StoreError::BadParquet {
+                url: url.clone(),
+                reason: format!("a row group declares {} rows", g.num_rows()),
+            })
+        })
+        .collect()
+}
+
+/// The batches of row group `rg` of `rel`, with the projection of `opts`.
+pub async fn read_row_group(
+    lake: &Lake,
+    rel: &str,
+    rg: usize,
+    opts: &ScanOptions,
+) -> Result<Vec<RecordBatch>, StoreError> {
+    let url = lake.display(rel);
+    let b = builder(lake, rel, opts).await?;
+    let groups = b.metadata().num_row_groups();
+    if rg >= groups {
+        return Err(StoreError::BadParquet {
+            url,
+            reason: format!("has {groups} row groups, not {}", rg + 1),
+        });
+    }
+    let mut s = b
+        .with_row_groups(vec![rg])
+        .build()
+        .map_err(|e| parquet_err(&url, e))?;
+    let mut out = Vec::new();
+    while let Some(b) = s.next().await {
+        out.push(b.map_err(|e| parquet_err(&url, e))?);
+    }
+    Ok(out)
+}
+
+/// A reader of one file with the projection and batch size of `opts`.
+async fn builder(
+    lake: &Lake,
+    rel: &str,
+    opts: &ScanOptions,
+) -> Result<ParquetRecordBatchStreamBuilder<LakeFileReader>, StoreError> {
+    let url = lake.display(rel);
     let reader = LakeFileReader::open(lake, rel).await?;
     let builder = ParquetRecordBatchStreamBuilder::new(reader)
         .await
@@ -224,11 +280,9 @@ pub async fn open_stream(
             ProjectionMask::roots(builder.parquet_schema(), idx)
         }
     };
-    builder
+    Ok(builder
         .with_projection(mask)
-        .with_batch_size(opts.batch_size.max(1))
-        .build()
-        .map_err(|e| parquet_err(&url, e))
+        .with_batch_size(opts.batch_size.max(1)))
 }
 
 /// Streams the batches of `files` (relative paths), in the order given.

@@ -1,0 +1,178 @@
+//! A network's training data read from Parquet one row group at a time: the encoder is
+//! fitted in two passes over the row groups, and training reads them again when it needs
+//! them (every epoch, for data larger than the shuffle window), so neither the file's
+//! columns nor its encoded rows need to be in memory at once.
+
+use crate::gbdt::data::{from_batches, Columns, Dataset};
+use crate::gbdt::package::{DataFingerprint, FingerprintBuilder};
+use crate::models::ModelError;
+use crate::nn::{Block, Encoded, Encoder, NnError, NnParams, Source};
+use crate::store::parquet_io::{read_row_group, row_group_rows, ScanOptions};
+use crate::store::{resolve_parquet, Lake};
+
+/// The row groups of one Parquet file or of every file under a prefix.
+pub struct ParquetRows {
+    lake: Lake,
+    /// (file, row group, rows), in the files' and the groups' order; empty groups left out.
+    groups: Vec<(String, usize, usize)>,
+    cols: Columns,
+    opts: ScanOptions,
+}
+
+impl ParquetRows {
+    /// Reads the footers of the file(s) at `url`.
+    pub async fn open(url: &str, cols: &Columns) -> Result<ParquetRows, ModelError> {
+        let (lake, files) = resolve_parquet(url).await?;
+        let mut groups = Vec::new();
+        for f in files {
+            for (g, rows) in row_group_rows(&lake, &f).await?.into_iter().enumerate() {
+                if rows > 0 {
+                    groups.push((f.clone(), g, rows));
+                }
+            }
+        }
+        if groups.is_empty() {
+            return Err(ModelError::Invalid(format!("{url}: no rows")));
+        }
+        // Only the columns a dataset is built from, when the features are named.
+        let columns = cols.features.as_ref().map(|f| {
+            let mut c = f.clone();
+            c.push(cols.target.clone());
+            c
+        });
+        Ok(ParquetRows {
+            lake,
+            groups,
+            cols: cols.clone(),
+            opts: ScanOptions {
+                columns,
+                ..ScanOptions::default()
+            },
+        })
+    }
+
+    pub fn n_rows(&self) -> usize {
+        self.groups.iter().map(|g| g.2).sum()
+    }
+
+    pub fn n_blocks(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// "file row group g": where block `i` is, for messages.
+    pub fn describe(&self, i: usize) -> String {
+        let (f, g, _) = &self.groups[i];
+        format!("{} row group {g}", self.lake.display(f))
+    }
+
+    /// Block `i` as a dataset (features and target).
+    pub async fn dataset(&self, i: usize) -> Result<Dataset, ModelError> {
+        let (f, g, rows) = &self.groups[i];
+        let batches = read_row_group(&self.lake, f, *g, &self.opts).await?;
+        let what = self.describe(i);
+        let d = from_batches(&batches, &self.cols, &what)?;
+        if d.n_rows() != *rows {
+            return Err(ModelError::Invalid(format!(
+                "{what}: {} rows read, {rows} declared",
+                d.n_rows()
+            )));
+        }
+        Ok(d)
+    }
+
+    /// Fits the network's encoder (two passes) and the data's fingerprint.
+    pub async fn fit_encoder(
+        &self,
+        params: &NnParams,
+    ) -> Result<(Encoder, DataFingerprint), ModelError> {
+        let mut fit = crate::nn::data::EncoderFit::new(
+            self.n_rows(),
+            params.embedding_dim,
+            params.max_embedding_dim,
+            params.numeric_bins,
+        );
+        let mut fp = FingerprintBuilder::default();
+        for i in 0..self.n_blocks() {
+            let d = self.dataset(i).await?;
+            fit.observe(&d).map_err(|e| self.block_error(i, e))?;
+            fp.push(&d);
+        }
+        fit.second_pass();
+        for i in 0..self.n_blocks() {
+            let d = self.dataset(i).await?;
+            fit.observe(&d).map_err(|e| self.block_error(i, e))?;
+        }
+        Ok((fit.finish()?, fp.finish()))
+    }
+
+    /// Every row encoded, in order (for data that is shuffled as a whole).
+    pub async fn encode_all(&self, enc: &Encoder) -> Result<(Encoded, Vec<f32>), ModelError> {
+        let mut x = Encoded::default();
+        let mut y = Vec::with_capacity(self.n_rows());
+        for i in 0..self.n_blocks() {
+            let d = self.dataset(i).await?;
+            x.append(&enc.encode(&d).map_err(|e| self.block_error(i, e))?);
+            y.extend(d.target.iter().map(|v| *v as f32));
+        }
+        Ok((x, y))
+    }
+
+    fn block_error(&self, i: usize, e: NnError) -> ModelError {
+        ModelError::Nn(NnError::Read {
+            what: self.describe(i),
+            user_error: e.is_user_error(),
+            source: Box::new(e),
+        })
+    }
+}
+
+/// Row groups read and encoded when training asks for them (from any thread: the reads
+/// run on the process's async runtime).
+pub struct Streamed<'a> {
+    rows: &'a ParquetRows,
+    enc: &'a Encoder,
+    runtime: tokio::runtime::Handle,
+}
+
+impl<'a> Streamed<'a> {
+    /// Must be called on the async runtime (it keeps a handle to it).
+    pub fn new(rows: &'a ParquetRows, enc: &'a Encoder) -> Streamed<'a> {
+        Streamed {
+            rows,
+            enc,
+            runtime: tokio::runtime::Handle::current(),
+        }
+    }
+}
+
+impl Source for Streamed<'_> {
+    fn block_rows(&self) -> Vec<usize> {
+        self.rows.groups.iter().map(|g| g.2).collect()
+    }
+
+    fn block(&self, i: usize) -> Result<Block<'_>, NnError> {
+        if i >= self.rows.n_blocks() {
+            return Err(NnError::Data(format!(
+                "block {i} of {}",
+                self.rows.n_blocks()
+            )));
+        }
+        let d = self
+            .runtime
+            .block_on(self.rows.dataset(i))
+            .map_err(|e| NnError::Read {
+                what: self.rows.describe(i),
+                user_error: e.is_user_error(),
+                source: Box::new(e),
+            })?;
+        let x = self.enc.encode(&d).map_err(|e| NnError::Read {
+            what: self.rows.describe(i),
+            user_error: e.is_user_error(),
+            source: Box::new(e),
+        })?;
+        Ok(Block {
+            x: std::borrow::Cow::Owned(x),
+            y: std::borrow::Cow::Owned(d.target.iter().map(|v| *v as f32).collect()),
+        })
+    }
+}
