@@ -1209,6 +1209,36 @@ fn a_network_streams_a_file_larger_than_its_shuffle_window() {
         nll(&m)
     );
 
+    // The same file on an S3 server, streamed by ranged reads: the same bits.
+    if let Some(server) = S3Server::start("lake") {
+        let at = server.root.join("lake/nn");
+        std::fs::create_dir_all(&at).expect("dir");
+        std::fs::copy(dir.join("train.parquet"), at.join("train.parquet")).expect("copy");
+        let out = contrail(
+            dir,
+            &[
+                "train",
+                "--model",
+                "nn",
+                "--data",
+                "s3://lake/nn/train.parquet",
+                "--valid",
+                "valid.parquet",
+                "--target",
+                "y",
+                "--out",
+                "s3.ctm",
+                "--nn-params",
+                "stream.toml",
+                "--objective",
+                "poisson",
+            ],
+            &server.env(),
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert_eq!(pkg("s3.ctm").weights, s1.weights);
+    }
+
     // A missing target in a late row group: a user error naming the file, the row group
     // and the row.
     let mut bad = y.clone();
