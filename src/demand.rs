@@ -21,7 +21,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::etl::etl::curated_files;
 use crate::features::FeatureBuilder;
-use crate::gbdt::data::MISSING;
 use crate::gbdt::{Column, Dataset};
 use crate::models::ModelError;
 use crate::store::parquet_io::{self, ScanOptions};
@@ -357,7 +356,7 @@ pub async fn counts_task(lake: &Lake, cfg: &DemandConfig) -> Result<DemandData, 
     }
     let mut out: Vec<Dataset> = Vec::new();
     for k in 0..3 {
-        let mut d = gather(&all, &rows[k]);
+        let mut d = all.gather(&rows[k]);
         for (j, a) in COUNT_AGGREGATES.iter().enumerate() {
             if aggregates.contains(a) {
                 d.names.push(a.to_string());
@@ -382,30 +381,6 @@ pub async fn counts_task(lake: &Lake, cfg: &DemandConfig) -> Result<DemandData, 
         test_truth: std::mem::take(&mut truth[2]),
         valid_truth: std::mem::take(&mut truth[1]),
     })
-}
-
-/// The rows `rows` of `d`'s feature columns.
-fn gather(d: &Dataset, rows: &[usize]) -> Dataset {
-    let columns = d
-        .columns
-        .iter()
-        .map(|c| match c {
-            Column::Numeric(v) => Column::Numeric(rows.iter().map(|&r| v[r]).collect()),
-            Column::Categorical { codes, dict } => Column::Categorical {
-                codes: rows
-                    .iter()
-                    .map(|&r| codes.get(r).copied().unwrap_or(MISSING))
-                    .collect(),
-                dict: dict.clone(),
-            },
-        })
-        .collect();
-    Dataset {
-        names: d.names.clone(),
-        columns,
-        target: Vec::new(),
-        weights: None,
-    }
 }
 
 /// Builds the booking task from the lake: every shown offer, split by flight.
@@ -471,11 +446,7 @@ pub async fn booking_task(lake: &Lake, cfg: &DemandConfig) -> Result<DemandData,
             "too few flights in the lake for three splits".into(),
         ));
     }
-    let part = |k: usize| {
-        let mut d = gather(&all, &rows[k]);
-        d.target = rows[k].iter().map(|&r| all.target[r]).collect();
-        d
-    };
+    let part = |k: usize| all.gather(&rows[k]);
     Ok(DemandData {
         train: part(0),
         valid: part(1),

@@ -1408,47 +1408,24 @@ async fn train_nn_file(args: &TrainArgs, quiet: bool) -> Result<()> {
         None => None,
     };
     let (enc, fingerprint) = train.fit_encoder(&params).await?;
-    let fits = |n: usize| params.shuffle_window == 0 || n <= params.shuffle_window;
+    let arch = contrail::nn::Architecture::for_encoder(&enc, &params);
+    let train_src = train.source(&enc, params.shuffle_window).await?;
+    let valid_src = match &valid {
+        Some(v) => Some(v.source(&enc, params.shuffle_window).await?),
+        None => None,
+    };
     info!(
         "training a network on {data}: {} rows in {} row groups ({}), {} features, {:?}",
         train.n_rows(),
         train.n_blocks(),
-        if fits(train.n_rows()) {
-            "held encoded in memory".to_string()
-        } else {
+        if train_src.is_streamed() {
             format!("read in windows of {}+ rows", params.shuffle_window)
+        } else {
+            "held encoded in memory".to_string()
         },
         enc.features.len(),
         device
     );
-    let arch = contrail::nn::Architecture::for_encoder(&enc, &params);
-    let train_mem = match fits(train.n_rows()) {
-        true => Some(train.encode_all(&enc).await?),
-        false => None,
-    };
-    let valid_mem = match &valid {
-        Some(v) if fits(v.n_rows()) => Some(v.encode_all(&enc).await?),
-        _ => None,
-    };
-    let train_stream = contrail::nn_file::Streamed::new(&train, &enc);
-    let valid_stream = valid
-        .as_ref()
-        .map(|v| contrail::nn_file::Streamed::new(v, &enc));
-    let train_split = train_mem
-        .as_ref()
-        .map(|(x, y)| contrail::nn::Split { x, y });
-    let valid_split = valid_mem
-        .as_ref()
-        .map(|(x, y)| contrail::nn::Split { x, y });
-    let train_src: &dyn contrail::nn::Source = match &train_split {
-        Some(s) => s,
-        None => &train_stream,
-    };
-    let valid_src: Option<&dyn contrail::nn::Source> = match (&valid_split, &valid_stream) {
-        (Some(s), _) => Some(s),
-        (None, Some(s)) => Some(s),
-        (None, None) => None,
-    };
     let mut file = match &args.metrics_file {
         Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p).map_err(
             |source| models::ModelError::Write {
@@ -1468,8 +1445,8 @@ async fn train_nn_file(args: &TrainArgs, quiet: bool) -> Result<()> {
             &device,
             arch.clone(),
             &params,
-            train_src,
-            valid_src,
+            &train_src,
+            valid_src.as_ref().map(|v| v as &dyn contrail::nn::Source),
             &ctl,
             &mut |l| {
                 if !quiet {

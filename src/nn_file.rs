@@ -117,12 +117,59 @@ impl ParquetRows {
         Ok((x, y))
     }
 
+    /// The rows as a network's [`Source`]: held encoded when there are at most `window`
+    /// of them (or `window` is 0), else read a row group at a time when training asks.
+    pub async fn source<'a>(
+        &'a self,
+        enc: &'a Encoder,
+        window: usize,
+    ) -> Result<FileSource<'a>, ModelError> {
+        Ok(if window == 0 || self.n_rows() <= window {
+            let (x, y) = self.encode_all(enc).await?;
+            FileSource::Held(x, y)
+        } else {
+            FileSource::Streamed(Streamed::new(self, enc))
+        })
+    }
+
     fn block_error(&self, i: usize, e: NnError) -> ModelError {
         ModelError::Nn(NnError::Read {
             what: self.describe(i),
             user_error: e.is_user_error(),
             source: Box::new(e),
         })
+    }
+}
+
+/// A file's rows for training: held encoded, or streamed.
+pub enum FileSource<'a> {
+    Held(Encoded, Vec<f32>),
+    Streamed(Streamed<'a>),
+}
+
+impl FileSource<'_> {
+    pub fn is_streamed(&self) -> bool {
+        matches!(self, FileSource::Streamed(_))
+    }
+}
+
+impl Source for FileSource<'_> {
+    fn block_rows(&self) -> Vec<usize> {
+        match self {
+            FileSource::Held(x, _) => vec![x.n_rows],
+            FileSource::Streamed(s) => s.block_rows(),
+        }
+    }
+
+    fn block(&self, i: usize) -> Result<Block<'_>, NnError> {
+        match self {
+            FileSource::Held(x, y) if i == 0 => Ok(Block {
+                x: std::borrow::Cow::Borrowed(x),
+                y: std::borrow::Cow::Borrowed(y),
+            }),
+            FileSource::Held(..) => Err(NnError::Data(format!("block {i} of held rows"))),
+            FileSource::Streamed(s) => s.block(i),
+        }
     }
 }
 

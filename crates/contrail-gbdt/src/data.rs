@@ -147,6 +147,35 @@ impl Dataset {
     pub fn n_features(&self) -> usize {
         self.columns.len()
     }
+    /// The rows `rows` of this dataset, in that order (features, and target and weights
+    /// where it has them).
+    pub fn gather(&self, rows: &[usize]) -> Dataset {
+        let pick = |v: &[f64]| rows.iter().map(|&r| v[r]).collect::<Vec<f64>>();
+        let columns = self
+            .columns
+            .iter()
+            .map(|c| match c {
+                Column::Numeric(v) => Column::Numeric(pick(v)),
+                Column::Categorical { codes, dict } => Column::Categorical {
+                    codes: rows
+                        .iter()
+                        .map(|&r| codes.get(r).copied().unwrap_or(MISSING))
+                        .collect(),
+                    dict: dict.clone(),
+                },
+            })
+            .collect();
+        Dataset {
+            names: self.names.clone(),
+            columns,
+            target: if self.target.is_empty() {
+                Vec::new()
+            } else {
+                pick(&self.target)
+            },
+            weights: self.weights.as_deref().map(pick),
+        }
+    }
     pub fn kinds(&self) -> Vec<FeatureKind> {
         self.columns
             .iter()

@@ -80,22 +80,7 @@ fn the_fingerprint_is_the_crc_of_the_data_bytes() {
     assert_eq!((f.rows, &f.crc32), (20_000, &format!("{:08x}", crc.sum())));
 
     // Fed block by block (a file's row groups, of uneven sizes): the same fingerprint.
-    let rows = |a: usize, b: usize| Dataset {
-        names: d.names.clone(),
-        columns: d
-            .columns
-            .iter()
-            .map(|c| match c {
-                Column::Numeric(v) => Column::Numeric(v[a..b].to_vec()),
-                Column::Categorical { codes, dict } => Column::Categorical {
-                    codes: codes[a..b].to_vec(),
-                    dict: dict.clone(),
-                },
-            })
-            .collect(),
-        target: d.target[a..b].to_vec(),
-        weights: None,
-    };
+    let rows = |a: usize, b: usize| d.gather(&(a..b).collect::<Vec<_>>());
     let mut fb = package::FingerprintBuilder::default();
     for (a, b) in [(0, 1), (1, 7_000), (7_000, 7_000), (7_000, 20_000)] {
         fb.push(&rows(a, b));

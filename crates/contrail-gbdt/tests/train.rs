@@ -695,22 +695,7 @@ fn integer_weights_equal_repeated_rows() {
     let idx: Vec<usize> = (0..600)
         .flat_map(|i| std::iter::repeat_n(i, w[i] as usize))
         .collect();
-    let repeated = Dataset {
-        names: base.names.clone(),
-        columns: base
-            .columns
-            .iter()
-            .map(|c| match c {
-                Column::Numeric(v) => Column::Numeric(idx.iter().map(|&i| v[i]).collect()),
-                Column::Categorical { codes, dict } => Column::Categorical {
-                    codes: idx.iter().map(|&i| codes[i]).collect(),
-                    dict: dict.clone(),
-                },
-            })
-            .collect(),
-        target: idx.iter().map(|&i| base.target[i]).collect(),
-        weights: None,
-    };
+    let repeated = base.gather(&idx);
     // Row-count thresholds (which a weight does not multiply) out of the way: every
     // category of a leaf is a candidate in both.
     let p = Params {

@@ -108,26 +108,116 @@ fn quantile_edges(v: &[f64], bins: usize) -> Vec<f64> {
 /// more rows contributes every k-th row's value (k = rows / SAMPLE rounded up).
 pub const QUANTILE_SAMPLE: usize = 1 << 20;
 
+/// Statistics of one numeric feature gathered over blocks: count, sum and minimum of
+/// the finite values and of their ln(1 + x) in the first pass, central moments about
+/// those means in the second (the order of [`Encoder::fit_with`]'s sums), and the sample
+/// for its quantile bins.
+#[derive(Default)]
+struct NumericAcc {
+    missing: bool,
+    n: usize,
+    sum: f64,
+    min: f64,
+    n_ln: usize,
+    sum_ln: f64,
+    m2: f64,
+    m3: f64,
+    m2_ln: f64,
+    sample: Vec<f64>,
+}
+
+impl NumericAcc {
+    /// First pass over `v`, whose first row is row `first_row` of the data; every
+    /// `stride`-th row's value joins the sample when `bins`.
+    fn first(&mut self, v: &[f64], first_row: usize, stride: usize, bins: bool) {
+        for (r, &x) in v.iter().enumerate() {
+            if !x.is_finite() {
+                self.missing = true;
+                continue;
+            }
+            self.n += 1;
+            self.sum += x;
+            self.min = self.min.min(x);
+            let l = x.ln_1p();
+            if l.is_finite() {
+                self.n_ln += 1;
+                self.sum_ln += l;
+            }
+            if bins && (first_row + r) % stride == 0 {
+                self.sample.push(x);
+            }
+        }
+    }
+
+    fn second(&mut self, v: &[f64]) {
+        let mean = self.sum / self.n.max(1) as f64;
+        let mean_ln = self.sum_ln / self.n_ln.max(1) as f64;
+        for &x in v.iter().filter(|x| x.is_finite()) {
+            let d = x - mean;
+            self.m2 += d * d;
+            self.m3 += d * d * d;
+            let l = x.ln_1p();
+            if l.is_finite() {
+                let d = l - mean_ln;
+                self.m2_ln += d * d;
+            }
+        }
+    }
+
+    fn finish(self, name: String, bins: usize) -> FeatureEncoding {
+        let n = self.n as f64;
+        let (mean, std, skew, min) = if self.n == 0 {
+            (0.0, 0.0, 0.0, 0.0)
+        } else {
+            let std = (self.m2 / n).sqrt();
+            let skew = if std > 1e-12 {
+                self.m3 / n / (std * std * std)
+            } else {
+                0.0
+            };
+            (self.sum / n, std, skew, self.min)
+        };
+        // A long right tail on non-negative values: work on ln(1 + x).
+        let log1p = min >= 0.0 && skew > 2.0;
+        let (mean, std) = if !log1p {
+            (mean, std)
+        } else if self.n_ln == 0 {
+            (0.0, 0.0)
+        } else {
+            let n_ln = self.n_ln as f64;
+            (self.sum_ln / n_ln, (self.m2_ln / n_ln).sqrt())
+        };
+        FeatureEncoding::Numeric {
+            name,
+            mean,
+            std: if std > 1e-12 && std.is_finite() {
+                std
+            } else {
+                1.0
+            },
+            missing_indicator: self.missing,
+            log1p,
+            bins: quantile_edges(&self.sample, bins),
+        }
+    }
+}
+
 /// Per-feature statistics gathered over blocks.
 enum FeatureAcc {
-    Numeric {
-        name: String,
-        missing: bool,
-        n: usize,
-        sum: f64,
-        min: f64,
-        n_ln: usize,
-        sum_ln: f64,
-        m2: f64,
-        m3: f64,
-        m2_ln: f64,
-        sample: Vec<f64>,
-    },
+    Numeric(String, NumericAcc),
     Categorical {
         name: String,
         seen: std::collections::HashSet<String>,
         categories: Vec<String>,
     },
+}
+
+impl FeatureAcc {
+    fn name(&self) -> &str {
+        match self {
+            FeatureAcc::Numeric(name, _) | FeatureAcc::Categorical { name, .. } => name,
+        }
+    }
 }
 
 /// Fits an [`Encoder`] over blocks of rows (a file read a row group at a time) without
@@ -179,19 +269,13 @@ impl EncoderFit {
         if self.features.is_empty() && !self.second {
             for (name, c) in data.names.iter().zip(&data.columns) {
                 self.features.push(match c {
-                    Column::Numeric(_) => FeatureAcc::Numeric {
-                        name: name.clone(),
-                        missing: false,
-                        n: 0,
-                        sum: 0.0,
-                        min: f64::INFINITY,
-                        n_ln: 0,
-                        sum_ln: 0.0,
-                        m2: 0.0,
-                        m3: 0.0,
-                        m2_ln: 0.0,
-                        sample: Vec::new(),
-                    },
+                    Column::Numeric(_) => FeatureAcc::Numeric(
+                        name.clone(),
+                        NumericAcc {
+                            min: f64::INFINITY,
+                            ..NumericAcc::default()
+                        },
+                    ),
                     Column::Categorical { .. } => FeatureAcc::Categorical {
                         name: name.clone(),
                         seen: Default::default(),
@@ -208,62 +292,16 @@ impl EncoderFit {
             )));
         }
         for f in &mut self.features {
-            let fname = match f {
-                FeatureAcc::Numeric { name, .. } | FeatureAcc::Categorical { name, .. } => {
-                    name.clone()
-                }
-            };
+            let fname = f.name().to_string();
             let j = data.names.iter().position(|x| *x == fname).ok_or_else(|| {
                 NnError::Data(format!("rows {first_row}..: feature `{fname}` is missing"))
             })?;
             match (f, &data.columns[j]) {
-                (
-                    FeatureAcc::Numeric {
-                        missing,
-                        n,
-                        sum,
-                        min,
-                        n_ln,
-                        sum_ln,
-                        m2,
-                        m3,
-                        m2_ln,
-                        sample,
-                        ..
-                    },
-                    Column::Numeric(v),
-                ) => {
-                    if !self.second {
-                        for (r, &x) in v.iter().enumerate() {
-                            if !x.is_finite() {
-                                *missing = true;
-                                continue;
-                            }
-                            *n += 1;
-                            *sum += x;
-                            *min = min.min(x);
-                            let l = x.ln_1p();
-                            if l.is_finite() {
-                                *n_ln += 1;
-                                *sum_ln += l;
-                            }
-                            if self.numeric_bins > 0 && (first_row + r) % self.stride == 0 {
-                                sample.push(x);
-                            }
-                        }
+                (FeatureAcc::Numeric(_, acc), Column::Numeric(v)) => {
+                    if self.second {
+                        acc.second(v);
                     } else {
-                        let mean = *sum / (*n).max(1) as f64;
-                        let mean_ln = *sum_ln / (*n_ln).max(1) as f64;
-                        for &x in v.iter().filter(|x| x.is_finite()) {
-                            let d = x - mean;
-                            *m2 += d * d;
-                            *m3 += d * d * d;
-                            let l = x.ln_1p();
-                            if l.is_finite() {
-                                let d = l - mean_ln;
-                                *m2_ln += d * d;
-                            }
-                        }
+                        acc.first(v, first_row, self.stride, self.numeric_bins > 0);
                     }
                 }
                 (
@@ -319,53 +357,7 @@ impl EncoderFit {
         let mut features = Vec::with_capacity(self.features.len());
         for f in self.features {
             features.push(match f {
-                FeatureAcc::Numeric {
-                    name,
-                    missing,
-                    n,
-                    sum,
-                    min,
-                    n_ln,
-                    sum_ln,
-                    m2,
-                    m3,
-                    m2_ln,
-                    sample,
-                } => {
-                    let (mean, std, skew, min) = if n == 0 {
-                        (0.0, 0.0, 0.0, 0.0)
-                    } else {
-                        let (m2, m3) = (m2 / n as f64, m3 / n as f64);
-                        let std = m2.sqrt();
-                        let skew = if std > 1e-12 {
-                            m3 / (std * std * std)
-                        } else {
-                            0.0
-                        };
-                        (sum / n as f64, std, skew, min)
-                    };
-                    // A long right tail on non-negative values: work on ln(1 + x).
-                    let log1p = min >= 0.0 && skew > 2.0;
-                    let (mean, std) = if !log1p {
-                        (mean, std)
-                    } else if n_ln == 0 {
-                        (0.0, 0.0)
-                    } else {
-                        (sum_ln / n_ln as f64, (m2_ln / n_ln as f64).sqrt())
-                    };
-                    FeatureEncoding::Numeric {
-                        name,
-                        mean,
-                        std: if std > 1e-12 && std.is_finite() {
-                            std
-                        } else {
-                            1.0
-                        },
-                        missing_indicator: missing,
-                        log1p,
-                        bins: quantile_edges(&sample, self.numeric_bins),
-                    }
-                }
+                FeatureAcc::Numeric(name, acc) => acc.finish(name, self.numeric_bins),
                 FeatureAcc::Categorical {
                     name, categories, ..
                 } => {

@@ -987,26 +987,6 @@ fn a_block_that_reads_other_rows_than_it_declares_is_a_typed_error() {
     assert!(e.to_string().contains("training block 2"), "{e}");
 }
 
-/// Rows `start..end` of a dataset.
-fn rows_of(d: &Dataset, start: usize, end: usize) -> Dataset {
-    Dataset {
-        names: d.names.clone(),
-        columns: d
-            .columns
-            .iter()
-            .map(|c| match c {
-                Column::Numeric(v) => Column::Numeric(v[start..end].to_vec()),
-                Column::Categorical { codes, dict } => Column::Categorical {
-                    codes: codes[start..end].to_vec(),
-                    dict: dict.clone(),
-                },
-            })
-            .collect(),
-        target: d.target[start..end].to_vec(),
-        weights: None,
-    }
-}
-
 #[test]
 fn an_encoder_fitted_block_by_block_equals_one_fitted_at_once() {
     let (mut d, _) = synthetic(5_000, 31, None);
@@ -1030,7 +1010,7 @@ fn an_encoder_fitted_block_by_block_equals_one_fitted_at_once() {
     let whole = Encoder::fit_with(&d, 0, 16, 8).unwrap();
     let mut f = EncoderFit::new(5_000, 0, 16, 8);
     let blocks: Vec<Dataset> = (0..5)
-        .map(|i| rows_of(&d, i * 1_000, (i + 1) * 1_000))
+        .map(|i| d.gather(&(i * 1_000..(i + 1) * 1_000).collect::<Vec<_>>()))
         .collect();
     for b in &blocks {
         f.observe(b).unwrap();
