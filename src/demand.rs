@@ -251,8 +251,8 @@ pub async fn counts_task(lake: &Lake, cfg: &DemandConfig) -> Result<DemandData, 
     }
     let mut fb = FeatureBuilder::new();
     let mut all = Dataset::default();
-    // flight key -> (day -> what happened)
-    let mut flights: HashMap<String, BTreeMap<i64, Day>> = HashMap::new();
+    // flight key -> (departure day, day -> what happened)
+    let mut flights: HashMap<String, (i64, BTreeMap<i64, Day>)> = HashMap::new();
     let mut missing_truth = 0usize;
     let mut at = 0usize;
     let mut s = std::pin::pin!(parquet_io::scan(lake, files, ScanOptions::default()));
@@ -285,7 +285,10 @@ pub async fn counts_task(lake: &Lake, cfg: &DemandConfig) -> Result<DemandData, 
                     0.0
                 }
             };
-            let d = flights.entry(key).or_default().entry(day).or_default();
+            let flight = flights
+                .entry(key)
+                .or_insert_with(|| (dep.value(i) as i64, BTreeMap::new()));
+            let d = flight.1.entry(day).or_default();
             d.searches += 1;
             d.price_sum += price.value(i);
             d.bookings += booked.value(i) as u32;
@@ -300,7 +303,7 @@ pub async fn counts_task(lake: &Lake, cfg: &DemandConfig) -> Result<DemandData, 
     }
     let last_day = flights
         .values()
-        .filter_map(|m| m.keys().next_back().copied())
+        .filter_map(|(_, m)| m.keys().next_back().copied())
         .max()
         .unwrap_or(0);
     let w = cfg.window_days as i64;
@@ -313,12 +316,15 @@ pub async fn counts_task(lake: &Lake, cfg: &DemandConfig) -> Result<DemandData, 
     let mut truth: [Vec<f64>; 3] = Default::default();
     let price_mean_col = names.iter().position(|n| n == "route_cabin_price_mean_7d");
     for key in keys {
-        let days = &flights[key];
+        let (departure, days) = &flights[key];
         let split = split_of(key, cfg.valid_fraction, cfg.test_fraction);
         let mut to_date = 0u32;
         for (&day, d) in days {
             to_date += d.bookings;
-            if day + w > last_day {
+            // A window past the lake's end is censored; one that opens after departure
+            // (a search on the departure day) holds no day the flight can sell on, so
+            // its count is zero by construction: neither is a forecast.
+            if day + w > last_day || day >= *departure {
                 continue;
             }
             let (mut y, mut t) = (0.0, 0.0);

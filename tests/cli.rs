@@ -938,6 +938,28 @@ fn demand_models_train_on_the_lake_beside_a_gbdt_and_the_truth() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let out = contrail(dir, &["-q", "etl", "--lake", &l], &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+    // No count row opens its window on or after the departure day (no day left to sell
+    // on: zero by construction), and every target is the bookings of days that can sell.
+    let cfg: contrail::demand::DemandConfig =
+        toml::from_str("task = \"counts\"\nwindow_days = 3\nout = \"x.ctm\"\n").expect("config");
+    let lake_handle = contrail::store::Lake::open(&l).expect("lake");
+    let data = tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(contrail::demand::counts_task(&lake_handle, &cfg))
+        .expect("count task");
+    for d in [&data.train, &data.valid, &data.test] {
+        let j = d
+            .names
+            .iter()
+            .position(|n| n == "lead_time_days")
+            .expect("lead");
+        let contrail::gbdt::data::Column::Numeric(lead) = &d.columns[j] else {
+            panic!("lead time is numeric");
+        };
+        assert!(!lead.is_empty());
+        assert!(lead.iter().all(|v| *v >= 1.0), "a row at its departure day");
+    }
+    assert!(data.test.target.iter().sum::<f64>() > 0.0);
     for (task, head) in [("counts", "negative_binomial"), ("booking", "logistic")] {
         let cfg = dir.join(format!("{task}.toml"));
         std::fs::write(

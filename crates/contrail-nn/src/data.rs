@@ -82,8 +82,16 @@ pub fn default_embedding_dim(n: usize, cap: usize) -> usize {
     d.clamp(2, cap.max(2))
 }
 
+/// A feature's minimum holding at least this share of its values (a point mass: zero
+/// bookings to date, the fewest seats, the shortest lead) gets a bin of its own.
+pub const POINT_MASS_SHARE: f64 = 0.01;
+
 /// Up to `bins + 1` distinct quantile edges of the finite values (none when fewer than
-/// two distinct edges or `bins` is 0).
+/// two distinct edges or `bins` is 0). When the minimum is a point mass
+/// ([`POINT_MASS_SHARE`]), the second edge is the next larger value, so that the first
+/// input is exactly 0 at the minimum and 1 above it (the network can then set the
+/// minimum apart, as a tree's split does, instead of blending it into a quantile bin);
+/// that adds at most one edge.
 fn quantile_edges(v: &[f64], bins: usize) -> Vec<f64> {
     if bins == 0 {
         return Vec::new();
@@ -97,12 +105,27 @@ fn quantile_edges(v: &[f64], bins: usize) -> Vec<f64> {
         .map(|k| x[((x.len() - 1) as f64 * k as f64 / bins as f64).round() as usize])
         .collect();
     edges.dedup();
+    let at_min = x.partition_point(|v| *v <= x[0]);
+    if edges.len() >= 2
+        && at_min < x.len()
+        && at_min as f64 >= POINT_MASS_SHARE * x.len() as f64
+        && edges[1] > x[at_min]
+    {
+        // every edge is a value, so none lies between the minimum and the next value
+        edges.insert(1, x[at_min]);
+        if edges.len() > MAX_EDGES {
+            edges.remove(2);
+        }
+    }
     if edges.len() < 2 {
         Vec::new()
     } else {
         edges
     }
 }
+
+/// The most bin edges a numeric feature may have (256 bins).
+const MAX_EDGES: usize = 257;
 
 /// At most this many values of a numeric feature are kept for its quantile bins: data of
 /// more rows contributes every k-th row's value (k = rows / SAMPLE rounded up).
@@ -418,7 +441,7 @@ impl Encoder {
                         ));
                     }
                     if bins.len() == 1
-                        || bins.len() > 257
+                        || bins.len() > MAX_EDGES
                         || bins.iter().any(|b| !b.is_finite())
                         || bins.windows(2).any(|w| w[1] <= w[0])
                     {

@@ -798,6 +798,58 @@ fn piecewise_linear_encoding_of_numeric_features() {
     assert!(bad.validate().unwrap_err().contains("increasing"));
 }
 
+#[test]
+fn a_point_mass_at_the_minimum_gets_a_bin_of_its_own() {
+    // 30% zeros, then 1..=700: quantile edges alone would start 0, 0, 0, 0, 0, 94, ...
+    // and blend 0 with 1..94 in one bin.
+    let x: Vec<f64> = (0..1000).map(|i| (i as f64 - 299.0).max(0.0)).collect();
+    let d = Dataset {
+        names: vec!["bookings_to_date".into()],
+        columns: vec![Column::Numeric(x.clone())],
+        target: vec![0.0; 1000],
+        weights: None,
+    };
+    let enc = Encoder::fit_with(&d, 0, 16, 16).unwrap();
+    let contrail_nn::data::FeatureEncoding::Numeric { bins, .. } = &enc.features[0] else {
+        panic!("numeric");
+    };
+    assert_eq!(&bins[..2], &[0.0, 1.0], "{bins:?}");
+    assert!(bins.windows(2).all(|w| w[1] > w[0]), "{bins:?}");
+    let probe = Dataset {
+        names: vec!["bookings_to_date".into()],
+        columns: vec![Column::Numeric(vec![0.0, 1.0, 0.5])],
+        target: vec![],
+        weights: None,
+    };
+    let n = enc.n_num();
+    let e = enc.encode(&probe).unwrap();
+    assert_eq!(e.num[1], 0.0, "at the minimum: the first bin is empty");
+    assert_eq!(e.num[n + 1], 1.0, "the next value fills it");
+    assert_eq!(e.num[2 * n + 1], 0.5);
+    enc.validate().unwrap();
+
+    // A minimum under 1% of the values keeps plain quantile edges; the extra edge never
+    // takes a feature past 256 bins.
+    let spread: Vec<f64> = (0..1000).map(|i| i as f64).collect();
+    let mut heavy = vec![0.0; 100];
+    heavy.extend((1..=5000).map(|i| i as f64));
+    for (values, bins_asked, first_two) in [(spread, 4, [0.0, 250.0]), (heavy, 256, [0.0, 1.0])] {
+        let d = Dataset {
+            names: vec!["x".into()],
+            columns: vec![Column::Numeric(values)],
+            target: vec![],
+            weights: None,
+        };
+        let enc = Encoder::fit_with(&d, 0, 16, bins_asked).unwrap();
+        let contrail_nn::data::FeatureEncoding::Numeric { bins, .. } = &enc.features[0] else {
+            panic!("numeric");
+        };
+        assert_eq!(&bins[..2], &first_two);
+        assert!(bins.len() <= bins_asked + 1, "{} edges", bins.len());
+        enc.validate().unwrap();
+    }
+}
+
 /// The rows of an encoded split served in blocks of the given sizes (as a file's row
 /// groups are), read (copied) on each request.
 struct Blocks<'a> {
