@@ -210,6 +210,12 @@ struct Day {
     last: usize,
 }
 
+/// One flight's departure day and its search days.
+struct Flight {
+    departure: i64,
+    days: BTreeMap<i64, Day>,
+}
+
 /// Builds the counts task from the lake.
 pub async fn counts_task(lake: &Lake, cfg: &DemandConfig) -> Result<DemandData, ModelError> {
     check_fractions(cfg)?;
@@ -251,8 +257,7 @@ pub async fn counts_task(lake: &Lake, cfg: &DemandConfig) -> Result<DemandData, 
     }
     let mut fb = FeatureBuilder::new();
     let mut all = Dataset::default();
-    // flight key -> (departure day, day -> what happened)
-    let mut flights: HashMap<String, (i64, BTreeMap<i64, Day>)> = HashMap::new();
+    let mut flights: HashMap<String, Flight> = HashMap::new();
     let mut missing_truth = 0usize;
     let mut at = 0usize;
     let mut s = std::pin::pin!(parquet_io::scan(lake, files, ScanOptions::default()));
@@ -285,10 +290,15 @@ pub async fn counts_task(lake: &Lake, cfg: &DemandConfig) -> Result<DemandData, 
                     0.0
                 }
             };
-            let flight = flights
+            let d = flights
                 .entry(key)
-                .or_insert_with(|| (dep.value(i) as i64, BTreeMap::new()));
-            let d = flight.1.entry(day).or_default();
+                .or_insert_with(|| Flight {
+                    departure: dep.value(i) as i64,
+                    days: BTreeMap::new(),
+                })
+                .days
+                .entry(day)
+                .or_default();
             d.searches += 1;
             d.price_sum += price.value(i);
             d.bookings += booked.value(i) as u32;
@@ -303,7 +313,7 @@ pub async fn counts_task(lake: &Lake, cfg: &DemandConfig) -> Result<DemandData, 
     }
     let last_day = flights
         .values()
-        .filter_map(|(_, m)| m.keys().next_back().copied())
+        .filter_map(|f| f.days.keys().next_back().copied())
         .max()
         .unwrap_or(0);
     let w = cfg.window_days as i64;
@@ -316,7 +326,7 @@ pub async fn counts_task(lake: &Lake, cfg: &DemandConfig) -> Result<DemandData, 
     let mut truth: [Vec<f64>; 3] = Default::default();
     let price_mean_col = names.iter().position(|n| n == "route_cabin_price_mean_7d");
     for key in keys {
-        let (departure, days) = &flights[key];
+        let Flight { departure, days } = &flights[key];
         let split = split_of(key, cfg.valid_fraction, cfg.test_fraction);
         let mut to_date = 0u32;
         for (&day, d) in days {

@@ -939,7 +939,7 @@ fn demand_models_train_on_the_lake_beside_a_gbdt_and_the_truth() {
     let out = contrail(dir, &["-q", "etl", "--lake", &l], &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     // No count row opens its window on or after the departure day (no day left to sell
-    // on: zero by construction), and every target is the bookings of days that can sell.
+    // on: zero by construction), and the rows left still count bookings.
     let cfg: contrail::demand::DemandConfig =
         toml::from_str("task = \"counts\"\nwindow_days = 3\nout = \"x.ctm\"\n").expect("config");
     let lake_handle = contrail::store::Lake::open(&l).expect("lake");

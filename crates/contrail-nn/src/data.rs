@@ -86,6 +86,9 @@ pub fn default_embedding_dim(n: usize, cap: usize) -> usize {
 /// bookings to date, the fewest seats, the shortest lead) gets a bin of its own.
 pub const POINT_MASS_SHARE: f64 = 0.01;
 
+/// The most bin edges a numeric feature may have (256 bins).
+const MAX_EDGES: usize = 257;
+
 /// Up to `bins + 1` distinct quantile edges of the finite values (none when fewer than
 /// two distinct edges or `bins` is 0). When the minimum is a point mass
 /// ([`POINT_MASS_SHARE`]), the second edge is the next larger value, so that the first
@@ -106,12 +109,12 @@ fn quantile_edges(v: &[f64], bins: usize) -> Vec<f64> {
         .collect();
     edges.dedup();
     let at_min = x.partition_point(|v| *v <= x[0]);
-    if edges.len() >= 2
-        && at_min < x.len()
+    if at_min < x.len()
         && at_min as f64 >= POINT_MASS_SHARE * x.len() as f64
         && edges[1] > x[at_min]
     {
-        // every edge is a value, so none lies between the minimum and the next value
+        // A value above the minimum means edges holds both ends (so edges[1] exists);
+        // every edge is a value, so none lies between the minimum and the next value.
         edges.insert(1, x[at_min]);
         if edges.len() > MAX_EDGES {
             edges.remove(2);
@@ -123,9 +126,6 @@ fn quantile_edges(v: &[f64], bins: usize) -> Vec<f64> {
         edges
     }
 }
-
-/// The most bin edges a numeric feature may have (256 bins).
-const MAX_EDGES: usize = 257;
 
 /// At most this many values of a numeric feature are kept for its quantile bins: data of
 /// more rows contributes every k-th row's value (k = rows / SAMPLE rounded up).
