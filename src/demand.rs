@@ -495,7 +495,11 @@ pub struct Quality {
 pub struct DemandReport {
     pub task: DemandTask,
     pub rows: [usize; 3],
+    /// Networks trained (the ensemble's members).
+    pub networks: usize,
+    /// Epochs of every network together.
     pub epochs: usize,
+    /// The first network's best epoch.
     pub best_epoch: usize,
     /// Median training throughput over the epochs.
     pub samples_per_sec: f64,
@@ -590,7 +594,8 @@ pub async fn train_demand(
         )
     })?;
     let train_secs = t0.elapsed().as_secs_f64();
-    let mut rates: Vec<f64> = trained.history.iter().map(|h| h.samples_per_sec).collect();
+    let history = trained.history();
+    let mut rates: Vec<f64> = history.iter().map(|h| h.samples_per_sec).collect();
     rates.sort_by(f64::total_cmp);
     let samples_per_sec = rates.get(rates.len() / 2).copied().unwrap_or(0.0);
 
@@ -606,7 +611,7 @@ pub async fn train_demand(
         encoder: enc,
         architecture: arch,
         params: params.clone(),
-        best_epoch: trained.best_epoch,
+        best_epoch: trained.best_epoch(),
         metrics: BTreeMap::new(),
         training_data: crate::gbdt::package::fingerprint(&data.train),
         lineage: BTreeMap::from([
@@ -617,7 +622,7 @@ pub async fn train_demand(
     };
     let mut pkg = contrail_nn::NnPackage {
         manifest,
-        weights: trained.weights.clone(),
+        members: trained.weights(),
     };
     let model = contrail_nn::NnModel::new(pkg.clone())?;
     let pred = model.predict(&data.test)?;
@@ -652,11 +657,7 @@ pub async fn train_demand(
         metrics.insert(format!("test-{}-loss", q.name), q.loss);
         metrics.insert(format!("test-{}-calibration", q.name), q.calibration);
     }
-    if let Some(v) = trained
-        .history
-        .get(trained.best_epoch)
-        .and_then(|h| h.valid_nll)
-    {
+    if let Some(v) = trained.valid_nll {
         metrics.insert("valid-nll".into(), v);
     }
     pkg.manifest.metrics = metrics;
@@ -665,8 +666,9 @@ pub async fn train_demand(
     Ok(DemandReport {
         task: cfg.task,
         rows: [data.train.n_rows(), data.valid.n_rows(), data.test.n_rows()],
-        epochs: trained.history.len(),
-        best_epoch: trained.best_epoch,
+        networks: trained.members.len(),
+        epochs: history.len(),
+        best_epoch: trained.best_epoch(),
         samples_per_sec,
         train_secs,
         quality: quality_rows,

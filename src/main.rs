@@ -1091,7 +1091,7 @@ async fn run(cli: Cli) -> Result<()> {
                 models::Model::Nn(m) => {
                     let man = &m.package.manifest;
                     out!("{}", serde_json::to_string_pretty(man)?);
-                    let params: usize = m.package.weights.iter().map(Vec::len).sum();
+                    let params: usize = m.package.members.iter().flatten().map(Vec::len).sum();
                     out!(
                         "\n{} head, {} inputs ({} embeddings), hidden {:?}: {params} parameters",
                         man.architecture.head.name(),
@@ -1452,7 +1452,7 @@ async fn train_nn_file(args: &TrainArgs, quiet: bool) -> Result<()> {
                 if !quiet {
                     eprintln!(
                         "[{}]\ttrain-loss: {:.6}\tvalid-nll: {}\tlr: {:.3e}\t{:.0} samples/s",
-                        l.epoch,
+                        l.tag(),
                         l.train_loss,
                         l.valid_nll.map_or("-".into(), |v| format!("{v:.6}")),
                         l.learning_rate,
@@ -1471,11 +1471,7 @@ async fn train_nn_file(args: &TrainArgs, quiet: bool) -> Result<()> {
     })?;
     let secs = t0.elapsed().as_secs_f64();
     let mut metrics = std::collections::BTreeMap::new();
-    if let Some(v) = trained
-        .history
-        .get(trained.best_epoch)
-        .and_then(|h| h.valid_nll)
-    {
+    if let Some(v) = trained.valid_nll {
         metrics.insert("valid-nll".to_string(), v);
     }
     let pkg = contrail::nn::NnPackage {
@@ -1487,7 +1483,7 @@ async fn train_nn_file(args: &TrainArgs, quiet: bool) -> Result<()> {
             encoder: enc,
             architecture: arch,
             params,
-            best_epoch: trained.best_epoch,
+            best_epoch: trained.best_epoch(),
             metrics: metrics.clone(),
             training_data: fingerprint,
             lineage: std::collections::BTreeMap::from([
@@ -1495,15 +1491,15 @@ async fn train_nn_file(args: &TrainArgs, quiet: bool) -> Result<()> {
                 ("target".to_string(), target.clone()),
             ]),
         },
-        weights: trained.weights,
+        members: trained.weights(),
     };
     models::write_bytes(out, contrail::nn::package::to_bytes(&pkg)?).await?;
     out!(
         "{}",
         serde_json::json!({
             "out": out,
-            "epochs": trained.history.len(),
-            "best_epoch": trained.best_epoch,
+            "epochs": trained.history().len(),
+            "best_epoch": trained.best_epoch(),
             "seconds": secs,
             "metrics": metrics,
         })
@@ -1530,7 +1526,7 @@ async fn train_demand(
     let r = contrail::demand::train_demand(lake, cfg, &device, checkpoint, &mut |l| {
         info!(
             "epoch {:>3}  train {:.5}  valid-nll {}  lr {:.2e}  {:.0} samples/s",
-            l.epoch,
+            l.tag(),
             l.train_loss,
             l.valid_nll.map_or("-".into(), |v| format!("{v:.5}")),
             l.learning_rate,
@@ -1539,13 +1535,16 @@ async fn train_demand(
     })
     .await?;
     out!(
-        "demand model ({:?}): {} train / {} valid / {} test rows; {} epochs (best {}), {:.1}s, {:.0} samples/s",
+        "demand model ({:?}): {} train / {} valid / {} test rows; {}, {:.1}s, {:.0} samples/s",
         r.task,
         r.rows[0],
         r.rows[1],
         r.rows[2],
-        r.epochs,
-        r.best_epoch,
+        if r.networks > 1 {
+            format!("{} networks, {} epochs in all", r.networks, r.epochs)
+        } else {
+            format!("{} epochs (best {})", r.epochs, r.best_epoch)
+        },
         r.train_secs,
         r.samples_per_sec
     );

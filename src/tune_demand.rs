@@ -46,6 +46,7 @@ pub const KNOWN: &[&str] = &[
     "dropout",
     "warmup_fraction",
     "head",
+    "ensemble",
 ];
 
 /// The network parameters of a trial: the base ones with the trial's on top.
@@ -74,6 +75,7 @@ pub fn trial_params(base: &NnParams, trial: &Map<String, Value>) -> Result<NnPar
             "weight_decay" => p.weight_decay = float(k, v)?,
             "dropout" => p.dropout = float(k, v)?,
             "warmup_fraction" => p.warmup_fraction = float(k, v)?,
+            "ensemble" => p.ensemble = int(k, v)?,
             "head" => {
                 p.head =
                     crate::nn::Head::parse(v.as_str().unwrap_or_default()).map_err(|e| bad(k, e))?
@@ -243,7 +245,8 @@ fn run_one(
         }
     };
     let arch = Architecture::for_encoder(&enc, &params);
-    // Each epoch's validation nll goes to the journal; the pruner may end the run.
+    // Each epoch's validation nll goes to the journal; the pruner may end the run. An
+    // ensemble reports (and is pruned on) its first network's epochs.
     let mut journal_error = None;
     let mut pruned_at = None;
     let trained = crate::nn::fit_on(
@@ -254,7 +257,7 @@ fn run_one(
         Some(&crate::nn::Split { x: &xv, y: yv }),
         &crate::nn::Control::default(),
         &mut |log| {
-            let Some(v) = log.valid_nll.filter(|v| v.is_finite()) else {
+            let Some(v) = log.valid_nll.filter(|v| v.is_finite() && log.member == 0) else {
                 return Next::Continue;
             };
             if let Err(e) = study.report(t, log.epoch as u64 + 1, v) {
@@ -287,11 +290,7 @@ fn run_one(
         ));
         return Ok(());
     }
-    let value = trained
-        .history
-        .get(trained.best_epoch)
-        .and_then(|h| h.valid_nll)
-        .unwrap_or(f64::NAN);
+    let value = trained.valid_nll.unwrap_or(f64::NAN);
     let better = study.best().and_then(|b| b.value).is_none_or(|b| value < b);
     if better && value.is_finite() {
         let mut lin = lineage.clone();
@@ -310,12 +309,12 @@ fn run_one(
                 encoder: enc,
                 architecture: arch,
                 params: params.clone(),
-                best_epoch: trained.best_epoch,
+                best_epoch: trained.best_epoch(),
                 metrics: std::collections::BTreeMap::from([("valid-nll".to_string(), value)]),
                 training_data: crate::gbdt::package::fingerprint(&data.train),
                 lineage: lin,
             },
-            weights: trained.weights,
+            members: trained.weights(),
         };
         let bytes = crate::nn::package::to_bytes(&pkg).map_err(crate::models::ModelError::from)?;
         let path = out.join("best.contrail");
@@ -336,7 +335,7 @@ fn run_one(
     study.tell(t, result)?;
     say(format!(
         "trial {t}: valid-nll {value:.6} ({} epochs, {:.1}s) {}",
-        trained.history.len(),
+        trained.history().len(),
         start.elapsed().as_secs_f64(),
         Value::Object(tp)
     ));

@@ -1105,7 +1105,7 @@ fn a_network_on_a_parquet_file_resumes_from_its_checkpoint() {
         contrail::nn::package::from_bytes(&std::fs::read(dir.join("resumed.ctm")).expect("b"), "b")
             .expect("b");
     assert_eq!(
-        a.weights, b.weights,
+        a.members, b.members,
         "resumed run ends with the uninterrupted run's weights"
     );
     // A corrupted package is a typed user error naming the file.
@@ -1204,9 +1204,9 @@ fn a_network_streams_a_file_larger_than_its_shuffle_window() {
             .expect(name)
     };
     let (s1, s2, m) = (pkg("s1.ctm"), pkg("s2.ctm"), pkg("m.ctm"));
-    assert_eq!(s1.weights, s2.weights, "streamed training is deterministic");
+    assert_eq!(s1.members, s2.members, "streamed training is deterministic");
     assert_ne!(
-        s1.weights, m.weights,
+        s1.members, m.members,
         "windows shuffle otherwise than the whole"
     );
     // Encoder and fingerprint read row group by row group: those of the whole table.

@@ -99,8 +99,108 @@ impl Device {
     }
 }
 
-/// Trains on `device` (see [`train::fit`]).
+/// The networks of a training run: one per ensemble member, in member order.
+#[derive(Debug, Clone)]
+pub struct Ensemble {
+    pub arch: Architecture,
+    pub members: Vec<Trained>,
+    /// The validation negative log-likelihood of the weights as packaged (the members'
+    /// mean response, after each member's level refit), when there is a validation split.
+    pub valid_nll: Option<f64>,
+    /// The epoch callback asked to stop (a pruned trial): the members after the one it
+    /// stopped were not trained.
+    pub stopped: bool,
+}
+
+impl Ensemble {
+    /// The members' weights, as a package holds them.
+    pub fn weights(&self) -> Vec<weights::Weights> {
+        self.members.iter().map(|m| m.weights.clone()).collect()
+    }
+
+    /// Every member's epochs, member after member.
+    pub fn history(&self) -> Vec<EpochLog> {
+        self.members
+            .iter()
+            .flat_map(|m| m.history.iter().cloned())
+            .collect()
+    }
+
+    /// The first member's best epoch.
+    pub fn best_epoch(&self) -> usize {
+        self.members.first().map_or(0, |m| m.best_epoch)
+    }
+}
+
+/// The checkpoint file of ensemble member `k`: `path` itself for the first, `path.mK`
+/// for the others.
+pub fn member_checkpoint(path: &std::path::Path, k: usize) -> std::path::PathBuf {
+    if k == 0 {
+        return path.to_path_buf();
+    }
+    let mut name = path.as_os_str().to_os_string();
+    name.push(format!(".m{k}"));
+    name.into()
+}
+
+/// Trains the `params.ensemble` networks of a run on `device`, one after another, each
+/// from its own seed ([`train::member_seed`]) with its own early stopping and checkpoint
+/// ([`member_checkpoint`]; a finished member's checkpoint resumes to its result), then
+/// scores the ensemble on `valid`. `on_epoch` sees every member's epochs (`member` set);
+/// [`Next::Stop`] ends the run after that member.
 pub fn fit_on(
+    device: &Device,
+    arch: Architecture,
+    params: &NnParams,
+    train: &dyn Source,
+    valid: Option<&dyn Source>,
+    ctl: &Control,
+    on_epoch: &mut dyn FnMut(&EpochLog) -> Next,
+) -> Result<Ensemble, NnError> {
+    params.validate()?;
+    let mut members = Vec::with_capacity(params.ensemble);
+    let mut stopped = false;
+    for k in 0..params.ensemble {
+        let mut p = params.clone();
+        p.seed = train::member_seed(params.seed, k);
+        p.ensemble = 1;
+        let c = Control {
+            checkpoint: ctl.checkpoint.as_deref().map(|c| member_checkpoint(c, k)),
+            stop_after_epochs: ctl.stop_after_epochs,
+        };
+        let mut t = fit_one(device, arch.clone(), &p, train, valid, &c, &mut |l| {
+            let mut l = l.clone();
+            l.member = k;
+            let next = on_epoch(&l);
+            stopped |= next == Next::Stop;
+            next
+        })?;
+        for h in &mut t.history {
+            h.member = k;
+        }
+        let finished = t.finished;
+        members.push(t);
+        if stopped || !finished {
+            break;
+        }
+    }
+    let valid_nll = match valid {
+        Some(v) if members.len() == params.ensemble && members.iter().all(|m| m.finished) => {
+            let w: Vec<weights::Weights> = members.iter().map(|m| m.weights.clone()).collect();
+            Some(train::ensemble_nll(&arch, &w, v, "validation")?)
+        }
+        _ => None,
+    };
+    Ok(Ensemble {
+        arch,
+        members,
+        valid_nll,
+        stopped,
+    })
+}
+
+/// Trains one network on `device` (see [`train::fit`]).
+pub fn fit_one(
     device: &Device,
     arch: Architecture,
     params: &NnParams,
@@ -142,17 +242,24 @@ pub fn fit_on(
     }
 }
 
-/// A model ready to score on the CPU.
+/// A model ready to score on the CPU: its networks (one per ensemble member).
 pub struct NnModel {
     pub package: NnPackage,
-    net: Net<Cpu>,
+    nets: Vec<Net<Cpu>>,
 }
 
 impl NnModel {
     pub fn new(package: NnPackage) -> Result<NnModel, NnError> {
         let d = burn::backend::ndarray::NdArrayDevice::Cpu;
-        let net = weights::build::<Cpu>(&package.manifest.architecture, &package.weights, &d)?;
-        Ok(NnModel { package, net })
+        if package.members.is_empty() {
+            return Err(NnError::Data("a package of no networks".into()));
+        }
+        let nets = package
+            .members
+            .iter()
+            .map(|w| weights::build::<Cpu>(&package.manifest.architecture, w, &d))
+            .collect::<Result<_, _>>()?;
+        Ok(NnModel { package, nets })
     }
 
     pub fn from_bytes(bytes: &[u8], path: &str) -> Result<NnModel, NnError> {
@@ -163,25 +270,34 @@ impl NnModel {
         self.package.manifest.architecture.head
     }
 
-    /// Raw scores (log mean or logit) of encoded rows.
-    pub fn raw_encoded(&self, x: &Encoded) -> Result<Vec<f32>, NnError> {
+    fn member_scores(&self, x: &Encoded) -> Result<Vec<Vec<f32>>, NnError> {
         let d = burn::backend::ndarray::NdArrayDevice::Cpu;
-        train::raw_scores(&self.net, x, 16_384, &d)
+        self.nets
+            .iter()
+            .map(|n| train::raw_scores(n, x, 16_384, &d))
+            .collect()
     }
 
-    /// Predictions (mean count or booking probability) of the rows of `data`.
+    /// Raw scores (log mean or logit) of encoded rows: the link of the members' mean
+    /// response ([`train::combine`]).
+    pub fn raw_encoded(&self, x: &Encoded) -> Result<Vec<f32>, NnError> {
+        Ok(train::combine(self.head(), &self.member_scores(x)?))
+    }
+
+    /// Predictions (mean count or booking probability) of the rows of `data`: the
+    /// members' mean response.
     pub fn predict(&self, data: &Dataset) -> Result<Vec<f64>, NnError> {
         let x = self.package.manifest.encoder.encode(data)?;
         let head = self.head();
-        Ok(self
-            .raw_encoded(&x)?
-            .iter()
-            .map(|e| head.response(*e as f64))
+        let etas = self.member_scores(&x)?;
+        let k = etas.len() as f64;
+        Ok((0..x.n_rows)
+            .map(|i| etas.iter().map(|e| head.response(e[i] as f64)).sum::<f64>() / k)
             .collect())
     }
 
-    /// The negative binomial dispersion.
+    /// The negative binomial dispersion (the members' mean).
     pub fn alpha(&self) -> f64 {
-        train::alpha_of(&self.net)
+        self.nets.iter().map(train::alpha_of).sum::<f64>() / self.nets.len() as f64
     }
 }

@@ -60,6 +60,17 @@ impl Head {
             Head::Logistic => 1.0 / (1.0 + (-eta).exp()),
         }
     }
+    /// The raw score of a prediction (the inverse of [`Head::response`]): `ln(mu)`, or the
+    /// logit of a probability clamped 1e-15 from 0 and 1.
+    pub fn link(self, mu: f64) -> f64 {
+        match self {
+            Head::Poisson | Head::NegativeBinomial => mu.max(ETA_MIN.exp()).ln(),
+            Head::Logistic => {
+                let p = mu.clamp(1e-15, 1.0 - 1e-15);
+                (p / (1.0 - p)).ln()
+            }
+        }
+    }
     /// Whether `y` is a valid target for this head.
     pub fn valid_target(self, y: f64) -> bool {
         match self {

@@ -1,7 +1,9 @@
 //! Neural model packages: the model package container of contrail-gbdt (safetensors
 //! layout, CRC-32 over manifest and tensors) with model kind `nn`. Every parameter tensor
 //! is an F32 tensor named as in [`Architecture::tensor_shapes`] (stored flat; the shape
-//! follows from the architecture in the manifest). The manifest holds the feature
+//! follows from the architecture in the manifest). An ensemble (`params.ensemble`
+//! networks) stores its first network under those names and network `k` under
+//! `m{k}.` followed by them ([`member_tensor`]). The manifest holds the feature
 //! schema with the category maps and normalisation statistics ([`Encoder`]), the
 //! architecture, the training parameters, metrics, a fingerprint of the training data
 //! and lineage.
@@ -19,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::Encoder;
 use crate::model::Architecture;
-use crate::train::NnParams;
+use crate::train::{NnParams, MAX_MEMBERS};
 use crate::weights::Weights;
 use crate::NnError;
 
@@ -43,26 +45,45 @@ pub struct NnManifest {
     pub lineage: BTreeMap<String, String>,
 }
 
-/// A packaged model: manifest and weights.
+/// A packaged model: manifest and the weights of each network (one per ensemble member,
+/// `manifest.params.ensemble` of them).
 #[derive(Debug, Clone, PartialEq)]
 pub struct NnPackage {
     pub manifest: NnManifest,
-    pub weights: Weights,
+    pub members: Vec<Weights>,
+}
+
+/// The stored name of tensor `name` of ensemble member `k`.
+pub fn member_tensor(k: usize, name: &str) -> String {
+    if k == 0 {
+        name.to_string()
+    } else {
+        format!("m{k}.{name}")
+    }
 }
 
 /// Serialises a package (deterministic: equal packages give equal bytes).
 pub fn to_bytes(p: &NnPackage) -> Result<Vec<u8>, NnError> {
     let shapes = p.manifest.architecture.tensor_shapes();
-    if shapes.len() != p.weights.len() {
+    if p.members.len() != p.manifest.params.ensemble {
         return Err(NnError::Data(format!(
-            "{} weight tensors for {} in the architecture",
-            p.weights.len(),
-            shapes.len()
+            "{} networks for an ensemble of {}",
+            p.members.len(),
+            p.manifest.params.ensemble
         )));
     }
     let mut w = Writer::default();
-    for ((name, _), v) in shapes.iter().zip(&p.weights) {
-        w.f32(name.clone(), v.iter().copied());
+    for (k, member) in p.members.iter().enumerate() {
+        if shapes.len() != member.len() {
+            return Err(NnError::Data(format!(
+                "{} weight tensors for {} in the architecture",
+                member.len(),
+                shapes.len()
+            )));
+        }
+        for ((name, _), v) in shapes.iter().zip(member) {
+            w.f32(member_tensor(k, name), v.iter().copied());
+        }
     }
     let text =
         serde_json::to_string(&p.manifest).map_err(|e| NnError::Data(format!("manifest: {e}")))?;
@@ -96,17 +117,40 @@ pub fn from_bytes(bytes: &[u8], path: &str) -> Result<NnPackage, NnError> {
             "the architecture's inputs do not match the feature encoder".into(),
         ));
     }
-    let shapes = m.architecture.tensor_shapes();
-    let names = r.names();
-    if names.len() != shapes.len() {
+    let k = m.params.ensemble;
+    if k == 0 || k > MAX_MEMBERS {
         return Err(err(format!(
-            "{} tensors; the architecture has {}",
-            names.len(),
-            shapes.len()
+            "params.ensemble {k} is not in 1..={MAX_MEMBERS}"
         )));
     }
+    let shapes = m.architecture.tensor_shapes();
+    let names = r.names();
+    if names.len() != shapes.len() * k {
+        return Err(err(format!(
+            "{} tensors; {k} network(s) of the architecture have {}",
+            names.len(),
+            shapes.len() * k
+        )));
+    }
+    let mut members = Vec::with_capacity(k);
+    for member in 0..k {
+        members.push(read_member(&r, &shapes, member, &err)?);
+    }
+    Ok(NnPackage {
+        manifest: m,
+        members,
+    })
+}
+
+fn read_member(
+    r: &container::Reader<'_>,
+    shapes: &[(String, Vec<usize>)],
+    member: usize,
+    err: &dyn Fn(String) -> NnError,
+) -> Result<Weights, NnError> {
     let mut weights = Vec::with_capacity(shapes.len());
-    for (name, shape) in &shapes {
+    for (name, shape) in shapes {
+        let name = &member_tensor(member, name);
         let v = r.f32(name)?;
         let want: usize = shape.iter().product();
         if v.len() != want {
@@ -122,8 +166,5 @@ pub fn from_bytes(bytes: &[u8], path: &str) -> Result<NnPackage, NnError> {
         }
         weights.push(v);
     }
-    Ok(NnPackage {
-        manifest: m,
-        weights,
-    })
+    Ok(weights)
 }

@@ -65,6 +65,10 @@ pub struct NnParams {
     /// blocks, each window's rows shuffled (0: the whole data at once). Data that fits
     /// is shuffled as a whole, the same rows in the same order as from memory.
     pub shuffle_window: usize,
+    /// Networks trained one after another from their own seeds (the first from `seed`,
+    /// the rest from seeds derived from it, [`member_seed`]), each with its own early
+    /// stopping; the package predicts their mean response (1: one network).
+    pub ensemble: usize,
 }
 
 impl Default for NnParams {
@@ -89,6 +93,7 @@ impl Default for NnParams {
             early_stopping_rounds: 5,
             seed: 42,
             shuffle_window: 1 << 20,
+            ensemble: 1,
         }
     }
 }
@@ -141,6 +146,12 @@ impl NnParams {
                 format!("{} is not in 1..=4194304", self.batch_size),
             );
         }
+        if self.ensemble == 0 || self.ensemble > MAX_MEMBERS {
+            return bad(
+                "ensemble",
+                format!("{} is not in 1..={MAX_MEMBERS}", self.ensemble),
+            );
+        }
         if self.max_epochs == 0 {
             return bad("max_epochs", "must be at least 1".into());
         }
@@ -184,9 +195,25 @@ impl NnParams {
     }
 }
 
+/// The most networks an ensemble (and so a package) holds.
+pub const MAX_MEMBERS: usize = 32;
+
+/// The seed of an ensemble's member `k`: `seed` itself for the first, so an ensemble of
+/// one is the network `seed` gives alone.
+pub fn member_seed(seed: u64, k: usize) -> u64 {
+    if k == 0 {
+        seed
+    } else {
+        mix(seed, 0xE45E_0000 + k as u64)
+    }
+}
+
 /// One epoch's figures.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochLog {
+    /// The ensemble member the epoch trained (0 for a single network).
+    #[serde(default)]
+    pub member: usize,
     pub epoch: usize,
     /// Mean training loss (without the constant terms).
     pub train_loss: f64,
@@ -194,6 +221,17 @@ pub struct EpochLog {
     pub valid_nll: Option<f64>,
     pub learning_rate: f64,
     pub samples_per_sec: f64,
+}
+
+impl EpochLog {
+    /// The epoch as per-iteration lines name it: `3`, or `m1:3` for ensemble member 1.
+    pub fn tag(&self) -> String {
+        if self.member == 0 {
+            self.epoch.to_string()
+        } else {
+            format!("m{}:{}", self.member, self.epoch)
+        }
+    }
 }
 
 /// The training data of one split, in memory: inputs and targets.
@@ -355,6 +393,9 @@ pub struct Trained {
     pub stopped_early: bool,
     /// Epoch the run resumed after, if it resumed from a checkpoint.
     pub resumed_from: Option<usize>,
+    /// The run ended (its epochs, patience or its callback); false when it was stopped
+    /// by [`Control::stop_after_epochs`] as if killed.
+    pub finished: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -366,6 +407,12 @@ struct CheckpointState {
     best_epoch: usize,
     best_loss: Option<f64>,
     history: Vec<EpochLog>,
+    /// The run ended (epochs, patience, or its callback): resuming returns its result
+    /// without training.
+    #[serde(default)]
+    finished: bool,
+    #[serde(default)]
+    stopped_early: bool,
 }
 
 fn mix(seed: u64, k: u64) -> u64 {
@@ -638,6 +685,8 @@ pub fn fit<B: AutodiffBackend>(
         best_epoch: 0,
         best_loss: None,
         history: Vec::new(),
+        finished: false,
+        stopped_early: false,
     };
     let mut best: Option<Net<B>> = None;
     let mut resumed_from = None;
@@ -666,8 +715,7 @@ pub fn fit<B: AutodiffBackend>(
         state = s;
     }
 
-    let mut stopped_early = false;
-    while state.epochs_done < params.max_epochs {
+    while !state.finished && state.epochs_done < params.max_epochs {
         let epoch = state.epochs_done;
         let t0 = std::time::Instant::now();
         let mut loss_sum: Option<Tensor<B::InnerBackend, 1>> = None;
@@ -801,6 +849,7 @@ pub fn fit<B: AutodiffBackend>(
             None => None,
         };
         let log = EpochLog {
+            member: 0,
             epoch,
             train_loss,
             valid_nll,
@@ -820,6 +869,14 @@ pub fn fit<B: AutodiffBackend>(
             state.best_epoch = epoch;
             best = Some(model.clone());
         }
+        // Whether the run ends here (the checkpoint says so, so resuming it does not
+        // train on past the end).
+        let patience = params.early_stopping_rounds > 0
+            && valid.is_some()
+            && epoch - state.best_epoch >= params.early_stopping_rounds;
+        let asked = next == Next::Stop;
+        state.stopped_early = patience || asked;
+        state.finished = state.stopped_early || state.epochs_done == params.max_epochs;
         if let Some(path) = &ctl.checkpoint {
             let ck = |e: burn::record::RecorderError| NnError::Checkpoint {
                 path: path.display().to_string(),
@@ -833,18 +890,14 @@ pub fn fit<B: AutodiffBackend>(
             let o = rec.record(optim.to_record(), ()).map_err(ck)?;
             write_checkpoint(path, &state, &m, &b, &o)?;
         }
-        if params.early_stopping_rounds > 0
-            && valid.is_some()
-            && epoch - state.best_epoch >= params.early_stopping_rounds
-        {
-            stopped_early = true;
-            break;
-        }
-        if ctl.stop_after_epochs == Some(state.epochs_done) || next == Next::Stop {
-            stopped_early = true;
+        if ctl.stop_after_epochs == Some(state.epochs_done) && !state.finished {
+            // As if the process were killed here: the checkpoint holds the run.
+            state.stopped_early = true;
             break;
         }
     }
+    state.finished |= state.epochs_done >= params.max_epochs;
+    let stopped_early = state.stopped_early;
     let best = best.unwrap_or(model).valid();
     let mut w = weights::extract(&best)?;
     // The level, refitted: the output bias that makes the mean prediction on the
@@ -861,6 +914,7 @@ pub fn fit<B: AutodiffBackend>(
         history: state.history,
         stopped_early,
         resumed_from,
+        finished: state.finished,
     })
 }
 
@@ -900,6 +954,50 @@ pub fn level_shift(head: Head, eta: &[f32], y: &[f32]) -> f64 {
     } else {
         0.0
     }
+}
+
+/// The raw scores of an ensemble's mean response: every member's responses averaged, then
+/// the link ([`Head::link`]). One member: its own scores, unchanged.
+pub fn combine(head: Head, etas: &[Vec<f32>]) -> Vec<f32> {
+    match etas {
+        [one] => one.clone(),
+        _ => {
+            let n = etas.first().map_or(0, Vec::len);
+            let k = etas.len() as f64;
+            (0..n)
+                .map(|i| {
+                    let m = etas.iter().map(|e| head.response(e[i] as f64)).sum::<f64>() / k;
+                    head.link(m) as f32
+                })
+                .collect()
+        }
+    }
+}
+
+/// The mean negative log-likelihood on `src` of the networks `members` of `arch` as a
+/// package scores them (mean response; the negative binomial's `alpha` the members'
+/// mean), on the CPU.
+pub fn ensemble_nll(
+    arch: &Architecture,
+    members: &[Weights],
+    src: &dyn Source,
+    what: &str,
+) -> Result<f64, NnError> {
+    let d = burn::backend::ndarray::NdArrayDevice::Cpu;
+    let widths = (arch.embeddings.len(), arch.n_num);
+    let (mut etas, mut y, mut alpha) = (Vec::with_capacity(members.len()), Vec::new(), 0.0);
+    for w in members {
+        let net = weights::build::<crate::Cpu>(arch, w, &d)?;
+        let (e, t) = source_scores(&net, src, widths, what, &d)?;
+        etas.push(e);
+        y = t;
+        alpha += alpha_of(&net);
+    }
+    if etas.is_empty() {
+        return Err(NnError::Data("an ensemble of no networks".into()));
+    }
+    let alpha = alpha / etas.len() as f64;
+    Ok(mean_nll(arch.head, &combine(arch.head, &etas), &y, alpha))
 }
 
 /// The negative binomial dispersion `alpha` of a network.

@@ -108,7 +108,7 @@ fn a_device_trains_the_cpus_network() {
     let cpu = fit(&Device::Cpu);
     for d in devices() {
         let dev = fit(&d);
-        for (a, b) in cpu.history.iter().zip(&dev.history) {
+        for (a, b) in cpu.history().iter().zip(&dev.history()) {
             let (va, vb) = (a.valid_nll.unwrap(), b.valid_nll.unwrap());
             assert!(
                 (va - vb).abs() < 2e-3 * va.abs(),
@@ -117,10 +117,11 @@ fn a_device_trains_the_cpus_network() {
             );
         }
         let worst = cpu
-            .weights
+            .weights()
             .iter()
             .flatten()
-            .zip(dev.weights.iter().flatten())
+            .flatten()
+            .zip(dev.weights().iter().flatten().flatten())
             .map(|(a, b)| (a - b).abs())
             .fold(0f32, f32::max);
         assert!(worst < 5e-2, "{d:?}: largest weight difference {worst}");

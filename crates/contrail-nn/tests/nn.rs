@@ -269,7 +269,7 @@ fn learns_a_known_poisson_rate() {
     .unwrap();
     let model = NnModel::new(NnPackage {
         manifest: manifest(&enc, &t.arch, &p),
-        weights: t.weights.clone(),
+        members: vec![t.weights.clone()],
     })
     .unwrap();
     let pred = model.predict(&test).unwrap();
@@ -321,7 +321,7 @@ fn negative_binomial_head_learns_the_dispersion() {
     .unwrap();
     let model = NnModel::new(NnPackage {
         manifest: manifest(&enc, &t.arch, &p),
-        weights: t.weights,
+        members: vec![t.weights],
     })
     .unwrap();
     let a = model.alpha();
@@ -567,7 +567,7 @@ fn package_round_trip_and_corruption() {
     let t = run(&p, &Control::default());
     let pkg = NnPackage {
         manifest: manifest(&enc, &t.arch, &p),
-        weights: t.weights.clone(),
+        members: vec![t.weights.clone()],
     };
     let bytes = package::to_bytes(&pkg).unwrap();
     assert_eq!(
@@ -611,7 +611,7 @@ fn package_round_trip_and_corruption() {
     assert!(e.to_string().contains("encoder"), "{e}");
     // A non-finite weight.
     let mut nan = pkg.clone();
-    nan.weights[1][0] = f32::NAN;
+    nan.members[0][1][0] = f32::NAN;
     let e = package::from_bytes(&package::to_bytes(&nan).unwrap(), "nan.ctm").unwrap_err();
     assert!(e.to_string().contains("not finite"), "{e}");
     // Bad encoder statistics.
@@ -623,20 +623,52 @@ fn package_round_trip_and_corruption() {
     }
     let e = package::from_bytes(&package::to_bytes(&bad_enc).unwrap(), "enc.ctm").unwrap_err();
     assert!(e.to_string().contains("encoder"), "{e}");
+    // A declared ensemble the tensors do not hold, or past the cap: refused before any
+    // network is read.
+    for k in [0, 2, 1_000_000] {
+        let mut m = pkg.clone();
+        m.manifest.params.ensemble = k;
+        let e = package::from_bytes(&reseal(&m, &pkg), "ens.ctm").unwrap_err();
+        assert!(e.to_string().contains("ens.ctm"), "{e}");
+        assert!(
+            e.to_string().contains("ensemble") || e.to_string().contains("network"),
+            "{e}"
+        );
+    }
+    // A second network's tensor renamed: the member it belongs to is missing.
+    let two = NnPackage {
+        manifest: NnManifest {
+            params: NnParams {
+                ensemble: 2,
+                ..pkg.manifest.params.clone()
+            },
+            ..pkg.manifest.clone()
+        },
+        members: vec![pkg.members[0].clone(), pkg.members[0].clone()],
+    };
+    let good = package::to_bytes(&two).unwrap();
+    assert_eq!(package::from_bytes(&good, "two.ctm").unwrap(), two);
+    let mut wr = contrail_gbdt::package::Writer::default();
+    for (k, m) in two.members.iter().enumerate() {
+        for ((name, _), v) in two.manifest.architecture.tensor_shapes().iter().zip(m) {
+            let name = package::member_tensor(k, name).replace("m1.out.bias", "m2.out.bias");
+            wr.f32(name, v.iter().copied());
+        }
+    }
+    let bytes =
+        contrail_gbdt::package::encode(wr, &serde_json::to_string(&two.manifest).unwrap()).unwrap();
+    let e = package::from_bytes(&bytes, "renamed.ctm").unwrap_err();
+    assert!(e.to_string().contains("renamed.ctm"), "{e}");
 }
 
 /// Package bytes of `m`'s manifest with `w`'s tensors (bypassing the shape check of
 /// `to_bytes`, as a hostile writer would).
 fn reseal(m: &NnPackage, w: &NnPackage) -> Vec<u8> {
     let mut wr = contrail_gbdt::package::Writer::default();
-    for ((name, _), v) in w
-        .manifest
-        .architecture
-        .tensor_shapes()
-        .iter()
-        .zip(&w.weights)
-    {
-        wr.f32(name.clone(), v.iter().copied());
+    for (k, member) in w.members.iter().enumerate() {
+        for ((name, _), v) in w.manifest.architecture.tensor_shapes().iter().zip(member) {
+            wr.f32(package::member_tensor(k, name), v.iter().copied());
+        }
     }
     contrail_gbdt::package::encode(wr, &serde_json::to_string(&m.manifest).unwrap()).unwrap()
 }
@@ -1090,4 +1122,221 @@ fn an_encoder_fitted_block_by_block_equals_one_fitted_at_once() {
     odd.columns[0] = Column::categorical(&vec![Some("q"); 1_000]);
     let e = f.observe(&odd).unwrap_err();
     assert!(e.to_string().contains("`x1`"), "{e}");
+}
+
+fn run_ensemble(p: &NnParams, ctl: &Control) -> contrail_nn::Ensemble {
+    run_ensemble_with(p, ctl, &mut |_| Next::Continue)
+}
+
+fn run_ensemble_with(
+    p: &NnParams,
+    ctl: &Control,
+    on_epoch: &mut dyn FnMut(&contrail_nn::EpochLog) -> Next,
+) -> contrail_nn::Ensemble {
+    let (train, _) = synthetic(3_000, 21, None);
+    let (valid, _) = synthetic(1_000, 22, None);
+    let enc = Encoder::fit(&train, 0, 16).unwrap();
+    let (xt, xv) = (enc.encode(&train).unwrap(), enc.encode(&valid).unwrap());
+    let (yt, yv) = (y32(&train), y32(&valid));
+    contrail_nn::fit_on(
+        &contrail_nn::Device::Cpu,
+        Architecture::for_encoder(&enc, p),
+        p,
+        &Split { x: &xt, y: &yt },
+        Some(&Split { x: &xv, y: &yv }),
+        ctl,
+        on_epoch,
+    )
+    .unwrap()
+}
+
+#[test]
+fn an_ensemble_predicts_its_networks_mean_response() {
+    let p = NnParams {
+        ensemble: 3,
+        dropout: 0.1,
+        ..params(Head::Poisson, 3)
+    };
+    let e = run_ensemble(&p, &Control::default());
+    assert_eq!(e.members.len(), 3);
+    // The first network is the one its seed gives alone; the others differ.
+    let single = run(
+        &NnParams {
+            ensemble: 1,
+            ..p.clone()
+        },
+        &Control::default(),
+    );
+    assert_eq!(bits(&e.members[0].weights), bits(&single.weights));
+    assert_ne!(bits(&e.members[1].weights), bits(&single.weights));
+    assert_ne!(bits(&e.members[1].weights), bits(&e.members[2].weights));
+    let again = run_ensemble(&p, &Control::default());
+    assert_eq!(e.weights(), again.weights(), "seeded: the same bits");
+    // Every member's epochs are in the history, tagged.
+    let h = e.history();
+    assert_eq!(h.len(), 9);
+    assert_eq!(h[4].member, 1);
+    assert_eq!(h[4].tag(), "m1:1");
+
+    // The package holds the three networks and predicts their mean count.
+    let (train, _) = synthetic(3_000, 21, None);
+    let (valid, _) = synthetic(1_000, 22, None);
+    let enc = Encoder::fit(&train, 0, 16).unwrap();
+    let pkg = NnPackage {
+        manifest: manifest(&enc, &e.arch, &p),
+        members: e.weights(),
+    };
+    let bytes = package::to_bytes(&pkg).unwrap();
+    assert_eq!(package::from_bytes(&bytes, "e.ctm").unwrap(), pkg);
+    let model = NnModel::from_bytes(&bytes, "e.ctm").unwrap();
+    let pred = model.predict(&valid).unwrap();
+    let one = |w: &Vec<Vec<f32>>| {
+        NnModel::new(NnPackage {
+            manifest: manifest(
+                &enc,
+                &e.arch,
+                &NnParams {
+                    ensemble: 1,
+                    ..p.clone()
+                },
+            ),
+            members: vec![w.clone()],
+        })
+        .unwrap()
+        .predict(&valid)
+        .unwrap()
+    };
+    let parts: Vec<Vec<f64>> = e.weights().iter().map(one).collect();
+    for (i, m) in pred.iter().enumerate() {
+        let want = (parts[0][i] + parts[1][i] + parts[2][i]) / 3.0;
+        assert!((m - want).abs() <= 1e-12 * want, "row {i}: {m} vs {want}");
+    }
+    // Raw scores are the link of that mean; the validation nll is the package's.
+    let xv = enc.encode(&valid).unwrap();
+    let raw = model.raw_encoded(&xv).unwrap();
+    for (r, m) in raw.iter().zip(&pred) {
+        assert!(((*r as f64).exp() - m).abs() < 1e-5 * m, "{r} vs {m}");
+    }
+    let nll = e.valid_nll.unwrap();
+    let yv = y32(&valid);
+    let want: f64 = pred
+        .iter()
+        .zip(&yv)
+        .map(|(m, y)| loss::nll(Head::Poisson, m.ln(), *y as f64, 1.0))
+        .sum::<f64>()
+        / yv.len() as f64;
+    assert!(
+        (nll - want).abs() < 1e-5 * want,
+        "valid nll {nll} vs {want}"
+    );
+    // An ensemble out of range is a parameter error.
+    let e = NnParams {
+        ensemble: 0,
+        ..p.clone()
+    }
+    .validate()
+    .unwrap_err();
+    assert!(e.to_string().contains("ensemble"), "{e}");
+}
+
+#[test]
+fn an_ensemble_killed_in_its_second_network_resumes_to_the_same_bits() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("ens.ckpt");
+    let p = NnParams {
+        ensemble: 2,
+        dropout: 0.1,
+        ..params(Head::Poisson, 4)
+    };
+    let whole = run_ensemble(&p, &Control::default());
+    // The first network runs to its end alone (the same checkpoint file an ensemble's
+    // first member uses), then the ensemble is killed two epochs into the second.
+    let first = run_ensemble(
+        &NnParams {
+            ensemble: 1,
+            ..p.clone()
+        },
+        &Control {
+            checkpoint: Some(ck.clone()),
+            stop_after_epochs: None,
+        },
+    );
+    assert!(first.members[0].finished);
+    let killed = run_ensemble(
+        &p,
+        &Control {
+            checkpoint: Some(ck.clone()),
+            stop_after_epochs: Some(2),
+        },
+    );
+    assert_eq!(killed.members.len(), 2);
+    let n0 = first.members[0].history.len();
+    assert_eq!(
+        killed.members[0].resumed_from,
+        Some(n0),
+        "finished: not trained again"
+    );
+    assert!(killed.members[0].history.len() == n0 && !killed.members[1].finished);
+    assert_eq!(killed.members[1].history.len(), 2);
+    assert!(
+        killed.valid_nll.is_none(),
+        "an unfinished ensemble is not scored"
+    );
+    assert!(contrail_nn::member_checkpoint(&ck, 1).exists());
+    let resumed = run_ensemble(
+        &p,
+        &Control {
+            checkpoint: Some(ck.clone()),
+            stop_after_epochs: None,
+        },
+    );
+    assert_eq!(resumed.members[1].resumed_from, Some(2));
+    assert_eq!(resumed.weights(), whole.weights());
+    assert_eq!(
+        resumed.valid_nll.map(f64::to_bits),
+        whole.valid_nll.map(f64::to_bits)
+    );
+    // A finished run's checkpoint resumes to its result, not to one more epoch.
+    let again = run_ensemble(
+        &p,
+        &Control {
+            checkpoint: Some(ck.clone()),
+            stop_after_epochs: None,
+        },
+    );
+    assert_eq!(again.weights(), whole.weights());
+    assert!(again
+        .members
+        .iter()
+        .all(|m| m.finished && m.resumed_from == Some(m.history.len())));
+
+    // A run its callback ended after epoch 1 (a pruned trial) is finished as well: found
+    // again, its checkpoint gives that result instead of training epochs 2 and 3; the
+    // ensemble's later members were not trained.
+    let ck = dir.path().join("pruned.ckpt");
+    let ctl = Control {
+        checkpoint: Some(ck.clone()),
+        stop_after_epochs: None,
+    };
+    let pruned = run_ensemble_with(&p, &ctl, &mut |l| {
+        if l.epoch == 1 {
+            Next::Stop
+        } else {
+            Next::Continue
+        }
+    });
+    assert!(pruned.stopped && pruned.members.len() == 1 && pruned.valid_nll.is_none());
+    let m = &pruned.members[0];
+    assert!(m.finished && m.stopped_early && m.history.len() == 2);
+    let found = run(
+        &NnParams {
+            ensemble: 1,
+            ..p.clone()
+        },
+        &ctl,
+    );
+    assert_eq!(found.resumed_from, Some(2));
+    assert_eq!(found.history.len(), 2);
+    assert!(found.stopped_early);
+    assert_eq!(bits(&found.weights), bits(&m.weights));
 }
