@@ -7,14 +7,17 @@ use crate::gbdt::data::{from_batches, Columns, Dataset};
 use crate::gbdt::package::{DataFingerprint, FingerprintBuilder};
 use crate::models::ModelError;
 use crate::nn::{Block, Encoded, Encoder, NnError, NnParams, Source};
-use crate::store::parquet_io::{read_row_group, row_group_rows, ScanOptions};
+use crate::store::parquet_io::{ParquetFile, ScanOptions};
 use crate::store::{resolve_parquet, Lake};
 
 /// The row groups of one Parquet file or of every file under a prefix.
 pub struct ParquetRows {
     lake: Lake,
+    /// Each file opened once (its size and footer), so that reading a row group fetches
+    /// only its column chunks: every epoch of streamed training reads every row group.
+    files: Vec<(String, ParquetFile)>,
     /// (file, row group, rows), in the files' and the groups' order; empty groups left out.
-    groups: Vec<(String, usize, usize)>,
+    groups: Vec<(usize, usize, usize)>,
     cols: Columns,
     opts: ScanOptions,
 }
@@ -24,12 +27,15 @@ impl ParquetRows {
     pub async fn open(url: &str, cols: &Columns) -> Result<ParquetRows, ModelError> {
         let (lake, files) = resolve_parquet(url).await?;
         let mut groups = Vec::new();
+        let mut opened = Vec::with_capacity(files.len());
         for f in files {
-            for (g, rows) in row_group_rows(&lake, &f).await?.into_iter().enumerate() {
+            let file = ParquetFile::open(&lake, &f).await?;
+            for (g, rows) in file.row_group_rows()?.into_iter().enumerate() {
                 if rows > 0 {
-                    groups.push((f.clone(), g, rows));
+                    groups.push((opened.len(), g, rows));
                 }
             }
+            opened.push((f, file));
         }
         if groups.is_empty() {
             return Err(ModelError::Invalid(format!("{url}: no rows")));
@@ -42,6 +48,7 @@ impl ParquetRows {
         });
         Ok(ParquetRows {
             lake,
+            files: opened,
             groups,
             cols: cols.clone(),
             opts: ScanOptions {
@@ -62,13 +69,13 @@ impl ParquetRows {
     /// "file row group g": where block `i` is, for messages.
     pub fn describe(&self, i: usize) -> String {
         let (f, g, _) = &self.groups[i];
-        format!("{} row group {g}", self.lake.display(f))
+        format!("{} row group {g}", self.lake.display(&self.files[*f].0))
     }
 
     /// Block `i` as a dataset (features and target).
     pub async fn dataset(&self, i: usize) -> Result<Dataset, ModelError> {
         let (f, g, rows) = &self.groups[i];
-        let batches = read_row_group(&self.lake, f, *g, &self.opts).await?;
+        let batches = self.files[*f].1.read_row_group(*g, &self.opts).await?;
         let what = self.describe(i);
         let d = from_batches(&batches, &self.cols, &what)?;
         if d.n_rows() != *rows {

@@ -250,6 +250,18 @@ impl Lake {
         })
     }
 
+    /// A lake on an object store the caller built (a client with its own settings, or a
+    /// layer over one that counts, limits or logs requests), rooted at the store's top;
+    /// `url` names it in messages.
+    pub fn from_store(store: Arc<dyn ObjectStore>, url: &str, scheme: Scheme) -> Lake {
+        Lake {
+            store,
+            root: Path::default(),
+            url: url.trim_end_matches('/').to_string(),
+            scheme,
+        }
+    }
+
     pub fn url(&self) -> &str {
         &self.url
     }

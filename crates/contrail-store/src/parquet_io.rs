@@ -12,7 +12,7 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, Stream, StreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
-use parquet::arrow::arrow_reader::ArrowReaderOptions;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::Compression;
@@ -211,47 +211,97 @@ pub async fn open_stream(
         .map_err(|e| parquet_err(&url, e))
 }
 
-/// Rows in each row group of `rel`, from its footer (nothing else is read).
-pub async fn row_group_rows(lake: &Lake, rel: &str) -> Result<Vec<usize>, StoreError> {
-    let url = lake.display(rel);
-    let b = builder(lake, rel, &ScanOptions::default()).await?;
-    b.metadata()
-        .row_groups()
-        .iter()
-        .map(|g| {
-            usize::try_from(g.num_rows()).map_err(|_| StoreError::BadParquet {
-                url: url.clone(),
-                reason: format!("a row group declares {} rows", g.num_rows()),
-            })
-        })
-        .collect()
+/// One Parquet file opened once (a HEAD for its size, then its footer, read and checked
+/// as [`LakeFileReader`] does): its row groups are then read one at a time with ranged gets
+/// of their column chunks only, not the size and footer again for each.
+#[derive(Clone)]
+pub struct ParquetFile {
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    size: u64,
+    url: String,
+    meta: ArrowReaderMetadata,
 }
 
-/// The batches of row group `rg` of `rel`, with the projection of `opts`.
+impl ParquetFile {
+    pub async fn open(lake: &Lake, rel: &str) -> Result<ParquetFile, StoreError> {
+        let url = lake.display(rel);
+        let mut reader = LakeFileReader::open(lake, rel).await?;
+        let meta = ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::new())
+            .await
+            .map_err(|e| parquet_err(&url, e))?;
+        Ok(ParquetFile {
+            store: reader.store,
+            path: reader.path,
+            size: reader.size,
+            url,
+            meta,
+        })
+    }
+
+    /// Rows in each row group, from the footer.
+    pub fn row_group_rows(&self) -> Result<Vec<usize>, StoreError> {
+        self.meta
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|g| {
+                usize::try_from(g.num_rows()).map_err(|_| StoreError::BadParquet {
+                    url: self.url.clone(),
+                    reason: format!("a row group declares {} rows", g.num_rows()),
+                })
+            })
+            .collect()
+    }
+
+    /// The batches of row group `rg`, with the projection of `opts`.
+    pub async fn read_row_group(
+        &self,
+        rg: usize,
+        opts: &ScanOptions,
+    ) -> Result<Vec<RecordBatch>, StoreError> {
+        let groups = self.meta.metadata().num_row_groups();
+        if rg >= groups {
+            return Err(StoreError::BadParquet {
+                url: self.url.clone(),
+                reason: format!("has {groups} row groups, not {}", rg + 1),
+            });
+        }
+        let reader = LakeFileReader {
+            store: self.store.clone(),
+            path: self.path.clone(),
+            size: self.size,
+        };
+        let b = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, self.meta.clone());
+        let mut s = project(b, opts, &self.url)?
+            .with_row_groups(vec![rg])
+            .build()
+            .map_err(|e| parquet_err(&self.url, e))?;
+        let mut out = Vec::new();
+        while let Some(b) = s.next().await {
+            out.push(b.map_err(|e| parquet_err(&self.url, e))?);
+        }
+        Ok(out)
+    }
+}
+
+/// Rows in each row group of `rel`, from its footer (nothing else is read).
+pub async fn row_group_rows(lake: &Lake, rel: &str) -> Result<Vec<usize>, StoreError> {
+    ParquetFile::open(lake, rel).await?.row_group_rows()
+}
+
+/// The batches of row group `rg` of `rel`, with the projection of `opts` (opens the file:
+/// to read several of its row groups, open a [`ParquetFile`] once).
 pub async fn read_row_group(
     lake: &Lake,
     rel: &str,
     rg: usize,
     opts: &ScanOptions,
 ) -> Result<Vec<RecordBatch>, StoreError> {
-    let url = lake.display(rel);
-    let b = builder(lake, rel, opts).await?;
-    let groups = b.metadata().num_row_groups();
-    if rg >= groups {
-        return Err(StoreError::BadParquet {
-            url,
-            reason: format!("has {groups} row groups, not {}", rg + 1),
-        });
-    }
-    let mut s = b
-        .with_row_groups(vec![rg])
-        .build()
-        .map_err(|e| parquet_err(&url, e))?;
-    let mut out = Vec::new();
-    while let Some(b) = s.next().await {
-        out.push(b.map_err(|e| parquet_err(&url, e))?);
-    }
-    Ok(out)
+    ParquetFile::open(lake, rel)
+        .await?
+        .read_row_group(rg, opts)
+        .await
 }
 
 /// A reader of one file with the projection and batch size of `opts`.
@@ -265,6 +315,15 @@ async fn builder(
     let builder = ParquetRecordBatchStreamBuilder::new(reader)
         .await
         .map_err(|e| parquet_err(&url, e))?;
+    project(builder, opts, &url)
+}
+
+/// `builder` with the projection and batch size of `opts`.
+fn project(
+    builder: ParquetRecordBatchStreamBuilder<LakeFileReader>,
+    opts: &ScanOptions,
+    url: &str,
+) -> Result<ParquetRecordBatchStreamBuilder<LakeFileReader>, StoreError> {
     let mask = match &opts.columns {
         None => ProjectionMask::all(),
         Some(cols) => {
@@ -272,7 +331,7 @@ async fn builder(
             let mut idx = Vec::with_capacity(cols.len());
             for c in cols {
                 let i = schema.index_of(c).map_err(|_| StoreError::BadParquet {
-                    url: url.clone(),
+                    url: url.to_string(),
                     reason: format!("has no column `{c}`"),
                 })?;
                 idx.push(i);
