@@ -1258,7 +1258,7 @@ fn a_network_streams_a_file_larger_than_its_shuffle_window() {
             &server.env(),
         );
         assert!(out.status.success(), "{}", text(&out.stderr));
-        assert_eq!(pkg("s3.ctm").weights, s1.weights);
+        assert_eq!(pkg("s3.ctm").members, s1.members);
     }
 
     // A missing target in a late row group: a user error naming the file, the row group

@@ -605,6 +605,29 @@ fn lake_mode_config_errors_name_the_culprit() {
     let cfg = contrail::config::JobConfig::load(&shipped).expect("parses");
     contrail::tune_lake::LakeTuneJob::new(&shipped, cfg.train, cfg.tune, None)
         .expect("a valid tuning job");
+    // So is the demand network's: its space parses, names tunable parameters only, and
+    // its fixed values reach the trials (one network a trial, not the config's five).
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/demand_nn.toml");
+    let cfg = contrail::config::JobConfig::load(&shipped).expect("parses");
+    let (demand, tune) = (cfg.demand.expect("[demand]"), cfg.tune.expect("[tune]"));
+    assert_eq!(demand.params.ensemble, 5);
+    let space = contrail::tuning::SearchSpace::from_toml_table(&tune.space).expect("a space");
+    let mut fixed = serde_json::Map::new();
+    for p in space.params() {
+        assert!(
+            contrail::tune_demand::KNOWN.contains(&p.name.as_str()),
+            "{}",
+            p.name
+        );
+        if let contrail::tuning::Kind::Categorical { choices } = &p.kind {
+            if choices.len() == 1 {
+                fixed.insert(p.name.clone(), choices[0].clone());
+            }
+        }
+    }
+    let trial = contrail::tune_demand::trial_params(&demand.params, &fixed).expect("params");
+    assert_eq!(trial.ensemble, 1);
+    assert_eq!(trial.batch_size, 2048);
 }
 
 /// The report's parameter importances find the parameter the objective depends on.

@@ -9,7 +9,7 @@ pub enum SpaceError {
     Toml(#[source] toml::de::Error),
     #[error("search space declares no parameters")]
     Empty,
-    #[error("parameter {parameter:?}: expected a table of settings")]
+    #[error("parameter {parameter:?}: expected a table of settings or one fixed value (a string, number or boolean)")]
     NotATable { parameter: String },
     #[error("parameter {parameter:?}: missing key {key:?}")]
     MissingKey {

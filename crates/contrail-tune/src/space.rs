@@ -25,6 +25,9 @@
 //! # or: condition = { parameter = "boosting", in = ["goss", "dart"] }
 //! ```
 //!
+//! A bare value instead of a table (`dropout = 0.5`, or `bagging_freq = 1` before any
+//! table) fixes a parameter: every trial gets that value (a categorical of one choice).
+//!
 //! A condition names a categorical or int parameter and the value(s) for which the
 //! conditional parameter exists. Conditions may chain (a condition on a parameter that is
 //! itself conditional); a parameter whose parent is inactive is inactive. An inactive
@@ -180,6 +183,18 @@ fn parse_condition(parameter: &str, v: &toml::Value) -> Result<RawCondition, Spa
 }
 
 fn parse_param(name: &str, v: &toml::Value) -> Result<(Kind, Option<RawCondition>), SpaceError> {
+    if !v.is_table() {
+        // A fixed value: every trial gets it.
+        let value = toml_to_json(v).ok_or_else(|| SpaceError::NotATable {
+            parameter: name.into(),
+        })?;
+        return Ok((
+            Kind::Categorical {
+                choices: vec![value],
+            },
+            None,
+        ));
+    }
     let t = v.as_table().ok_or_else(|| SpaceError::NotATable {
         parameter: name.into(),
     })?;

@@ -123,6 +123,32 @@ fn every_sampler_respects_bounds_types_and_conditions() {
 }
 
 #[test]
+fn fixed_values_reach_every_trial_of_every_sampler() {
+    let space = format!("ensemble = 1\nhead = \"poisson\"\n{MIXED}");
+    for kind in SAMPLERS {
+        let space = SearchSpace::from_toml_str(&space).expect("valid");
+        let config = StudyConfig {
+            sampler: kind,
+            seed: 4,
+            direction: Direction::Minimize,
+            n_startup: None,
+        };
+        let mut study = Study::in_memory(space.clone(), config);
+        while study.trials().len() < 30 {
+            for t in study.ask(2).expect("ask") {
+                let p = study.trials()[t].params.clone();
+                check_params(&space, &p);
+                assert_eq!(p["ensemble"], 1, "{kind}");
+                assert_eq!(p["head"], "poisson", "{kind}");
+                study
+                    .tell(t, TrialResult::Complete(objective(&p)))
+                    .expect("tell");
+            }
+        }
+    }
+}
+
+#[test]
 fn same_seed_same_suggestions_other_seed_others() {
     for kind in SAMPLERS {
         let a = run(kind, 11, 25, 1);

@@ -163,10 +163,28 @@ fn bad_spaces_are_typed_errors_naming_the_parameter() {
         matches!(&e, SpaceError::NotApplicable { parameter, key: "low", .. } if parameter == "a"),
         "{e}"
     );
-    let e = err("a = 3\n");
+    let e = err("a = [1, 2]\n");
     assert!(
         matches!(&e, SpaceError::NotATable { parameter } if parameter == "a"),
         "{e}"
+    );
+    // A bare value is a fixed parameter: one choice.
+    let s = SearchSpace::from_toml_str(
+        "a = 3\nb = \"x\"\n[c]\ntype = \"float\"\nlow = 0.0\nhigh = 1.0\n",
+    )
+    .expect("fixed values");
+    assert_eq!(s.dims(), 3);
+    assert_eq!(
+        s.params()[0].kind,
+        Kind::Categorical {
+            choices: vec![serde_json::json!(3)]
+        }
+    );
+    assert_eq!(
+        s.params()[1].kind,
+        Kind::Categorical {
+            choices: vec![serde_json::json!("x")]
+        }
     );
     assert!(matches!(err(""), SpaceError::Empty));
     assert!(matches!(err("[a\n"), SpaceError::Toml(_)));
