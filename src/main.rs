@@ -1093,11 +1093,12 @@ async fn run(cli: Cli) -> Result<()> {
                     out!("{}", serde_json::to_string_pretty(man)?);
                     let params: usize = m.package.members.iter().flatten().map(Vec::len).sum();
                     out!(
-                        "\n{} head, {} inputs ({} embeddings), hidden {:?}: {params} parameters",
+                        "\n{} head, {} inputs ({} embeddings), hidden {:?}: {} network(s), {params} parameters",
                         man.architecture.head.name(),
                         man.architecture.input_width(),
                         man.architecture.embeddings.len(),
-                        man.architecture.hidden
+                        man.architecture.hidden,
+                        m.package.members.len()
                     );
                     return Ok(());
                 }

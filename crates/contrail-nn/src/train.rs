@@ -637,20 +637,17 @@ pub fn fit<B: AutodiffBackend>(
     if n == 0 {
         return Err(NnError::Data("the training split has no rows".into()));
     }
-    match valid {
-        Some(v) => {
-            let rows = v.block_rows();
-            let mut seen = 0;
-            for i in 0..rows.len() {
-                let b = read_block(v, &rows, i, widths, "validation")?;
-                check_targets(params.head, &b.y, "validation", seen)?;
-                seen += b.y.len();
-            }
-            if seen == 0 {
-                return Err(NnError::Data("the validation split is empty".into()));
-            }
+    if let Some(v) = valid {
+        let rows = v.block_rows();
+        let mut seen = 0;
+        for i in 0..rows.len() {
+            let b = read_block(v, &rows, i, widths, "validation")?;
+            check_targets(params.head, &b.y, "validation", seen)?;
+            seen += b.y.len();
         }
-        None => {}
+        if seen == 0 {
+            return Err(NnError::Data("the validation split is empty".into()));
+        }
     }
     let rec = BinBytesRecorder::<FullPrecisionSettings>::default();
     let cpu_backend = B::name(device).to_lowercase().contains("ndarray");

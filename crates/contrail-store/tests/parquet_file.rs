@@ -141,7 +141,10 @@ async fn row_groups_of_an_opened_file_read_only_their_column_chunks() {
     assert_eq!(arrow_concat(&once), groups[2]);
     assert_eq!(store.heads.load(Ordering::SeqCst), before + 1);
     // A row group the file does not have: a typed error naming the file.
-    let e = f.read_row_group(4, &opts).await.unwrap_err();
+    let e = f
+        .read_row_group(4, &opts)
+        .await
+        .expect_err("the file has four row groups");
     assert!(
         e.to_string().contains("t.parquet") && e.to_string().contains("4 row groups"),
         "{e}"
