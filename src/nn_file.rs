@@ -8,14 +8,13 @@ use crate::gbdt::package::{DataFingerprint, FingerprintBuilder};
 use crate::models::ModelError;
 use crate::nn::{Block, Encoded, Encoder, NnError, NnParams, Source};
 use crate::store::parquet_io::{ParquetFile, ScanOptions};
-use crate::store::{resolve_parquet, Lake};
+use crate::store::resolve_parquet;
 
 /// The row groups of one Parquet file or of every file under a prefix.
 pub struct ParquetRows {
-    lake: Lake,
     /// Each file opened once (its size and footer), so that reading a row group fetches
     /// only its column chunks: every epoch of streamed training reads every row group.
-    files: Vec<(String, ParquetFile)>,
+    files: Vec<ParquetFile>,
     /// (file, row group, rows), in the files' and the groups' order; empty groups left out.
     groups: Vec<(usize, usize, usize)>,
     cols: Columns,
@@ -35,7 +34,7 @@ impl ParquetRows {
                     groups.push((opened.len(), g, rows));
                 }
             }
-            opened.push((f, file));
+            opened.push(file);
         }
         if groups.is_empty() {
             return Err(ModelError::Invalid(format!("{url}: no rows")));
@@ -47,7 +46,6 @@ impl ParquetRows {
             c
         });
         Ok(ParquetRows {
-            lake,
             files: opened,
             groups,
             cols: cols.clone(),
@@ -69,13 +67,13 @@ impl ParquetRows {
     /// "file row group g": where block `i` is, for messages.
     pub fn describe(&self, i: usize) -> String {
         let (f, g, _) = &self.groups[i];
-        format!("{} row group {g}", self.lake.display(&self.files[*f].0))
+        format!("{} row group {g}", self.files[*f].url())
     }
 
     /// Block `i` as a dataset (features and target).
     pub async fn dataset(&self, i: usize) -> Result<Dataset, ModelError> {
         let (f, g, rows) = &self.groups[i];
-        let batches = self.files[*f].1.read_row_group(*g, &self.opts).await?;
+        let batches = self.files[*f].read_row_group(*g, &self.opts).await?;
         let what = self.describe(i);
         let d = from_batches(&batches, &self.cols, &what)?;
         if d.n_rows() != *rows {

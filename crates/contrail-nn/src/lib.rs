@@ -184,9 +184,11 @@ pub fn fit_on(
             break;
         }
     }
+    // Scored only when every network ran to its end (not killed, not pruned).
+    let complete = members.len() == params.ensemble && members.iter().all(|m| m.finished);
     let valid_nll = match valid {
-        Some(v) if members.len() == params.ensemble && members.iter().all(|m| m.finished) => {
-            let w: Vec<weights::Weights> = members.iter().map(|m| m.weights.clone()).collect();
+        Some(v) if complete => {
+            let w: Vec<&weights::Weights> = members.iter().map(|m| &m.weights).collect();
             Some(train::ensemble_nll(&arch, &w, v, "validation")?)
         }
         _ => None,
@@ -290,9 +292,8 @@ impl NnModel {
         let x = self.package.manifest.encoder.encode(data)?;
         let head = self.head();
         let etas = self.member_scores(&x)?;
-        let k = etas.len() as f64;
         Ok((0..x.n_rows)
-            .map(|i| etas.iter().map(|e| head.response(e[i] as f64)).sum::<f64>() / k)
+            .map(|i| train::mean_response(head, &etas, i))
             .collect())
     }
 

@@ -74,13 +74,7 @@ pub fn to_bytes(p: &NnPackage) -> Result<Vec<u8>, NnError> {
     }
     let mut w = Writer::default();
     for (k, member) in p.members.iter().enumerate() {
-        if shapes.len() != member.len() {
-            return Err(NnError::Data(format!(
-                "{} weight tensors for {} in the architecture",
-                member.len(),
-                shapes.len()
-            )));
-        }
+        crate::weights::check(&shapes, member)?;
         for ((name, _), v) in shapes.iter().zip(member) {
             w.f32(member_tensor(k, name), v.iter().copied());
         }

@@ -953,19 +953,21 @@ pub fn level_shift(head: Head, eta: &[f32], y: &[f32]) -> f64 {
     }
 }
 
-/// The raw scores of an ensemble's mean response: every member's responses averaged, then
-/// the link ([`Head::link`]). One member: its own scores, unchanged.
+/// The mean of the members' responses (mean count or probability) at row `i`, from each
+/// member's raw scores.
+pub fn mean_response(head: Head, etas: &[Vec<f32>], i: usize) -> f64 {
+    etas.iter().map(|e| head.response(e[i] as f64)).sum::<f64>() / etas.len() as f64
+}
+
+/// The raw scores of an ensemble's mean response ([`mean_response`], then
+/// [`Head::link`]). One member: its own scores, unchanged.
 pub fn combine(head: Head, etas: &[Vec<f32>]) -> Vec<f32> {
     match etas {
         [one] => one.clone(),
         _ => {
             let n = etas.first().map_or(0, Vec::len);
-            let k = etas.len() as f64;
             (0..n)
-                .map(|i| {
-                    let m = etas.iter().map(|e| head.response(e[i] as f64)).sum::<f64>() / k;
-                    head.link(m) as f32
-                })
+                .map(|i| head.link(mean_response(head, etas, i)) as f32)
                 .collect()
         }
     }
@@ -976,7 +978,7 @@ pub fn combine(head: Head, etas: &[Vec<f32>]) -> Vec<f32> {
 /// mean), on the CPU.
 pub fn ensemble_nll(
     arch: &Architecture,
-    members: &[Weights],
+    members: &[&Weights],
     src: &dyn Source,
     what: &str,
 ) -> Result<f64, NnError> {

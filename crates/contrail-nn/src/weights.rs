@@ -40,13 +40,9 @@ pub fn extract<B: Backend>(net: &Net<B>) -> Result<Weights, NnError> {
     Ok(out)
 }
 
-/// A network of `arch` with parameters `w` on `device` (shapes checked).
-pub fn build<B: Backend>(
-    arch: &Architecture,
-    w: &Weights,
-    device: &B::Device,
-) -> Result<Net<B>, NnError> {
-    let shapes = arch.tensor_shapes();
+/// Checks that `w` has one tensor per entry of `shapes` ([`Architecture::tensor_shapes`]),
+/// each of its shape's length.
+pub fn check(shapes: &[(String, Vec<usize>)], w: &Weights) -> Result<(), NnError> {
     if w.len() != shapes.len() {
         return Err(NnError::Data(format!(
             "{} weight tensors for an architecture of {}",
@@ -63,6 +59,17 @@ pub fn build<B: Backend>(
             )));
         }
     }
+    Ok(())
+}
+
+/// A network of `arch` with parameters `w` on `device` (shapes checked).
+pub fn build<B: Backend>(
+    arch: &Architecture,
+    w: &Weights,
+    device: &B::Device,
+) -> Result<Net<B>, NnError> {
+    let shapes = arch.tensor_shapes();
+    check(&shapes, w)?;
     let t2 = |v: &Vec<f32>, s: &[usize]| -> Tensor<B, 2> {
         Tensor::from_data(TensorData::new(v.clone(), [s[0], s[1]]), device)
     };

@@ -344,12 +344,25 @@ fn manifest(enc: &Encoder, arch: &Architecture, p: &NnParams) -> NnManifest {
     }
 }
 
-fn run(p: &NnParams, ctl: &Control) -> contrail_nn::Trained {
+/// The runs' data: 3,000 training and 1,000 validation rows, encoded, with targets.
+fn fixture() -> (Encoder, Encoded, Encoded, Vec<f32>, Vec<f32>) {
     let (train, _) = synthetic(3_000, 21, None);
     let (valid, _) = synthetic(1_000, 22, None);
     let enc = Encoder::fit(&train, 0, 16).unwrap();
     let (xt, xv) = (enc.encode(&train).unwrap(), enc.encode(&valid).unwrap());
-    let (yt, yv) = (y32(&train), y32(&valid));
+    (enc, xt, xv, y32(&train), y32(&valid))
+}
+
+/// Checkpoints to `ck`, stopping after `stop` epochs as if killed.
+fn checkpointed(ck: &std::path::Path, stop: Option<usize>) -> Control {
+    Control {
+        checkpoint: Some(ck.to_path_buf()),
+        stop_after_epochs: stop,
+    }
+}
+
+fn run(p: &NnParams, ctl: &Control) -> contrail_nn::Trained {
+    let (enc, xt, xv, yt, yv) = fixture();
     fit::<AD32>(
         Architecture::for_encoder(&enc, p),
         p,
@@ -415,22 +428,10 @@ fn checkpoint_resume_equals_an_uninterrupted_run() {
         ..params(Head::Poisson, 5)
     };
     let whole = run(&p, &Control::default());
-    let first = run(
-        &p,
-        &Control {
-            checkpoint: Some(ck.clone()),
-            stop_after_epochs: Some(2),
-        },
-    );
+    let first = run(&p, &checkpointed(&ck, Some(2)));
     assert_eq!(first.history.len(), 2);
     assert!(ck.exists());
-    let resumed = run(
-        &p,
-        &Control {
-            checkpoint: Some(ck.clone()),
-            stop_after_epochs: None,
-        },
-    );
+    let resumed = run(&p, &checkpointed(&ck, None));
     assert_eq!(resumed.resumed_from, Some(2));
     assert_eq!(resumed.history.len(), 5);
     for (a, b) in resumed.history.iter().zip(&whole.history) {
@@ -465,10 +466,7 @@ fn checkpoint_resume_equals_an_uninterrupted_run() {
         &Split { x: &xt, y: &yt },
         None,
         &dev(),
-        &Control {
-            checkpoint: Some(ck.clone()),
-            stop_after_epochs: None,
-        },
+        &checkpointed(&ck, None),
         &mut |_| Next::Continue,
     )
     .unwrap_err();
@@ -484,10 +482,7 @@ fn checkpoint_resume_equals_an_uninterrupted_run() {
         &Split { x: &xt, y: &yt },
         None,
         &dev(),
-        &Control {
-            checkpoint: Some(ck),
-            stop_after_epochs: None,
-        },
+        &checkpointed(&ck, None),
         &mut |_| Next::Continue,
     )
     .unwrap_err();
@@ -914,11 +909,7 @@ fn cut(n: usize, size: usize) -> Vec<usize> {
 
 /// Trains on 3,000 synthetic rows served in blocks of `block` rows.
 fn run_blocks(p: &NnParams, block: usize, ctl: &Control) -> contrail_nn::Trained {
-    let (train, _) = synthetic(3_000, 21, None);
-    let (valid, _) = synthetic(1_000, 22, None);
-    let enc = Encoder::fit(&train, 0, 16).unwrap();
-    let (xt, xv) = (enc.encode(&train).unwrap(), enc.encode(&valid).unwrap());
-    let (yt, yv) = (y32(&train), y32(&valid));
+    let (enc, xt, xv, yt, yv) = fixture();
     let t = Blocks {
         x: &xt,
         y: &yt,
@@ -1030,15 +1021,9 @@ fn windows_stream_every_row_once_an_epoch_and_train_deterministically() {
     // Interrupted after two epochs and resumed: the bits of the uninterrupted run.
     let dir = tempfile::tempdir().unwrap();
     let ck = dir.path().join("run.ckpt");
-    let stop = Control {
-        checkpoint: Some(ck.clone()),
-        stop_after_epochs: Some(2),
-    };
+    let stop = checkpointed(&ck, Some(2));
     assert_eq!(run_blocks(&p, 500, &stop).history.len(), 2);
-    let resume = Control {
-        checkpoint: Some(ck),
-        stop_after_epochs: None,
-    };
+    let resume = checkpointed(&ck, None);
     let r = run_blocks(&p, 500, &resume);
     assert_eq!(r.resumed_from, Some(2));
     assert_eq!(bits(&r.weights), bits(&c.weights));
@@ -1133,11 +1118,7 @@ fn run_ensemble_with(
     ctl: &Control,
     on_epoch: &mut dyn FnMut(&contrail_nn::EpochLog) -> Next,
 ) -> contrail_nn::Ensemble {
-    let (train, _) = synthetic(3_000, 21, None);
-    let (valid, _) = synthetic(1_000, 22, None);
-    let enc = Encoder::fit(&train, 0, 16).unwrap();
-    let (xt, xv) = (enc.encode(&train).unwrap(), enc.encode(&valid).unwrap());
-    let (yt, yv) = (y32(&train), y32(&valid));
+    let (enc, xt, xv, yt, yv) = fixture();
     contrail_nn::fit_on(
         &contrail_nn::Device::Cpu,
         Architecture::for_encoder(&enc, p),
@@ -1256,19 +1237,10 @@ fn an_ensemble_killed_in_its_second_network_resumes_to_the_same_bits() {
             ensemble: 1,
             ..p.clone()
         },
-        &Control {
-            checkpoint: Some(ck.clone()),
-            stop_after_epochs: None,
-        },
+        &checkpointed(&ck, None),
     );
     assert!(first.members[0].finished);
-    let killed = run_ensemble(
-        &p,
-        &Control {
-            checkpoint: Some(ck.clone()),
-            stop_after_epochs: Some(2),
-        },
-    );
+    let killed = run_ensemble(&p, &checkpointed(&ck, Some(2)));
     assert_eq!(killed.members.len(), 2);
     let n0 = first.members[0].history.len();
     assert_eq!(
@@ -1283,13 +1255,7 @@ fn an_ensemble_killed_in_its_second_network_resumes_to_the_same_bits() {
         "an unfinished ensemble is not scored"
     );
     assert!(contrail_nn::member_checkpoint(&ck, 1).exists());
-    let resumed = run_ensemble(
-        &p,
-        &Control {
-            checkpoint: Some(ck.clone()),
-            stop_after_epochs: None,
-        },
-    );
+    let resumed = run_ensemble(&p, &checkpointed(&ck, None));
     assert_eq!(resumed.members[1].resumed_from, Some(2));
     assert_eq!(resumed.weights(), whole.weights());
     assert_eq!(
@@ -1297,13 +1263,7 @@ fn an_ensemble_killed_in_its_second_network_resumes_to_the_same_bits() {
         whole.valid_nll.map(f64::to_bits)
     );
     // A finished run's checkpoint resumes to its result, not to one more epoch.
-    let again = run_ensemble(
-        &p,
-        &Control {
-            checkpoint: Some(ck.clone()),
-            stop_after_epochs: None,
-        },
-    );
+    let again = run_ensemble(&p, &checkpointed(&ck, None));
     assert_eq!(again.weights(), whole.weights());
     assert!(again
         .members
@@ -1314,10 +1274,7 @@ fn an_ensemble_killed_in_its_second_network_resumes_to_the_same_bits() {
     // again, its checkpoint gives that result instead of training epochs 2 and 3; the
     // ensemble's later members were not trained.
     let ck = dir.path().join("pruned.ckpt");
-    let ctl = Control {
-        checkpoint: Some(ck.clone()),
-        stop_after_epochs: None,
-    };
+    let ctl = checkpointed(&ck, None);
     let pruned = run_ensemble_with(&p, &ctl, &mut |l| {
         if l.epoch == 1 {
             Next::Stop

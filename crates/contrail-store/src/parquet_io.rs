@@ -204,11 +204,8 @@ pub async fn open_stream(
     rel: &str,
     opts: &ScanOptions,
 ) -> Result<parquet::arrow::async_reader::ParquetRecordBatchStream<LakeFileReader>, StoreError> {
-    let url = lake.display(rel);
-    builder(lake, rel, opts)
-        .await?
-        .build()
-        .map_err(|e| parquet_err(&url, e))
+    let f = ParquetFile::open(lake, rel).await?;
+    f.builder(opts)?.build().map_err(|e| parquet_err(&f.url, e))
 }
 
 /// One Parquet file opened once (a HEAD for its size, then its footer, read and checked
@@ -239,6 +236,26 @@ impl ParquetFile {
         })
     }
 
+    /// The file's URL, for messages.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A reader of the file's batches with the projection and batch size of `opts` (the
+    /// footer already read).
+    fn builder(
+        &self,
+        opts: &ScanOptions,
+    ) -> Result<ParquetRecordBatchStreamBuilder<LakeFileReader>, StoreError> {
+        let reader = LakeFileReader {
+            store: self.store.clone(),
+            path: self.path.clone(),
+            size: self.size,
+        };
+        let b = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, self.meta.clone());
+        project(b, opts, &self.url)
+    }
+
     /// Rows in each row group, from the footer.
     pub fn row_group_rows(&self) -> Result<Vec<usize>, StoreError> {
         self.meta
@@ -267,13 +284,8 @@ impl ParquetFile {
                 reason: format!("has {groups} row groups, not {}", rg + 1),
             });
         }
-        let reader = LakeFileReader {
-            store: self.store.clone(),
-            path: self.path.clone(),
-            size: self.size,
-        };
-        let b = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, self.meta.clone());
-        let mut s = project(b, opts, &self.url)?
+        let mut s = self
+            .builder(opts)?
             .with_row_groups(vec![rg])
             .build()
             .map_err(|e| parquet_err(&self.url, e))?;
@@ -302,20 +314,6 @@ pub async fn read_row_group(
         .await?
         .read_row_group(rg, opts)
         .await
-}
-
-/// A reader of one file with the projection and batch size of `opts`.
-async fn builder(
-    lake: &Lake,
-    rel: &str,
-    opts: &ScanOptions,
-) -> Result<ParquetRecordBatchStreamBuilder<LakeFileReader>, StoreError> {
-    let url = lake.display(rel);
-    let reader = LakeFileReader::open(lake, rel).await?;
-    let builder = ParquetRecordBatchStreamBuilder::new(reader)
-        .await
-        .map_err(|e| parquet_err(&url, e))?;
-    project(builder, opts, &url)
 }
 
 /// `builder` with the projection and batch size of `opts`.

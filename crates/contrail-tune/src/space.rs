@@ -183,7 +183,7 @@ fn parse_condition(parameter: &str, v: &toml::Value) -> Result<RawCondition, Spa
 }
 
 fn parse_param(name: &str, v: &toml::Value) -> Result<(Kind, Option<RawCondition>), SpaceError> {
-    if !v.is_table() {
+    let Some(t) = v.as_table() else {
         // A fixed value: every trial gets it.
         let value = toml_to_json(v).ok_or_else(|| SpaceError::NotATable {
             parameter: name.into(),
@@ -194,10 +194,7 @@ fn parse_param(name: &str, v: &toml::Value) -> Result<(Kind, Option<RawCondition
             },
             None,
         ));
-    }
-    let t = v.as_table().ok_or_else(|| SpaceError::NotATable {
-        parameter: name.into(),
-    })?;
+    };
     for k in t.keys() {
         if !matches!(
             k.as_str(),
