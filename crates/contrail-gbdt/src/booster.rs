@@ -225,7 +225,19 @@ fn train_in_pool(
         });
     }
     let obj = params.objective;
-    obj.check_labels(&train.target)?;
+    obj.check_labels(&train.target, "target")?;
+    if let Some(i) = train.weights.as_deref().and_then(|w| {
+        w.iter()
+            .position(|x| !(0.0..=crate::data::MAX_MAGNITUDE).contains(x))
+    }) {
+        return Err(GbdtError::Data {
+            what: "weights".into(),
+            reason: format!(
+                "row {i}: weights must be finite, >= 0 and at most {:e}",
+                crate::data::MAX_MAGNITUDE
+            ),
+        });
+    }
     let mc = &params.monotone_constraints;
     if !mc.is_empty() {
         if mc.len() != train.n_features() {
@@ -263,7 +275,7 @@ fn train_in_pool(
                     reason: "its features differ from the training data's".into(),
                 });
             }
-            obj.check_labels(&v.target)?;
+            obj.check_labels(&v.target, "validation target")?;
             Some(Binned::with_mappers(v, binned.mappers.clone()))
         }
         None => None,

@@ -187,10 +187,13 @@ impl Dataset {
     }
 }
 
-/// Reads one Arrow column as f64 (NaN for nulls), if it is numeric or boolean.
+/// Reads one Arrow column as f64 (NaN for nulls), if it is numeric or boolean. Decimals
+/// (prices kept as `DECIMAL(p, s)` by a warehouse) become their value, `unscaled / 10^s`:
+/// exact to the nearest f64 for unscaled values below 2^53. Dates are days since the Unix
+/// epoch whether stored as days (`Date32`) or milliseconds (`Date64`).
 pub fn numeric_values(a: &ArrayRef) -> Option<Vec<f64>> {
-    macro_rules! prim {
-        ($t:ty) => {{
+    macro_rules! conv {
+        ($t:ty, $f:expr) => {{
             let p = a.as_primitive::<$t>();
             Some(
                 (0..p.len())
@@ -198,13 +201,24 @@ pub fn numeric_values(a: &ArrayRef) -> Option<Vec<f64>> {
                         if p.is_null(i) {
                             f64::NAN
                         } else {
-                            p.value(i) as f64
+                            $f(p.value(i))
                         }
                     })
                     .collect(),
             )
         }};
     }
+    macro_rules! prim {
+        ($t:ty) => {
+            conv!($t, |v| v as f64)
+        };
+    }
+    // Multiplying by an exact power of ten for s <= 0, dividing by one for s > 0 (one
+    // rounding, so 125 with scale 2 is the f64 nearest 1.25).
+    let decimal = |scale: i8| {
+        let p = 10f64.powi(i32::from(scale.unsigned_abs()));
+        move |v: f64| if scale > 0 { v / p } else { v * p }
+    };
     match a.data_type() {
         DataType::Float64 => prim!(Float64Type),
         DataType::Float32 => prim!(Float32Type),
@@ -216,7 +230,37 @@ pub fn numeric_values(a: &ArrayRef) -> Option<Vec<f64>> {
         DataType::UInt16 => prim!(UInt16Type),
         DataType::UInt32 => prim!(UInt32Type),
         DataType::UInt64 => prim!(UInt64Type),
+        DataType::Float16 => conv!(arrow_array::types::Float16Type, f64::from),
         DataType::Date32 => prim!(arrow_array::types::Date32Type),
+        DataType::Date64 => conv!(arrow_array::types::Date64Type, |v: i64| v as f64
+            / 86_400_000.0),
+        DataType::Decimal32(_, s) => {
+            let f = decimal(*s);
+            conv!(arrow_array::types::Decimal32Type, |v: i32| f(f64::from(v)))
+        }
+        DataType::Decimal64(_, s) => {
+            let f = decimal(*s);
+            conv!(arrow_array::types::Decimal64Type, |v: i64| f(v as f64))
+        }
+        DataType::Decimal128(_, s) => {
+            let f = decimal(*s);
+            conv!(arrow_array::types::Decimal128Type, |v: i128| f(v as f64))
+        }
+        DataType::Decimal256(..) => {
+            // Rare (precision above 38): read through the decimal's text, correctly rounded.
+            let p = a.as_primitive::<arrow_array::types::Decimal256Type>();
+            Some(
+                (0..p.len())
+                    .map(|i| {
+                        if p.is_null(i) {
+                            f64::NAN
+                        } else {
+                            p.value_as_string(i).parse().unwrap_or(f64::NAN)
+                        }
+                    })
+                    .collect(),
+            )
+        }
         DataType::Boolean => {
             let b = a.as_boolean();
             Some(
@@ -236,6 +280,12 @@ pub fn numeric_values(a: &ArrayRef) -> Option<Vec<f64>> {
         _ => None,
     }
 }
+
+/// The largest magnitude of a target or weight. A split's gain squares a sum of
+/// weighted gradients: with targets and weights up to 1e50 and a billion rows that stays
+/// near 1e218, far from f64's 1.8e308; a target of 1e200 would overflow the training
+/// metrics and make a package that cannot load.
+pub const MAX_MAGNITUDE: f64 = 1e50;
 
 /// How to take a dataset from batches.
 #[derive(Debug, Clone, Default)]
@@ -331,13 +381,26 @@ pub fn from_batches(
             &format!("row {i} is missing or not finite"),
         ));
     }
+    if let Some(i) = target.iter().position(|t| t.abs() > MAX_MAGNITUDE) {
+        return Err(col_err(
+            &cols.target,
+            &format!(
+                "row {i}: {:e} is beyond ±{MAX_MAGNITUDE:e}, where sums of squared errors \
+                 overflow; rescale the target",
+                target[i]
+            ),
+        ));
+    }
     let weights = match &cols.weight {
         Some(w) => {
             let v = read_f64(w)?;
-            if let Some(i) = v.iter().position(|x| !(x.is_finite() && *x >= 0.0)) {
+            if let Some(i) = v
+                .iter()
+                .position(|x| !(x.is_finite() && (0.0..=MAX_MAGNITUDE).contains(x)))
+            {
                 return Err(col_err(
                     w,
-                    &format!("row {i}: weights must be finite and >= 0"),
+                    &format!("row {i}: weights must be finite, >= 0 and at most {MAX_MAGNITUDE:e}"),
                 ));
             }
             Some(v)

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::data::MAX_MAGNITUDE;
 use crate::GbdtError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -93,13 +94,20 @@ impl Objective {
         }
     }
 
-    /// Checks the labels; the error names the first bad row.
-    pub fn check_labels(&self, y: &[f64]) -> Result<(), GbdtError> {
-        let bad = |i: usize, what: &str| GbdtError::Data {
-            what: "target".into(),
-            reason: format!("row {i}: {what} for objective {}", self.name()),
+    /// Checks the labels of `what` ("target", "validation target"); the error names the
+    /// first bad row. Every objective needs finite labels within ±[`MAX_MAGNITUDE`].
+    pub fn check_labels(&self, y: &[f64], what: &str) -> Result<(), GbdtError> {
+        let bad = |i: usize, why: &str| GbdtError::Data {
+            what: what.into(),
+            reason: format!("row {i}: {why} for objective {}", self.name()),
         };
         for (i, &v) in y.iter().enumerate() {
+            if !(v.abs() <= MAX_MAGNITUDE) {
+                return Err(bad(
+                    i,
+                    &format!("label {v:e} is not finite or beyond ±{MAX_MAGNITUDE:e}"),
+                ));
+            }
             match self {
                 Objective::Binary if v != 0.0 && v != 1.0 => {
                     return Err(bad(i, &format!("label {v} is not 0 or 1")))

@@ -274,7 +274,9 @@ fn checksum(manifest: &str, data: &[u8]) -> String {
     format!("{:08x}", c.sum())
 }
 
-/// The manifest of a booster, with metrics and lineage supplied by the caller.
+/// The manifest of a booster, with metrics and lineage supplied by the caller. A metric
+/// that is not finite (an R² of a constant validation target, a deviance that overflowed)
+/// is left out: JSON has no such number, and the package must load.
 pub fn manifest(
     b: &Booster,
     metrics: BTreeMap<String, f64>,
@@ -311,7 +313,7 @@ pub fn manifest(
         params: b.params.clone(),
         best_iteration: b.best_iteration,
         n_trees: b.trees.len(),
-        metrics,
+        metrics: metrics.into_iter().filter(|(_, v)| v.is_finite()).collect(),
         training_data,
         lineage,
         precision: b.precision,

@@ -79,8 +79,12 @@ pub fn to_bytes(p: &NnPackage) -> Result<Vec<u8>, NnError> {
             w.f32(member_tensor(k, name), v.iter().copied());
         }
     }
+    // A metric that is not finite (a diverged validation loss) is left out: JSON has no
+    // such number, and the package must load.
+    let mut manifest = p.manifest.clone();
+    manifest.metrics.retain(|_, v| v.is_finite());
     let text =
-        serde_json::to_string(&p.manifest).map_err(|e| NnError::Data(format!("manifest: {e}")))?;
+        serde_json::to_string(&manifest).map_err(|e| NnError::Data(format!("manifest: {e}")))?;
     Ok(container::encode(w, &text)?)
 }
 

@@ -582,6 +582,14 @@ fn package_round_trip_and_corruption() {
         contrail_gbdt::package::model_kind(&bytes, "m.ctm").unwrap(),
         "nn"
     );
+    // A diverged validation loss is left out of the manifest; the package still loads.
+    let mut diverged = pkg.clone();
+    diverged
+        .manifest
+        .metrics
+        .insert("valid-nll".into(), f64::NAN);
+    let back = package::from_bytes(&package::to_bytes(&diverged).unwrap(), "m.ctm").unwrap();
+    assert_eq!(back, pkg);
 
     // Every flipped byte, truncation and wrong kind is a typed error naming the file.
     for k in (0..bytes.len()).step_by(97) {
