@@ -322,6 +322,22 @@ pub fn from_batches(
             .filter(|n| *n != cols.target && Some(n) != cols.weight.as_ref())
             .collect(),
     };
+    if names.is_empty() {
+        // A model of no features predicts one number: a file of the target alone, or an
+        // empty `--features`, is a mistake to name rather than a constant to fit.
+        return Err(GbdtError::Data {
+            what: source.into(),
+            reason: format!(
+                "no feature columns (the columns: {})",
+                schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        });
+    }
     let col_err = |name: &str, reason: &str| GbdtError::Data {
         what: source.into(),
         reason: format!("column `{name}`: {reason}"),

@@ -208,3 +208,22 @@ fn a_metric_that_is_not_finite_is_left_out_and_the_package_loads() {
         BTreeMap::from([("valid-rmse".to_string(), 0.25)])
     );
 }
+
+#[test]
+fn a_file_of_the_target_alone_is_an_error_naming_its_columns() {
+    let batch = RecordBatch::try_from_iter([(
+        "fare",
+        Arc::new(Float64Array::from(vec![1.0, 2.0])) as ArrayRef,
+    )])
+    .expect("batch");
+    let cols = Columns {
+        target: "fare".into(),
+        ..Default::default()
+    };
+    let (what, reason) = data_error(from_batches(&[batch], &cols, "only.parquet"));
+    assert_eq!(what, "only.parquet");
+    assert!(
+        reason.contains("no feature columns") && reason.contains("fare"),
+        "{reason}"
+    );
+}
