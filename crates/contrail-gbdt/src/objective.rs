@@ -102,7 +102,7 @@ impl Objective {
             reason: format!("row {i}: {why} for objective {}", self.name()),
         };
         for (i, &v) in y.iter().enumerate() {
-            if !(v.abs() <= MAX_MAGNITUDE) {
+            if v.is_nan() || v.abs() > MAX_MAGNITUDE {
                 return Err(bad(
                     i,
                     &format!("label {v:e} is not finite or beyond ±{MAX_MAGNITUDE:e}"),
