@@ -82,6 +82,14 @@ impl ParquetRows {
                 d.n_rows()
             )));
         }
+        // Networks train in 32-bit floats: a target past f32's range would become inf.
+        if let Some(r) = d.target.iter().position(|v| v.abs() > f64::from(f32::MAX)) {
+            return Err(ModelError::Invalid(format!(
+                "{what}: column `{}`: row {r}: target {:e} does not fit the network's 32-bit \
+                 floats",
+                self.cols.target, d.target[r]
+            )));
+        }
         Ok(d)
     }
 

@@ -1273,4 +1273,18 @@ fn a_network_streams_a_file_larger_than_its_shuffle_window() {
         err.contains("bad.parquet row group 6") && err.contains("row 210"),
         "{err}"
     );
+    // A target past f32's range (it would train as inf): named, not "target inf".
+    let mut huge = y.clone();
+    huge[1_234] = Some(1e39);
+    write_row_groups(&dir.join("huge.parquet"), &batch(huge), 500);
+    let out = train("huge.parquet", "huge.ctm", "stream.toml");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("huge.parquet row group 2")
+            && err.contains("row 234")
+            && err.contains("1e39")
+            && err.contains("32-bit"),
+        "{err}"
+    );
 }
