@@ -428,10 +428,15 @@ pub fn parameter_importances(
         };
         columns.push(col);
     }
+    // Shares of gain do not change with the objective's scale; values divided by the
+    // largest magnitude keep any finite objective (1e300 as well) inside what training
+    // accepts.
+    let scale = complete.iter().map(|c| c.1.abs()).fold(0.0, f64::max);
+    let scale = if scale > 0.0 { scale } else { 1.0 };
     let data = Dataset {
         names: params.iter().map(|p| p.name.clone()).collect(),
         columns,
-        target: complete.iter().map(|c| c.1).collect(),
+        target: complete.iter().map(|c| c.1 / scale).collect(),
         weights: None,
     };
     let p = crate::gbdt::Params {

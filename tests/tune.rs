@@ -691,6 +691,18 @@ choices = ["a", "b"]
     assert!(html.contains("Parameter importances") && html.contains(">lr</text>"));
     // Too few trials: none.
     assert!(contrail::tune::parameter_importances(&study, &complete[..5]).is_empty());
+    // Any finite objective's scale: an objective 1e200 times larger has the same shares
+    // (its values are beyond what training takes as a target unless rescaled).
+    let huge: Vec<(usize, f64, &serde_json::Map<String, Value>)> = complete
+        .iter()
+        .map(|&(n, v, p)| (n, v * 1e200, p))
+        .collect();
+    let big = contrail::tune::parameter_importances(&study, &huge);
+    assert_eq!(big.len(), 3, "{big:?}");
+    for (a, b) in imp.iter().zip(&big) {
+        assert_eq!(a.0, b.0);
+        assert!((a.1 - b.1).abs() < 1e-6, "{imp:?} vs {big:?}");
+    }
 }
 
 /// A small study of the demand network: median pruning on the validation nll of each
