@@ -24,7 +24,7 @@ use parquet::errors::ParquetError;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
-use crate::gbdt::data::{is_string_type, Columns, FeatureKind};
+use crate::gbdt::data::{is_numeric_type, is_string_type, Columns, FeatureKind};
 use crate::gbdt::iforest::Forest;
 use crate::gbdt::{Booster, Device, GbdtError};
 use crate::models::{self, Model, ModelError};
@@ -339,25 +339,6 @@ impl Scorer {
             }
         }
     }
-}
-
-/// The Arrow types [`crate::gbdt::data::numeric_values`] reads.
-fn is_numeric_type(dt: &DataType) -> bool {
-    matches!(
-        dt,
-        DataType::Float64
-            | DataType::Float32
-            | DataType::Int8
-            | DataType::Int16
-            | DataType::Int32
-            | DataType::Int64
-            | DataType::UInt8
-            | DataType::UInt16
-            | DataType::UInt32
-            | DataType::UInt64
-            | DataType::Date32
-            | DataType::Boolean
-    )
 }
 
 /// Whether the folder or prefix `inner` is `outer` or lies under it (paths compared

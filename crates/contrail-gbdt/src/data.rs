@@ -187,6 +187,32 @@ impl Dataset {
     }
 }
 
+/// The Arrow types [`numeric_values`] reads (a check before any data is read, as the
+/// scoring job makes).
+pub fn is_numeric_type(dt: &DataType) -> bool {
+    matches!(
+        dt,
+        DataType::Float64
+            | DataType::Float32
+            | DataType::Float16
+            | DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::UInt8
+            | DataType::UInt16
+            | DataType::UInt32
+            | DataType::UInt64
+            | DataType::Date32
+            | DataType::Date64
+            | DataType::Decimal32(..)
+            | DataType::Decimal64(..)
+            | DataType::Decimal128(..)
+            | DataType::Decimal256(..)
+            | DataType::Boolean
+    )
+}
+
 /// Reads one Arrow column as f64 (NaN for nulls), if it is numeric or boolean. Decimals
 /// (prices kept as `DECIMAL(p, s)` by a warehouse) become their value, `unscaled / 10^s`:
 /// exact to the nearest f64 for unscaled values below 2^53. Dates are days since the Unix

@@ -11,7 +11,9 @@ use arrow_array::{
     ArrayRef, Date64Array, Decimal128Array, Decimal256Array, Decimal32Array, Decimal64Array,
     Float16Array, Float64Array, RecordBatch,
 };
-use contrail_gbdt::data::{from_batches, numeric_values, Column, Columns, Dataset};
+use contrail_gbdt::data::{
+    from_batches, is_numeric_type, numeric_values, Column, Columns, Dataset,
+};
 use contrail_gbdt::package::{self, from_bytes, to_bytes};
 use contrail_gbdt::{train, GbdtError, Params};
 
@@ -226,4 +228,40 @@ fn a_file_of_the_target_alone_is_an_error_naming_its_columns() {
         reason.contains("no feature columns") && reason.contains("fare"),
         "{reason}"
     );
+}
+
+#[test]
+fn the_type_check_before_reading_agrees_with_the_reader() {
+    use arrow_schema::{DataType, TimeUnit};
+    let types = [
+        DataType::Float64,
+        DataType::Float32,
+        DataType::Float16,
+        DataType::Int8,
+        DataType::Int64,
+        DataType::UInt8,
+        DataType::UInt64,
+        DataType::Boolean,
+        DataType::Date32,
+        DataType::Date64,
+        DataType::Decimal32(5, 1),
+        DataType::Decimal64(12, 2),
+        DataType::Decimal128(10, 2),
+        DataType::Decimal256(60, 4),
+        DataType::Utf8,
+        DataType::Binary,
+        DataType::Null,
+        DataType::Timestamp(TimeUnit::Microsecond, None),
+        DataType::Time64(TimeUnit::Nanosecond),
+        DataType::Duration(TimeUnit::Second),
+        DataType::List(Arc::new(arrow_schema::Field::new(
+            "e",
+            DataType::Int64,
+            true,
+        ))),
+    ];
+    for dt in types {
+        let a = arrow_array::new_empty_array(&dt);
+        assert_eq!(numeric_values(&a).is_some(), is_numeric_type(&dt), "{dt:?}");
+    }
 }
