@@ -226,10 +226,11 @@ fn train_in_pool(
     }
     let obj = params.objective;
     obj.check_labels(&train.target, "target")?;
-    if let Some(i) = train.weights.as_deref().and_then(|w| {
-        w.iter()
-            .position(|x| !(0.0..=crate::data::MAX_MAGNITUDE).contains(x))
-    }) {
+    if let Some(i) = train
+        .weights
+        .as_deref()
+        .and_then(|w| w.iter().position(|x| crate::data::bad_weight(*x)))
+    {
         return Err(GbdtError::Data {
             what: "weights".into(),
             reason: format!(

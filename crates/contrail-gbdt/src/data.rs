@@ -221,17 +221,7 @@ pub fn numeric_values(a: &ArrayRef) -> Option<Vec<f64>> {
     macro_rules! conv {
         ($t:ty, $f:expr) => {{
             let p = a.as_primitive::<$t>();
-            Some(
-                (0..p.len())
-                    .map(|i| {
-                        if p.is_null(i) {
-                            f64::NAN
-                        } else {
-                            $f(p.value(i))
-                        }
-                    })
-                    .collect(),
-            )
+            Some(each_or_nan(p, |i| $f(p.value(i))))
         }};
     }
     macro_rules! prim {
@@ -275,36 +265,29 @@ pub fn numeric_values(a: &ArrayRef) -> Option<Vec<f64>> {
         DataType::Decimal256(..) => {
             // Rare (precision above 38): read through the decimal's text, correctly rounded.
             let p = a.as_primitive::<arrow_array::types::Decimal256Type>();
-            Some(
-                (0..p.len())
-                    .map(|i| {
-                        if p.is_null(i) {
-                            f64::NAN
-                        } else {
-                            p.value_as_string(i).parse().unwrap_or(f64::NAN)
-                        }
-                    })
-                    .collect(),
-            )
+            Some(each_or_nan(p, |i| {
+                p.value_as_string(i).parse().unwrap_or(f64::NAN)
+            }))
         }
         DataType::Boolean => {
             let b = a.as_boolean();
-            Some(
-                (0..b.len())
-                    .map(|i| {
-                        if b.is_null(i) {
-                            f64::NAN
-                        } else if b.value(i) {
-                            1.0
-                        } else {
-                            0.0
-                        }
-                    })
-                    .collect(),
-            )
+            Some(each_or_nan(b, |i| if b.value(i) { 1.0 } else { 0.0 }))
         }
         _ => None,
     }
+}
+
+/// `value(i)` for each row of `a`, NaN where it is null.
+fn each_or_nan(a: &dyn Array, value: impl Fn(usize) -> f64) -> Vec<f64> {
+    (0..a.len())
+        .map(|i| if a.is_null(i) { f64::NAN } else { value(i) })
+        .collect()
+}
+
+/// Whether `w` cannot be a sample weight: not finite, negative or beyond
+/// [`MAX_MAGNITUDE`].
+pub fn bad_weight(w: f64) -> bool {
+    !(0.0..=MAX_MAGNITUDE).contains(&w)
 }
 
 /// The largest magnitude of a target or weight. A split's gain squares a sum of
@@ -436,10 +419,7 @@ pub fn from_batches(
     let weights = match &cols.weight {
         Some(w) => {
             let v = read_f64(w)?;
-            if let Some(i) = v
-                .iter()
-                .position(|x| !(x.is_finite() && (0.0..=MAX_MAGNITUDE).contains(x)))
-            {
+            if let Some(i) = v.iter().position(|x| bad_weight(*x)) {
                 return Err(col_err(
                     w,
                     &format!("row {i}: weights must be finite, >= 0 and at most {MAX_MAGNITUDE:e}"),
