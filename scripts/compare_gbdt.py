@@ -3,6 +3,7 @@
 
     python3 scripts/compare_gbdt.py [--workloads fare,synthetic,booked] [--iterations 500]
                                     [--leaves 255] [--rows 2000000] [--threads 2] [--seeds 1]
+                                    [--peers lightgbm,xgboost]
 
 Makes its own virtual environment (.venv-compare, pinned versions below) on first use.
 Workloads:
@@ -275,18 +276,21 @@ def run_workload(args, name, data, target, objective, early_stopping_round=0):
     if early_stopping_round:
         es_args = ["--valid", os.path.join(data, "valid.parquet"),
                    "--early-stopping-round", str(early_stopping_round)]
-    _, err, rss = run_measured([c, "train", "--data", os.path.join(data, "train.parquet"), "--target", target,
-                                "--objective", objective, "--num-iterations", str(args.iterations),
-                                "--num-leaves", str(args.leaves), "--learning-rate", "0.1",
-                                "--min-data-in-leaf", "20", "--max-bin", "255",
-                                "--num-threads", str(args.threads), "--out", model, *es_args])
-    found = re.search(r"trained (\d+) trees in ([0-9.]+)s", err)
-    trees, fit = int(found.group(1)), float(found.group(2))
-    _, perr, _ = run_measured([c, "predict", "--model", model, "--data", os.path.join(data, "test.parquet"), "--out", pred])
-    prs = float(re.search(r"\(([0-9.]+) rows/s\)", perr).group(1))
-    p = pq.read_table(pred, columns=["prediction"]).column(0).to_numpy()
-    rows["contrail"] = {"fit": fit, "rss": rss, "pred_rows_s": prs, "trees": trees, **metrics(objective, yt, p)}
-    libs = ["lightgbm", "xgboost"] + (["lgbm-all"] if args.lightgbm_all_rows else [])
+    variants = [("contrail", [])] + ([("contrail-q", ["--label-edges", "0"])] if args.contrail_quantile else [])
+    for lib, extra in variants:
+        _, err, rss = run_measured([c, "train", "--data", os.path.join(data, "train.parquet"), "--target", target,
+                                    "--objective", objective, "--num-iterations", str(args.iterations),
+                                    "--num-leaves", str(args.leaves), "--learning-rate", "0.1",
+                                    "--min-data-in-leaf", "20", "--max-bin", "255",
+                                    "--num-threads", str(args.threads), "--out", model, *es_args, *extra])
+        found = re.search(r"trained (\d+) trees in ([0-9.]+)s", err)
+        trees, fit = int(found.group(1)), float(found.group(2))
+        _, perr, _ = run_measured([c, "predict", "--model", model, "--data", os.path.join(data, "test.parquet"),
+                                   "--out", pred])
+        prs = float(re.search(r"\(([0-9.]+) rows/s\)", perr).group(1))
+        p = pq.read_table(pred, columns=["prediction"]).column(0).to_numpy()
+        rows[lib] = {"fit": fit, "rss": rss, "pred_rows_s": prs, "trees": trees, **metrics(objective, yt, p)}
+    libs = args.peers.split(",") + (["lgbm-all"] if args.lightgbm_all_rows else [])
     for lib in libs:
         runs = []
         for seed in (seeds if lib == "lightgbm" else [None]):
@@ -321,6 +325,10 @@ def main():
     ap.add_argument("--json", help="also write the results here")
     ap.add_argument("--lightgbm-all-rows", action="store_true",
                     help="also train LightGBM with bin edges from every row")
+    ap.add_argument("--contrail-quantile", action="store_true",
+                    help="also train Contrail with --label-edges 0 (quantile bin edges only, as LightGBM)")
+    ap.add_argument("--peers", default="lightgbm,xgboost",
+                    help="peer libraries to train (lightgbm, xgboost); Contrail always trains")
     ap.add_argument("--booked-fixed", action="store_true",
                     help="train booked for --iterations rounds, without early stopping")
     # worker mode

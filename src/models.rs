@@ -492,6 +492,10 @@ pub struct ParamArgs {
     /// Seed of the rows sampled to find bin edges.
     #[arg(long)]
     pub data_random_seed: Option<u64>,
+    /// Bin edges of each continuous feature placed where the target steps, before the
+    /// quantile edges (default 8; 0: quantile edges only, as LightGBM).
+    #[arg(long)]
+    pub label_edges: Option<usize>,
     #[arg(long)]
     pub early_stopping_round: Option<usize>,
     #[arg(long)]
@@ -535,6 +539,7 @@ impl ParamArgs {
             max_bin,
             bin_construct_sample_cnt,
             data_random_seed,
+            label_edges,
             early_stopping_round,
             seed,
             num_threads,

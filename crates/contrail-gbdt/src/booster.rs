@@ -267,6 +267,7 @@ fn train_in_pool(
         params.max_bin,
         params.bin_construct_sample_cnt,
         params.data_random_seed,
+        params.label_edges,
     );
     let vbinned = match valid {
         Some(v) => {

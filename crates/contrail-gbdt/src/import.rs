@@ -330,6 +330,7 @@ fn build(src: Source) -> Result<Imported, ImportError> {
     let params = Params {
         objective: src.objective,
         num_iterations: trees.len().max(1),
+        label_edges: 0,
         ..Params::default()
     };
     Ok(Imported {

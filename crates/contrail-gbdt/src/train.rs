@@ -73,6 +73,13 @@ pub struct Params {
     /// Seed of that sample.
     #[serde(default = "default_data_seed")]
     pub data_random_seed: u64,
+    /// Bin edges of each numeric feature (with more distinct values than bins) placed by
+    /// a one-dimensional regression tree of the label before the quantile edges, so a
+    /// step in the label falls on an edge ([`crate::bin::EdgeLabel`]); at most `max_bin /
+    /// 8` are used. 0: quantiles only (LightGBM's binning; models from before this
+    /// parameter).
+    #[serde(default)]
+    pub label_edges: usize,
     pub early_stopping_round: usize,
     pub seed: u64,
     /// 0: all cores.
@@ -125,6 +132,7 @@ impl Default for Params {
             max_bin: 255,
             bin_construct_sample_cnt: default_bin_sample(),
             data_random_seed: default_data_seed(),
+            label_edges: crate::bin::LABEL_EDGES,
             early_stopping_round: 0,
             seed: 0,
             num_threads: 0,
