@@ -65,6 +65,24 @@ pub async fn read_parquet(url: &str) -> Result<Vec<RecordBatch>, ModelError> {
     Ok(out)
 }
 
+/// Reads Parquet for prediction: its batches, or one empty batch with the first file's
+/// schema when it has no rows (the output is then an empty file with the prediction
+/// columns, as the scoring job writes an empty part).
+async fn read_parquet_for_predict(url: &str) -> Result<Vec<RecordBatch>, ModelError> {
+    let mut batches = read_parquet(url).await?;
+    if batches.is_empty() {
+        let (lake, files) = resolve_parquet(url).await?;
+        if let Some(first) = files.first() {
+            let schema = parquet_io::open_stream(&lake, first, &ScanOptions::default())
+                .await?
+                .schema()
+                .clone();
+            batches.push(RecordBatch::new_empty(schema));
+        }
+    }
+    Ok(batches)
+}
+
 pub async fn write_bytes(url: &str, bytes: Vec<u8>) -> Result<(), ModelError> {
     let (base, name) = split_url(url);
     Lake::open(&base)?.put(&name, Bytes::from(bytes)).await?;
@@ -137,7 +155,7 @@ pub async fn predict_nn_file(
     data: &str,
     out: &str,
 ) -> Result<usize, ModelError> {
-    let batches = read_parquet(data).await?;
+    let batches = read_parquet_for_predict(data).await?;
     let Some(first) = batches.first() else {
         return Err(ModelError::Invalid(format!("{data}: no rows")));
     };
@@ -155,7 +173,11 @@ pub async fn predict_nn_file(
     let mut out_batches = Vec::with_capacity(batches.len());
     for b in &batches {
         let d = crate::gbdt::data::features_only(b, &cols, data)?;
-        let p = tokio::task::block_in_place(|| m.predict(&d))?;
+        let p = if d.n_rows() == 0 {
+            Vec::new()
+        } else {
+            tokio::task::block_in_place(|| m.predict(&d))?
+        };
         rows += p.len();
         let mut c = b.columns().to_vec();
         c.push(Arc::new(Float64Array::from(p)));
@@ -235,7 +257,7 @@ pub async fn score_forest_file(
     data: &str,
     out: &str,
 ) -> Result<ForestScoring, ModelError> {
-    let batches = read_parquet(data).await?;
+    let batches = read_parquet_for_predict(data).await?;
     let Some(first) = batches.first() else {
         return Err(ModelError::Invalid(format!("{data}: no rows")));
     };
@@ -262,7 +284,11 @@ pub async fn score_forest_file(
     for b in &batches {
         let d = crate::gbdt::data::features_only(b, &cols, data)?;
         let t = std::time::Instant::now();
-        let s = tokio::task::block_in_place(|| forest.score(&d))?;
+        let s = if d.n_rows() == 0 {
+            Vec::new()
+        } else {
+            tokio::task::block_in_place(|| forest.score(&d))?
+        };
         forest_secs += t.elapsed().as_secs_f64();
         let flags: Vec<bool> = s.iter().map(|x| forest.is_anomaly(*x)).collect();
         rows += s.len();
@@ -353,7 +379,7 @@ pub async fn predict_file(
     contrib: bool,
     device: &crate::gbdt::Device,
 ) -> Result<usize, ModelError> {
-    let batches = read_parquet(data).await?;
+    let batches = read_parquet_for_predict(data).await?;
     let Some(first) = batches.first() else {
         return Err(ModelError::Invalid(format!("{data}: no rows")));
     };
@@ -388,8 +414,9 @@ pub async fn predict_file(
         let d = crate::gbdt::data::features_only(b, &cols, data)?;
         let x = model.prepare(&d)?;
         let raw = match device {
+            _ if d.n_rows() == 0 => Vec::new(),
             crate::gbdt::Device::Cpu => model.predict_raw(&x, None),
-            d => crate::gbdt::device::predict_raw(d, model, &x, None)?,
+            dev => crate::gbdt::device::predict_raw(dev, model, &x, None)?,
         };
         let p: Vec<f64> = raw.into_iter().map(|s| model.response(s)).collect();
         rows += p.len();
