@@ -240,9 +240,9 @@ fn cuts(distinct: &[(f64, usize)], max_bin: usize) -> Vec<f64> {
 /// that feature: with 255 bins on 2 million rows a bin holds about 0.4% of the rows. So
 /// before the quantile edges are drawn, a one-dimensional regression tree of the label
 /// on the feature, grown best-first on a histogram 16 times finer than the bins, picks
-/// `edges` thresholds; they become bin edges, and the remaining bins are shared between
-/// the segments they leave in proportion to their rows, as quantiles. A feature with no
-/// such step only has a few of its edges moved within a bin's width.
+/// `edges` thresholds, each refined to the best point between two distinct values; they
+/// become bin edges, and the greedy quantile cut places the rest around them. A feature
+/// with no such step only has its edges moved within a bin's width.
 #[derive(Debug, Clone, Copy)]
 pub struct EdgeLabel<'a> {
     pub y: &'a [f64],
@@ -256,7 +256,8 @@ pub const LABEL_EDGES: usize = 8;
 
 /// The thresholds (`l.edges`, at most `max_bin / 8`) of a best-first one-dimensional
 /// regression tree of the label on the (sampled, non-missing) values, sorted. The tree is
-/// grown on a histogram of `16 * max_bin` quantile bins; each threshold it picks is then
+/// grown on a histogram of `16 * max_bin` quantile bins (at most 65,534); each threshold
+/// it picks is then
 /// moved to the best point between the distinct values of the two fine bins beside it,
 /// so a step in the label gets an edge exactly between the values on either side.
 fn label_edges(
@@ -269,7 +270,7 @@ fn label_edges(
     if l.edges == 0 || l.y.len() != values.len() || l.w.is_some_and(|w| w.len() != values.len()) {
         return Vec::new();
     }
-    let fine = cuts(distinct, max_bin.saturating_mul(16));
+    let fine = cuts(distinct, fine_bins(max_bin));
     let nb = fine.len() + 1;
     // Each row's fine bin (the side-by-side search of the binning; missing: `nb`), once.
     let mut upper = fine.clone();
@@ -391,6 +392,12 @@ fn label_edges(
     out.sort_unstable_by(f64::total_cmp);
     out.dedup();
     out
+}
+
+/// Fine bins of [`label_edges`]' histogram: 16 a bin, at most 65,534 (their numbers and
+/// the missing one's fit the u16 codes of the side-by-side search).
+fn fine_bins(max_bin: usize) -> usize {
+    max_bin.saturating_mul(16).min(u16::MAX as usize - 1)
 }
 
 /// Upper bounds of at most `max_bin` bins with every value of `forced` among them (sorted,
@@ -879,6 +886,19 @@ mod tests {
         }
     }
 
+    fn distinct_of(v: &[f64]) -> Vec<(f64, usize)> {
+        let mut s = v.to_vec();
+        s.sort_unstable_by(f64::total_cmp);
+        let mut d: Vec<(f64, usize)> = Vec::new();
+        for x in s {
+            match d.last_mut() {
+                Some((y, c)) if *y == x => *c += 1,
+                _ => d.push((x, 1)),
+            }
+        }
+        d
+    }
+
     /// Does any bin of `upper` hold values on both sides of `step`?
     fn straddles(upper: &[f64], values: &[f64], step: f64) -> bool {
         let b = BinMapper::bin_value(upper, step);
@@ -1000,6 +1020,25 @@ mod tests {
             assert_ne!(zero, BinMapper::bin_value(&upper, 0.005));
             assert!(!straddles(&upper, &x, 123.4), "{max_bin}");
         }
+        // More bins than a byte and more fine bins than a u16 would number.
+        let wide: Vec<f64> = (0..150_000u64)
+            .map(|i| ((i * 7919) % 150_000) as f64)
+            .collect();
+        let y: Vec<f64> = wide.iter().map(|&v| (v > 123_456.0) as u8 as f64).collect();
+        let label = EdgeLabel {
+            y: &y,
+            w: None,
+            edges: 8,
+        };
+        let BinMapper::Numeric { upper } = BinMapper::numeric(&wide, None, 5000, Some(&label))
+        else {
+            panic!()
+        };
+        assert!(upper.len() <= 5000 && upper.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(fine_bins(255), 4080);
+        assert_eq!(fine_bins(5000), 65_534);
+        assert!(cuts(&distinct_of(&wide), fine_bins(65_000)).len() < u16::MAX as usize);
+        assert!(!straddles(&upper, &wide, 123_456.5));
         // Whole numbers a little more varied than the bins (days before departure): the
         // forced edges take no bins from the rest, every bin is used.
         let days: Vec<f64> = (0..40_000).map(|i| ((i * 7919) % 400) as f64).collect();
