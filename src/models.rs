@@ -57,8 +57,13 @@ impl ModelError {
 /// Reads every batch of the Parquet file(s) at `url`.
 pub async fn read_parquet(url: &str) -> Result<Vec<RecordBatch>, ModelError> {
     let (lake, files) = resolve_parquet(url).await?;
+    scan_all(&lake, files).await
+}
+
+/// Every batch of `files` in `lake`, in order.
+async fn scan_all(lake: &Lake, files: Vec<String>) -> Result<Vec<RecordBatch>, ModelError> {
     let mut out = Vec::new();
-    let mut s = std::pin::pin!(parquet_io::scan(&lake, files, ScanOptions::default()));
+    let mut s = std::pin::pin!(parquet_io::scan(lake, files, ScanOptions::default()));
     while let Some(b) = s.next().await {
         out.push(b?);
     }
@@ -69,16 +74,14 @@ pub async fn read_parquet(url: &str) -> Result<Vec<RecordBatch>, ModelError> {
 /// schema when it has no rows (the output is then an empty file with the prediction
 /// columns, as the scoring job writes an empty part).
 async fn read_parquet_for_predict(url: &str) -> Result<Vec<RecordBatch>, ModelError> {
-    let mut batches = read_parquet(url).await?;
-    if batches.is_empty() {
-        let (lake, files) = resolve_parquet(url).await?;
-        if let Some(first) = files.first() {
-            let schema = parquet_io::open_stream(&lake, first, &ScanOptions::default())
-                .await?
-                .schema()
-                .clone();
-            batches.push(RecordBatch::new_empty(schema));
-        }
+    let (lake, files) = resolve_parquet(url).await?;
+    let mut batches = scan_all(&lake, files.clone()).await?;
+    if let (true, Some(first)) = (batches.is_empty(), files.first()) {
+        let schema = parquet_io::open_stream(&lake, first, &ScanOptions::default())
+            .await?
+            .schema()
+            .clone();
+        batches.push(RecordBatch::new_empty(schema));
     }
     Ok(batches)
 }

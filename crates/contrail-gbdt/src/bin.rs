@@ -95,25 +95,19 @@ impl BinMapper {
         // Unstable and parallel: under `total_cmp` (NaNs removed) equal values have the
         // same bits, so the order is the stable sort's, whatever the thread count.
         s.par_sort_unstable_by(f64::total_cmp);
-        let mut distinct: Vec<(f64, usize)> = Vec::new();
-        for v in s {
-            match distinct.last_mut() {
-                Some((d, c)) if *d == v => *c += 1,
-                _ => distinct.push((v, 1)),
-            }
-        }
+        let distinct = distinct_counts(s);
         let forced = match label {
             Some(l) if distinct.len() > max_bin && max_bin >= 8 => {
                 label_edges(values, sample, &distinct, l, max_bin)
             }
             _ => Vec::new(),
         };
+        let neg = distinct.partition_point(|d| d.0 < 0.0);
+        let pos = distinct.partition_point(|d| d.0 <= 0.0);
         let mut upper = if distinct.len() <= max_bin {
             cuts(&distinct, max_bin)
         } else if !forced.is_empty() {
             let mut f = forced;
-            let neg = distinct.partition_point(|d| d.0 < 0.0);
-            let pos = distinct.partition_point(|d| d.0 <= 0.0);
             if neg > 0 && pos < distinct.len() {
                 f.extend([-ZERO, ZERO]);
             }
@@ -124,8 +118,6 @@ impl BinMapper {
             // Negative and positive values get bins in proportion to their counts, with a
             // bin of their own for zero between: a threshold at exactly zero (a sign, a
             // difference to a competitor's price) is always available, as in LightGBM.
-            let neg = distinct.partition_point(|d| d.0 < 0.0);
-            let pos = distinct.partition_point(|d| d.0 <= 0.0);
             let (n_neg, n_pos): (usize, usize) = (
                 distinct[..neg].iter().map(|d| d.1).sum(),
                 distinct[pos..].iter().map(|d| d.1).sum(),
@@ -193,6 +185,18 @@ impl BinMapper {
             BinMapper::Numeric { .. } => HashMap::new(),
         }
     }
+}
+
+/// Sorted values as (distinct value, count) pairs.
+fn distinct_counts(sorted: Vec<f64>) -> Vec<(f64, usize)> {
+    let mut distinct: Vec<(f64, usize)> = Vec::new();
+    for v in sorted {
+        match distinct.last_mut() {
+            Some((d, c)) if *d == v => *c += 1,
+            _ => distinct.push((v, 1)),
+        }
+    }
+    distinct
 }
 
 /// Values within this of zero share zero's bin (LightGBM's `kZeroThreshold`).
@@ -275,19 +279,15 @@ fn label_edges(
     // Each row's fine bin (the side-by-side search of the binning; missing: `nb`), once.
     let mut upper = fine.clone();
     upper.push(f64::INFINITY);
-    let rows: Vec<usize> = match sample {
-        Some(r) => r.iter().map(|&r| r as usize).collect(),
-        None => Vec::new(),
-    };
     let picked: Vec<f64>;
     let vals: &[f64] = match sample {
-        Some(_) => {
-            picked = rows.iter().map(|&r| values[r]).collect();
+        Some(rows) => {
+            picked = rows.iter().map(|&r| values[r as usize]).collect();
             &picked
         }
         None => values,
     };
-    let row = |i: usize| if sample.is_some() { rows[i] } else { i };
+    let row = |i: usize| sample.map_or(i, |rows| rows[i] as usize);
     let mut fb = vec![0u16; vals.len()];
     bin_values(&upper, vals, &mut fb);
     let weight = |r: usize| l.w.map_or(1.0, |w| w[r]);
@@ -344,21 +344,16 @@ fn label_edges(
     }
     // Refinement: the rows of fine bins t - 1 and t of each pick, by value.
     let mut near: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); picks.len()];
-    let mut owner: HashMap<usize, Vec<usize>> = HashMap::new();
+    // The picks whose window holds each fine bin (missing: none).
+    let mut owner: Vec<Vec<usize>> = vec![Vec::new(); nb + 1];
     for (k, &(_, t, _)) in picks.iter().enumerate() {
-        owner.entry(t - 1).or_default().push(k);
-        owner.entry(t).or_default().push(k);
-    }
-    let mut window = vec![false; nb + 1];
-    for &b in owner.keys() {
-        window[b] = true;
+        owner[t - 1].push(k);
+        owner[t].push(k);
     }
     for (i, &b) in fb.iter().enumerate() {
-        if window[b as usize] {
+        for &k in &owner[b as usize] {
             let r = row(i);
-            for &k in &owner[&(b as usize)] {
-                near[k].push((vals[i], weight(r), weight(r) * l.y[r]));
-            }
+            near[k].push((vals[i], weight(r), weight(r) * l.y[r]));
         }
     }
     let mut out = Vec::with_capacity(picks.len());
@@ -889,14 +884,7 @@ mod tests {
     fn distinct_of(v: &[f64]) -> Vec<(f64, usize)> {
         let mut s = v.to_vec();
         s.sort_unstable_by(f64::total_cmp);
-        let mut d: Vec<(f64, usize)> = Vec::new();
-        for x in s {
-            match d.last_mut() {
-                Some((y, c)) if *y == x => *c += 1,
-                _ => d.push((x, 1)),
-            }
-        }
-        d
+        distinct_counts(s)
     }
 
     /// Does any bin of `upper` hold values on both sides of `step`?
