@@ -592,11 +592,37 @@ fn bin_values(upper: &[f64], values: &[f64], out: &mut [u16]) {
     }
 }
 
+/// Asks the kernel to back the 2 MiB-aligned part of `v`'s memory with 2 MiB pages
+/// (`madvise(MADV_HUGEPAGE)`; Linux, where transparent huge pages are on "madvise", the
+/// usual default, or "always"); a hint with no effect on the contents. Call it before the
+/// memory is first written, while its pages are not yet mapped. The histogram pass and
+/// the partition read rows of the bin matrix, gradients and bin columns in a sparse,
+/// ascending order: with 4 KiB pages nearly every row of a 56 MB matrix also misses the
+/// TLB.
+#[allow(unsafe_code)]
+pub(crate) fn advise_huge_pages<T>(v: &mut [T]) {
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        let start = v.as_mut_ptr() as usize;
+        let end = start + std::mem::size_of_val(v);
+        let (a, b) = (start.next_multiple_of(HUGE), end & !(HUGE - 1));
+        if b > a {
+            // SAFETY: [a, b) is page-aligned and inside the allocation `v` borrows;
+            // MADV_HUGEPAGE changes how the kernel backs the pages, never their contents.
+            unsafe { libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_HUGEPAGE) };
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = v;
+}
+
 /// Bins a column with an existing mapper.
 pub fn bin_column(m: &BinMapper, col: &Column) -> Vec<u16> {
     match (m, col) {
         (BinMapper::Numeric { upper }, Column::Numeric(v)) => {
             let mut out = vec![0u16; v.len()];
+            advise_huge_pages(&mut out);
             out.par_chunks_mut(1 << 14)
                 .zip(v.par_chunks(1 << 14))
                 .for_each(|(o, v)| bin_values(upper, v, o));
@@ -779,6 +805,7 @@ impl Binned {
         self.rows.bins = Bins::U8(Vec::new());
         let bins = if wide {
             let mut b = vec![0u16; n * width];
+            advise_huge_pages(&mut b);
             b.par_chunks_mut(width.max(1))
                 .enumerate()
                 .for_each(|(r, row)| {
@@ -789,6 +816,7 @@ impl Binned {
             Bins::U16(b)
         } else {
             let mut b = vec![0u8; n * width];
+            advise_huge_pages(&mut b);
             b.par_chunks_mut(width.max(1))
                 .enumerate()
                 .for_each(|(r, row)| {

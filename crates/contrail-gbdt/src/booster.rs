@@ -349,6 +349,7 @@ fn train_in_pool(
     let host_n = if on_device { 0 } else { n };
     let (mut gf, mut hf) = (vec![0.0f64; host_n], vec![0.0f64; host_n]);
     let mut gh = vec![0u64; host_n];
+    crate::bin::advise_huge_pages(&mut gh);
     let mut leaf_of = vec![0u32; host_n];
     for it in 0..params.num_iterations {
         let (sg, sh) = match accel.as_mut() {

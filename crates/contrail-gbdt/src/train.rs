@@ -16,7 +16,10 @@
 //! columns. With the subtraction trick only the smaller child is scanned. Past the root, a
 //! leaf's rows are a sparse subset, so each row is a cache miss that the hardware
 //! prefetcher does not predict; the pass prefetches the bins and gradient of the row 16
-//! ahead.
+//! ahead. The bin matrix, the packed gradients and the bin columns are asked for 2 MiB
+//! pages ([`crate::bin::advise_huge_pages`]): with 4 KiB pages such a row also misses the
+//! TLB; a sparse pass over 5% of 2 M rows took 35 ns a row instead of 48 in a
+//! microbenchmark here, and the histogram passes of 30 synthetic trees about 8% less time.
 //!
 //! Measured on the 2-core development machine (2 M rows, 255 leaves, 2 threads): a tree
 //! scans about 3.8 × 2 M rows. A bin update costs about 0.7 ns per thread on the fare data
@@ -639,11 +642,63 @@ fn better(a: &Option<Split>, b: &Option<Split>) -> bool {
     }
 }
 
+/// The smallest integer hessian sum a child may have: both leaf constraints are one
+/// bound, an estimated count `round(h · cf) >= min_data_in_leaf` and a hessian sum
+/// `>= min_sum_hessian_in_leaf`; `cf` estimates rows from the hessian.
+fn min_child_hessian(ctx: &Ctx, total: &Sums) -> (f64, f64) {
+    let p = ctx.p;
+    let cf = total.n as f64 / (total.h as f64).max(1.0);
+    let min_h =
+        ((p.min_data_in_leaf.max(1) as f64 - 0.5) / cf).max(p.min_sum_hessian_in_leaf * ctx.sh);
+    (min_h, cf)
+}
+
+/// The split of a numeric feature at threshold bin `t`, missing values going left if
+/// `default_left`.
+fn numeric_at(
+    f: usize,
+    h: &[HistBin],
+    total: &Sums,
+    cf: f64,
+    (t, default_left, gain): (usize, bool, f64),
+) -> Split {
+    let miss = h[h.len() - 1];
+    let mut acc = if default_left {
+        miss
+    } else {
+        HistBin::default()
+    };
+    for b in &h[..=t] {
+        acc.add(b);
+    }
+    let tot = HistBin {
+        g: total.g,
+        h: total.h,
+    };
+    let (left, right) = (sums(&acc, cf), sums(&tot.sub(&acc), cf));
+    // Without missing values here, future missing values go to the heavier side.
+    let default_left = if miss.h == 0 {
+        left.h >= right.h
+    } else {
+        default_left
+    };
+    Split {
+        feature: f,
+        gain,
+        threshold_bin: t as u32,
+        default_left,
+        cat_bins: None,
+        left,
+        right,
+        extra_l2: 0.0,
+    }
+}
+
 /// Scans the thresholds of one numeric feature (both directions for missing values where
 /// there are any) and keeps the best candidate by `gain(left_g, left_h, right_g, right_h)`
-/// (`None` rejects a candidate). Both leaf constraints are one bound on the integer
-/// hessian: an estimated count `round(h · cf) >= min_data_in_leaf` and a hessian sum
-/// `>= min_sum_hessian_in_leaf`.
+/// (`None` rejects a candidate); the first of equal gains, missing values right before
+/// left. Both leaf constraints are one bound on the integer hessian
+/// ([`min_child_hessian`]).
 fn scan_numeric(
     ctx: &Ctx,
     f: usize,
@@ -651,14 +706,11 @@ fn scan_numeric(
     total: &Sums,
     gain: impl Fn(i64, i64, i64, i64) -> Option<f64>,
 ) -> Option<Split> {
-    let p = ctx.p;
     let nb = h.len();
     let miss = h[nb - 1];
-    let cf = total.n as f64 / (total.h as f64).max(1.0);
-    let min_h =
-        ((p.min_data_in_leaf.max(1) as f64 - 0.5) / cf).max(p.min_sum_hessian_in_leaf * ctx.sh);
-    let mut best_gain = p.min_gain_to_split;
-    let mut best: Option<(usize, bool, HistBin)> = None;
+    let (min_h, cf) = min_child_hessian(ctx, total);
+    let mut best_gain = ctx.p.min_gain_to_split;
+    let mut best = None;
     let dirs: &[bool] = if miss.h > 0 { &[false, true] } else { &[false] };
     for &default_left in dirs {
         let mut acc = if default_left {
@@ -678,44 +730,81 @@ fn scan_numeric(
             if let Some(g) = gain(acc.g, acc.h, total.g - acc.g, rh) {
                 if g > best_gain {
                     best_gain = g;
-                    best = Some((t, default_left, acc));
+                    best = Some((t, default_left, g));
                 }
             }
         }
     }
-    let (t, default_left, acc) = best?;
-    let tot = HistBin {
-        g: total.g,
-        h: total.h,
-    };
-    let (left, right) = (sums(&acc, cf), sums(&tot.sub(&acc), cf));
-    // Without missing values here, future missing values go to the heavier side.
-    let default_left = if miss.h == 0 {
-        left.h >= right.h
-    } else {
-        default_left
-    };
-    Some(Split {
-        feature: f,
-        gain: best_gain,
-        threshold_bin: t as u32,
-        default_left,
-        cat_bins: None,
-        left,
-        right,
-        extra_l2: 0.0,
-    })
+    Some(numeric_at(f, h, total, cf, best?))
 }
 
+/// Thresholds of a numeric feature whose gains [`numeric_split`] keeps on the stack.
+const STACK_BINS: usize = 256;
+
+/// [`scan_numeric`] without monotone constraints, the same split to the bit, computed
+/// without branches so that it vectorises: the bins' prefix sums are kept as `f64`
+/// (integers below 2^53, so every sum and difference is exact and equal to the integer
+/// one), each direction's gains go into an array (a threshold that leaves a side under
+/// the bound gets −∞), and a second pass keeps the first largest. The soft threshold of
+/// L1 is `max(|g| − l1, 0)`, whose square is that of the signed one. Split finding was
+/// about a tenth of a 255-leaf tree on 28 continuous features with missing values (two
+/// scans of 255 thresholds for each of 509 leaves).
 fn numeric_split(ctx: &Ctx, f: usize, h: &[HistBin], total: &Sums, parent: f64) -> Option<Split> {
-    let (inv_g, inv_h, l2) = (1.0 / ctx.sg, 1.0 / ctx.sh, ctx.p.lambda_l2);
-    let score = |g: i64, h: i64| {
-        let g = ctx.thr_l1(g as f64 * inv_g);
-        g * g / (h as f64 * inv_h + l2)
+    let m = h.len() - 1;
+    let miss = h[m];
+    let (min_h, cf) = min_child_hessian(ctx, total);
+    let (inv_g, inv_h, l1, l2) = (1.0 / ctx.sg, 1.0 / ctx.sh, ctx.p.lambda_l1, ctx.p.lambda_l2);
+    let score = |g: f64, h: f64| {
+        let a = (g * inv_g).abs() - l1;
+        let a = if a > 0.0 { a } else { 0.0 };
+        a * a / (h * inv_h + l2)
     };
-    scan_numeric(ctx, f, h, total, |lg, lh, rg, rh| {
-        Some(score(lg, lh) + score(rg, rh) - parent)
-    })
+    let mut stack = [[0f64; STACK_BINS]; 3];
+    let mut heap = Vec::new();
+    let [pg, ph, gains] = if m <= STACK_BINS {
+        let [a, b, c] = &mut stack;
+        [&mut a[..m], &mut b[..m], &mut c[..m]]
+    } else {
+        heap.resize(3 * m, 0.0);
+        let (a, rest) = heap.split_at_mut(m);
+        let (b, c) = rest.split_at_mut(m);
+        [a, b, c]
+    };
+    let (mut sg, mut sh) = (0i64, 0i64);
+    for ((g, hh), b) in pg.iter_mut().zip(ph.iter_mut()).zip(h) {
+        sg += b.g;
+        sh += b.h;
+        *g = sg as f64;
+        *hh = sh as f64;
+    }
+    let (tg, th) = (total.g as f64, total.h as f64);
+    let mut best_gain = ctx.p.min_gain_to_split;
+    let mut best = None;
+    let dirs: &[bool] = if miss.h > 0 { &[false, true] } else { &[false] };
+    for &default_left in dirs {
+        let (mg, mh) = if default_left {
+            (miss.g as f64, miss.h as f64)
+        } else {
+            (0.0, 0.0)
+        };
+        for ((out, g), hh) in gains.iter_mut().zip(pg.iter()).zip(ph.iter()) {
+            let (lg, lh) = (g + mg, hh + mh);
+            let (rg, rh) = (tg - lg, th - lh);
+            let gain = score(lg, lh) + score(rg, rh) - parent;
+            *out = if lh >= min_h && rh >= min_h {
+                gain
+            } else {
+                f64::NEG_INFINITY
+            };
+        }
+        for (t, &g) in gains.iter().enumerate() {
+            if g > best_gain {
+                best_gain = g;
+                best = Some((t, default_left, g));
+            }
+        }
+    }
+    Some(numeric_at(f, h, total, cf, best?))
 }
 
 /// Leaf-output bounds of a leaf, from monotone splits above it.
@@ -1568,7 +1657,91 @@ pub fn renew_leaves(
 
 #[cfg(test)]
 mod tests {
-    use super::order_key;
+    use super::*;
+
+    /// The branch-free scan gives the split of the plain scan with LightGBM's gain, to
+    /// the bit: random histograms with and without missing values, with L1 and L2, with
+    /// leaf bounds that cut thresholds at both ends, and gains that tie.
+    #[test]
+    fn numeric_split_equals_the_plain_scan() {
+        let mut s = 12345u64;
+        let mut next = |k: u64| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s % k
+        };
+        let mut checked = 0;
+        for case in 0..3000 {
+            let nb = [2, 3, 17, 256, 600][case % 5];
+            let mut h: Vec<HistBin> = (0..nb)
+                .map(|_| HistBin {
+                    g: next(2_000_001) as i64 - 1_000_000,
+                    h: match next(4) {
+                        0 => 0,
+                        // Small hessians: prefix sums land on the bound exactly.
+                        _ if case % 4 == 1 => next(3) as i64,
+                        _ => next(50_000) as i64,
+                    },
+                })
+                .collect();
+            if case % 3 == 0 {
+                h[nb - 1] = HistBin::default();
+            }
+            if case % 7 == 0 {
+                // Equal bins: equal gains at mirrored thresholds.
+                let b = h[0];
+                h.iter_mut().for_each(|x| *x = b);
+            }
+            let tot = h.iter().fold(HistBin::default(), |mut a, b| {
+                a.add(b);
+                a
+            });
+            let total = Sums {
+                g: tot.g,
+                h: tot.h,
+                n: tot.h / 3,
+            };
+            let p = Params {
+                lambda_l1: [0.0, 0.5, 3.0][case % 3],
+                lambda_l2: [0.0, 1.0, 10.0][case % 3],
+                min_data_in_leaf: [1, 20, 2000][(case / 3) % 3],
+                min_sum_hessian_in_leaf: [1e-3, 1.0, 50.0][(case / 9) % 3],
+                min_gain_to_split: [0.0, 1e-3][case % 2],
+                ..Params::default()
+            };
+            let ctx = Ctx {
+                p: &p,
+                sg: [1.0, 1024.0, 0.25][case % 3],
+                sh: [1.0, 8.0][case % 2],
+            };
+            let parent = ctx.score(&total, 0.0);
+            // The gain as the scan computed it before the branch-free one.
+            let (inv_g, inv_h) = (1.0 / ctx.sg, 1.0 / ctx.sh);
+            let score = |g: i64, h: i64| {
+                let g = ctx.thr_l1(g as f64 * inv_g);
+                g * g / (h as f64 * inv_h + p.lambda_l2)
+            };
+            let plain = scan_numeric(&ctx, 3, &h, &total, |lg, lh, rg, rh| {
+                Some(score(lg, lh) + score(rg, rh) - parent)
+            });
+            let fast = numeric_split(&ctx, 3, &h, &total, parent);
+            let key = |x: &Option<Split>| {
+                x.as_ref().map(|x| {
+                    (
+                        x.gain.to_bits(),
+                        x.threshold_bin,
+                        x.default_left,
+                        x.left,
+                        x.right,
+                    )
+                })
+            };
+            assert_eq!(key(&plain), key(&fast), "case {case}");
+            checked += plain.is_some() as usize;
+        }
+        assert!(checked > 1000, "only {checked} cases found a split");
+    }
 
     #[test]
     fn order_keys_sort_as_total_cmp() {
