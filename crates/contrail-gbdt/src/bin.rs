@@ -261,9 +261,9 @@ pub const LABEL_EDGES: usize = 8;
 /// The thresholds (`l.edges`, at most `max_bin / 8`) of a best-first one-dimensional
 /// regression tree of the label on the (sampled, non-missing) values, sorted. The tree is
 /// grown on a histogram of `16 * max_bin` quantile bins (at most 65,534); each threshold
-/// it picks is then
-/// moved to the best point between the distinct values of the two fine bins beside it,
-/// so a step in the label gets an edge exactly between the values on either side.
+/// it picks is then moved to the best point between the distinct values of the two fine
+/// bins beside it, so a step in the label gets an edge exactly between the values on
+/// either side.
 fn label_edges(
     values: &[f64],
     sample: Option<&[u32]>,
