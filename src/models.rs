@@ -176,11 +176,7 @@ pub async fn predict_nn_file(
     let mut out_batches = Vec::with_capacity(batches.len());
     for b in &batches {
         let d = crate::gbdt::data::features_only(b, &cols, data)?;
-        let p = if d.n_rows() == 0 {
-            Vec::new()
-        } else {
-            tokio::task::block_in_place(|| m.predict(&d))?
-        };
+        let p = tokio::task::block_in_place(|| m.predict(&d))?;
         rows += p.len();
         let mut c = b.columns().to_vec();
         c.push(Arc::new(Float64Array::from(p)));
@@ -287,11 +283,7 @@ pub async fn score_forest_file(
     for b in &batches {
         let d = crate::gbdt::data::features_only(b, &cols, data)?;
         let t = std::time::Instant::now();
-        let s = if d.n_rows() == 0 {
-            Vec::new()
-        } else {
-            tokio::task::block_in_place(|| forest.score(&d))?
-        };
+        let s = tokio::task::block_in_place(|| forest.score(&d))?;
         forest_secs += t.elapsed().as_secs_f64();
         let flags: Vec<bool> = s.iter().map(|x| forest.is_anomaly(*x)).collect();
         rows += s.len();
@@ -417,7 +409,6 @@ pub async fn predict_file(
         let d = crate::gbdt::data::features_only(b, &cols, data)?;
         let x = model.prepare(&d)?;
         let raw = match device {
-            _ if d.n_rows() == 0 => Vec::new(),
             crate::gbdt::Device::Cpu => model.predict_raw(&x, None),
             dev => crate::gbdt::device::predict_raw(dev, model, &x, None)?,
         };

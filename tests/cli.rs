@@ -558,6 +558,38 @@ fn isolation_forest_train_predict_inspect() {
     assert_eq!(rows, n);
     // 1% contamination flags about 30 rows; the 20 error fares are among them.
     assert!((25..=35).contains(&flagged), "{flagged}");
+    // A file with no rows scores to a file with no rows and both columns.
+    let none = || {
+        std::sync::Arc::new(arrow_array::Float64Array::from(Vec::<f64>::new()))
+            as arrow_array::ArrayRef
+    };
+    write_parquet(
+        &dir.0,
+        "none.parquet",
+        vec![("price", none()), ("lead_time_days", none())],
+    );
+    let out = contrail(
+        &dir.0,
+        &[
+            "predict",
+            "--model",
+            "if.ctm",
+            "--data",
+            "none.parquet",
+            "--out",
+            "none-scored.parquet",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let batches = read_parquet(&dir.0, "none-scored.parquet");
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 0);
+    let f = std::fs::File::open(dir.0.join("none-scored.parquet")).expect("open");
+    let schema = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+        .expect("parquet")
+        .schema()
+        .clone();
+    assert!(schema.index_of("anomaly_score").is_ok() && schema.index_of("is_anomaly").is_ok());
     assert_eq!(flagged_errors, 20);
     let out = contrail(&dir.0, &["inspect", "if.ctm"], &[]);
     assert!(
@@ -1158,6 +1190,37 @@ fn a_network_on_a_parquet_file_resumes_from_its_checkpoint() {
         a.members, b.members,
         "resumed run ends with the uninterrupted run's weights"
     );
+    // A file with no rows predicts to a file with no rows.
+    write_parquet(
+        dir,
+        "none.parquet",
+        vec![
+            (
+                "x",
+                Arc::new(Float64Array::from(Vec::<f64>::new())) as ArrayRef,
+            ),
+            (
+                "c",
+                Arc::new(StringArray::from(Vec::<&str>::new())) as ArrayRef,
+            ),
+        ],
+    );
+    let out = contrail(
+        dir,
+        &[
+            "predict",
+            "--model",
+            "whole.ctm",
+            "--data",
+            "none.parquet",
+            "--out",
+            "none-pred.parquet",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let batches = read_parquet(dir, "none-pred.parquet");
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 0);
     // A corrupted package is a typed user error naming the file.
     let mut bytes = std::fs::read(dir.join("whole.ctm")).expect("pkg");
     let k = bytes.len() / 2;

@@ -213,6 +213,10 @@ fn same_model(d: &Device, ds: &Dataset, p: &Params, name: &str) -> Outcome {
                 got.len()
             )));
         }
+        // No rows: no launch, no predictions.
+        if !crate::device::predict_raw(d, &dev, &[], None)?.is_empty() {
+            return Ok(Some("device predictions of no rows".into()));
+        }
         Ok(None)
     };
     let diff = run().unwrap_or_else(|e| Some(error_chain(&e)));

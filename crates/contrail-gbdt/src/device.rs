@@ -787,6 +787,10 @@ mod gpu {
             }
             .into());
         }
+        if n == 0 {
+            // No rows, no launch (a grid of no blocks is not a launch CUDA takes).
+            return Ok(Vec::new());
+        }
         let trees = &b.trees[..n_trees.unwrap_or(b.trees.len()).min(b.trees.len())];
         // Bins, feature-major, four rows a word.
         let col_words = n.div_ceil(4).max(1);

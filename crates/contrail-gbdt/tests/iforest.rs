@@ -123,6 +123,11 @@ fn uniform_data_scores_near_a_half_and_outliers_high() {
     assert!(p[0] < 0.49, "{p:?}");
     assert!(p[1] > 0.62, "{p:?}");
     assert!(p[1] >= p[2] && p[2] > p[0], "{p:?}");
+    // No rows: no scores, not an error.
+    assert_eq!(
+        f.score(&dataset(vec![vec![]; 3])).expect("score"),
+        Vec::<f64>::new()
+    );
     // auto contamination: the 0.5 cut.
     assert_eq!(f.threshold, 0.5);
     assert!(f.is_anomaly(p[1]) && !f.is_anomaly(p[0]));

@@ -63,6 +63,10 @@ fn learns_and_beats_the_constant() {
     let te = synthetic(2000, 2, 0.1);
     let b = train(&tr, Some(&te), &params(200), &mut |_| {}).expect("train");
     let p = b.predict(&te).expect("predict");
+    assert_eq!(
+        b.predict(&te.gather(&[])).expect("no rows"),
+        Vec::<f64>::new()
+    );
     let rmse = metric::evaluate("rmse", &te.target, &p, None, &Objective::Regression);
     let mean = tr.target.iter().sum::<f64>() / tr.target.len() as f64;
     let base = metric::evaluate(

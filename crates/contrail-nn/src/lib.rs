@@ -158,6 +158,8 @@ pub fn fit_on(
     on_epoch: &mut dyn FnMut(&EpochLog) -> Next,
 ) -> Result<Ensemble, NnError> {
     params.validate()?;
+    // One pass over the data for every network (targets checked, the starting level).
+    let scanned = train::scan(&arch, params.head, train, valid)?;
     let mut members = Vec::with_capacity(params.ensemble);
     let mut stopped = false;
     for k in 0..params.ensemble {
@@ -168,13 +170,22 @@ pub fn fit_on(
             checkpoint: ctl.checkpoint.as_deref().map(|c| member_checkpoint(c, k)),
             stop_after_epochs: ctl.stop_after_epochs,
         };
-        let mut t = fit_one(device, arch.clone(), &p, train, valid, &c, &mut |l| {
-            let mut l = l.clone();
-            l.member = k;
-            let next = on_epoch(&l);
-            stopped |= next == Next::Stop;
-            next
-        })?;
+        let mut t = fit_device(
+            device,
+            arch.clone(),
+            &p,
+            train,
+            valid,
+            &scanned,
+            &c,
+            &mut |l| {
+                let mut l = l.clone();
+                l.member = k;
+                let next = on_epoch(&l);
+                stopped |= next == Next::Stop;
+                next
+            },
+        )?;
         for h in &mut t.history {
             h.member = k;
         }
@@ -211,10 +222,29 @@ pub fn fit_one(
     ctl: &Control,
     on_epoch: &mut dyn FnMut(&EpochLog) -> Next,
 ) -> Result<Trained, NnError> {
+    params.validate()?;
+    let scanned = train::scan(&arch, params.head, train, valid)?;
+    fit_device(device, arch, params, train, valid, &scanned, ctl, on_epoch)
+}
+
+/// [`train::fit_scanned`] on `device`'s back end.
+#[allow(clippy::too_many_arguments)]
+fn fit_device(
+    device: &Device,
+    arch: Architecture,
+    params: &NnParams,
+    train: &dyn Source,
+    valid: Option<&dyn Source>,
+    scanned: &train::Scanned,
+    ctl: &Control,
+    on_epoch: &mut dyn FnMut(&EpochLog) -> Next,
+) -> Result<Trained, NnError> {
     match device {
         Device::Cpu => {
             let d = burn::backend::ndarray::NdArrayDevice::Cpu;
-            train::fit::<Autodiff<Cpu>>(arch, params, train, valid, &d, ctl, on_epoch)
+            train::fit_scanned::<Autodiff<Cpu>>(
+                arch, params, train, valid, scanned, &d, ctl, on_epoch,
+            )
         }
         #[cfg(feature = "wgpu")]
         Device::Wgpu => {
@@ -223,8 +253,8 @@ pub fn fit_one(
                 .describe()
                 .map_err(|e| NnError::Backend(format!("wgpu: {e}")))?;
             let d = burn::backend::wgpu::WgpuDevice::default();
-            train::fit::<Autodiff<burn::backend::Wgpu>>(
-                arch, params, train, valid, &d, ctl, on_epoch,
+            train::fit_scanned::<Autodiff<burn::backend::Wgpu>>(
+                arch, params, train, valid, scanned, &d, ctl, on_epoch,
             )
         }
         #[cfg(feature = "cuda")]
@@ -233,8 +263,8 @@ pub fn fit_one(
                 .describe()
                 .map_err(|e| NnError::Backend(format!("cuda:{i}: {e}")))?;
             let d = burn::backend::cuda::CudaDevice::new(*i);
-            train::fit::<Autodiff<burn::backend::Cuda>>(
-                arch, params, train, valid, &d, ctl, on_epoch,
+            train::fit_scanned::<Autodiff<burn::backend::Cuda>>(
+                arch, params, train, valid, scanned, &d, ctl, on_epoch,
             )
         }
         #[allow(unreachable_patterns)]

@@ -611,6 +611,57 @@ fn check_targets(head: Head, y: &[f32], what: &str, first: usize) -> Result<(), 
 /// After each epoch `on_epoch` sees its log and answers whether to go on: [`Next::Stop`]
 /// ends the run (a pruned trial) as early stopping does, the best epoch's weights returned
 /// and `stopped_early` true.
+/// What a pass over a run's data finds before any network trains: every block read and
+/// checked against its declared rows, every target valid for the head, the training rows
+/// and their targets' sum (the starting level). An ensemble's networks share one
+/// ([`scan`] once, then [`fit_scanned`] for each), so streamed data is read once for it,
+/// not once a network.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Scanned {
+    /// Training rows.
+    pub rows: usize,
+    /// The training targets' sum.
+    pub sum_y: f64,
+}
+
+/// One pass over `train` and `valid` ([`Scanned`]): a block that reads other than it
+/// declares, a target the head cannot take, or an empty split is a typed error.
+pub fn scan(
+    arch: &Architecture,
+    head: Head,
+    train: &dyn Source,
+    valid: Option<&dyn Source>,
+) -> Result<Scanned, NnError> {
+    arch.validate().map_err(NnError::Data)?;
+    let widths = (arch.embeddings.len(), arch.n_num);
+    let block_rows = train.block_rows();
+    let mut sum_y = 0.0f64;
+    let mut seen = 0;
+    for i in 0..block_rows.len() {
+        let b = read_block(train, &block_rows, i, widths, "training")?;
+        check_targets(head, &b.y, "training", seen)?;
+        sum_y += b.y.iter().map(|v| *v as f64).sum::<f64>();
+        seen += b.y.len();
+    }
+    if seen == 0 {
+        return Err(NnError::Data("the training split has no rows".into()));
+    }
+    if let Some(v) = valid {
+        let rows = v.block_rows();
+        let mut seen = 0;
+        for i in 0..rows.len() {
+            let b = read_block(v, &rows, i, widths, "validation")?;
+            check_targets(head, &b.y, "validation", seen)?;
+            seen += b.y.len();
+        }
+        if seen == 0 {
+            return Err(NnError::Data("the validation split is empty".into()));
+        }
+    }
+    Ok(Scanned { rows: seen, sum_y })
+}
+
+/// Trains one network: [`scan`], then [`fit_scanned`].
 pub fn fit<B: AutodiffBackend>(
     arch: Architecture,
     params: &NnParams,
@@ -621,34 +672,36 @@ pub fn fit<B: AutodiffBackend>(
     on_epoch: &mut dyn FnMut(&EpochLog) -> Next,
 ) -> Result<Trained, NnError> {
     params.validate()?;
+    let scanned = scan(&arch, params.head, train, valid)?;
+    fit_scanned::<B>(arch, params, train, valid, &scanned, device, ctl, on_epoch)
+}
+
+/// Trains one network on data [`scan`] has passed (with the same architecture and head).
+/// Blocks are still checked as they are read; training rows other than the scan's are
+/// an error (the data changed in between).
+#[allow(clippy::too_many_arguments)]
+pub fn fit_scanned<B: AutodiffBackend>(
+    arch: Architecture,
+    params: &NnParams,
+    train: &dyn Source,
+    valid: Option<&dyn Source>,
+    scanned: &Scanned,
+    device: &B::Device,
+    ctl: &Control,
+    on_epoch: &mut dyn FnMut(&EpochLog) -> Next,
+) -> Result<Trained, NnError> {
+    params.validate()?;
     arch.validate().map_err(NnError::Data)?;
     let widths = (arch.embeddings.len(), arch.n_num);
-    // One pass over the training rows: targets checked, their mean (the starting level).
     let block_rows = train.block_rows();
     let n: usize = block_rows.iter().sum();
-    let mut sum_y = 0.0f64;
-    let mut seen = 0;
-    for i in 0..block_rows.len() {
-        let b = read_block(train, &block_rows, i, widths, "training")?;
-        check_targets(params.head, &b.y, "training", seen)?;
-        sum_y += b.y.iter().map(|v| *v as f64).sum::<f64>();
-        seen += b.y.len();
+    if n != scanned.rows || n == 0 {
+        return Err(NnError::Data(format!(
+            "the training split declares {n} rows; {} were scanned before training",
+            scanned.rows
+        )));
     }
-    if n == 0 {
-        return Err(NnError::Data("the training split has no rows".into()));
-    }
-    if let Some(v) = valid {
-        let rows = v.block_rows();
-        let mut seen = 0;
-        for i in 0..rows.len() {
-            let b = read_block(v, &rows, i, widths, "validation")?;
-            check_targets(params.head, &b.y, "validation", seen)?;
-            seen += b.y.len();
-        }
-        if seen == 0 {
-            return Err(NnError::Data("the validation split is empty".into()));
-        }
-    }
+    let sum_y = scanned.sum_y;
     let rec = BinBytesRecorder::<FullPrecisionSettings>::default();
     let cpu_backend = B::name(device).to_lowercase().contains("ndarray");
     let steps_per_epoch = n.div_ceil(params.batch_size);

@@ -578,6 +578,11 @@ fn package_round_trip_and_corruption() {
         .predict(&train)
         .unwrap();
     assert_eq!(a, b);
+    // No rows: no predictions, not an error.
+    let none = NnModel::new(pkg.clone())
+        .unwrap()
+        .predict(&train.gather(&[]));
+    assert_eq!(none.unwrap(), Vec::<f64>::new());
     assert_eq!(
         contrail_gbdt::package::model_kind(&bytes, "m.ctm").unwrap(),
         "nn"
@@ -1304,4 +1309,65 @@ fn an_ensemble_killed_in_its_second_network_resumes_to_the_same_bits() {
     assert_eq!(found.history.len(), 2);
     assert!(found.stopped_early);
     assert_eq!(bits(&found.weights), bits(&m.weights));
+}
+
+/// A source that counts the blocks read from it.
+struct Counted<'a> {
+    inner: &'a dyn Source,
+    reads: std::sync::atomic::AtomicUsize,
+}
+
+impl Source for Counted<'_> {
+    fn block_rows(&self) -> Vec<usize> {
+        self.inner.block_rows()
+    }
+    fn block(&self, i: usize) -> Result<Block<'_>, contrail_nn::NnError> {
+        self.reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.block(i)
+    }
+}
+
+/// Streamed data is read once before an ensemble trains, not once a network: an
+/// ensemble of three reads the training blocks three networks' epochs read, plus one
+/// pass, and trains the networks it trained before (the same first member's bits).
+#[test]
+fn an_ensemble_scans_its_data_once() {
+    let (enc, xt, xv, yt, yv) = fixture();
+    let blocks = Blocks {
+        x: &xt,
+        y: &yt,
+        sizes: cut(3_000, 700),
+        short: None,
+    };
+    let n_blocks = blocks.sizes.len();
+    let train_reads = |k: usize| {
+        let p = NnParams {
+            ensemble: k,
+            ..params(Head::Poisson, 2)
+        };
+        let t = Counted {
+            inner: &blocks,
+            reads: 0.into(),
+        };
+        let e = contrail_nn::fit_on(
+            &contrail_nn::Device::Cpu,
+            Architecture::for_encoder(&enc, &p),
+            &p,
+            &t,
+            Some(&Split { x: &xv, y: &yv }),
+            &Control::default(),
+            &mut |_| Next::Continue,
+        )
+        .unwrap();
+        assert_eq!(e.members.len(), k);
+        (t.reads.into_inner(), bits(&e.members[0].weights))
+    };
+    let (one, w1) = train_reads(1);
+    let (three, w3) = train_reads(3);
+    // One network: the scan, a pass an epoch and one to set the output level.
+    assert_eq!(one, (1 + 2 + 1) * n_blocks);
+    // Three: one scan, then each network's own passes.
+    assert_eq!(three, n_blocks + 3 * (one - n_blocks));
+    assert_eq!(w1, w3);
 }
