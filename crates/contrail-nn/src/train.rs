@@ -607,10 +607,6 @@ fn check_targets(head: Head, y: &[f32], what: &str, first: usize) -> Result<(), 
     Ok(())
 }
 
-/// Trains a network on `train`, early-stopping on `valid`, on the autodiff backend `B`.
-/// After each epoch `on_epoch` sees its log and answers whether to go on: [`Next::Stop`]
-/// ends the run (a pruned trial) as early stopping does, the best epoch's weights returned
-/// and `stopped_early` true.
 /// What a pass over a run's data finds before any network trains: every block read and
 /// checked against its declared rows, every target valid for the head, the training rows
 /// and their targets' sum (the starting level). An ensemble's networks share one
@@ -661,7 +657,10 @@ pub fn scan(
     Ok(Scanned { rows: seen, sum_y })
 }
 
-/// Trains one network: [`scan`], then [`fit_scanned`].
+/// Trains a network on `train`, early-stopping on `valid`, on the autodiff backend `B`:
+/// [`scan`], then [`fit_scanned`]. After each epoch `on_epoch` sees its log and answers
+/// whether to go on: [`Next::Stop`] ends the run (a pruned trial) as early stopping does,
+/// the best epoch's weights returned and `stopped_early` true.
 pub fn fit<B: AutodiffBackend>(
     arch: Architecture,
     params: &NnParams,
