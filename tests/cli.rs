@@ -8,7 +8,7 @@ use std::process::{Command, Output, Stdio};
 use contrail::store::testkit::{S3Server, TempDir};
 
 mod common;
-use common::{contrail, read_parquet, text, write_parquet};
+use common::{contrail, parquet_schema, read_parquet, text, write_parquet};
 
 /// Every file under `root`, relative path to contents.
 fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
@@ -395,14 +395,7 @@ fn train_predict_inspect_on_a_parquet_file() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let batches = read_parquet(&dir.0, "empty-pred.parquet");
     assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 0);
-    let schema = std::fs::File::open(dir.0.join("empty-pred.parquet"))
-        .map(|f| {
-            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
-                .expect("parquet")
-                .schema()
-                .clone()
-        })
-        .expect("open");
+    let schema = parquet_schema(&dir.0, "empty-pred.parquet");
     assert!(schema.index_of("prediction").is_ok() && schema.index_of("carrier").is_ok());
     let out = predict("empty-no-carrier.parquet", "nope-pred.parquet");
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
@@ -517,21 +510,13 @@ fn isolation_forest_train_predict_inspect() {
         summary["features"],
         serde_json::json!(["price", "lead_time_days"])
     );
-    let out = contrail(
-        &dir.0,
-        &[
-            "predict",
-            "--model",
-            "if.ctm",
-            "--data",
-            "fares.parquet",
-            "--out",
-            "scored.parquet",
-        ],
-        &[],
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let batches = read_parquet(&dir.0, "scored.parquet");
+    let predict = |data: &str, out: &str| {
+        let a = ["predict", "--model", "if.ctm", "--data", data, "--out", out];
+        let run = contrail(&dir.0, &a, &[]);
+        assert!(run.status.success(), "{}", text(&run.stderr));
+        read_parquet(&dir.0, out)
+    };
+    let batches = predict("fares.parquet", "scored.parquet");
     let (mut flagged_errors, mut flagged, mut rows) = (0, 0, 0);
     for b in &batches {
         let price = b
@@ -568,27 +553,9 @@ fn isolation_forest_train_predict_inspect() {
         "none.parquet",
         vec![("price", none()), ("lead_time_days", none())],
     );
-    let out = contrail(
-        &dir.0,
-        &[
-            "predict",
-            "--model",
-            "if.ctm",
-            "--data",
-            "none.parquet",
-            "--out",
-            "none-scored.parquet",
-        ],
-        &[],
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let batches = read_parquet(&dir.0, "none-scored.parquet");
+    let batches = predict("none.parquet", "none-scored.parquet");
     assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 0);
-    let f = std::fs::File::open(dir.0.join("none-scored.parquet")).expect("open");
-    let schema = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
-        .expect("parquet")
-        .schema()
-        .clone();
+    let schema = parquet_schema(&dir.0, "none-scored.parquet");
     assert!(schema.index_of("anomaly_score").is_ok() && schema.index_of("is_anomaly").is_ok());
     assert_eq!(flagged_errors, 20);
     let out = contrail(&dir.0, &["inspect", "if.ctm"], &[]);

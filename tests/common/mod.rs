@@ -38,3 +38,12 @@ pub fn read_parquet(dir: &Path, name: &str) -> Vec<arrow_array::RecordBatch> {
     .collect::<Result<_, _>>()
     .expect("batches")
 }
+
+/// The Arrow schema of a Parquet file (also of one with no rows, which has no batches).
+pub fn parquet_schema(dir: &Path, name: &str) -> arrow_schema::SchemaRef {
+    let f = std::fs::File::open(dir.join(name)).expect(name);
+    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+        .expect("parquet")
+        .schema()
+        .clone()
+}

@@ -212,22 +212,8 @@ pub fn fit_on(
     })
 }
 
-/// Trains one network on `device` (see [`train::fit`]).
-pub fn fit_one(
-    device: &Device,
-    arch: Architecture,
-    params: &NnParams,
-    train: &dyn Source,
-    valid: Option<&dyn Source>,
-    ctl: &Control,
-    on_epoch: &mut dyn FnMut(&EpochLog) -> Next,
-) -> Result<Trained, NnError> {
-    params.validate()?;
-    let scanned = train::scan(&arch, params.head, train, valid)?;
-    fit_device(device, arch, params, train, valid, &scanned, ctl, on_epoch)
-}
-
-/// [`train::fit_scanned`] on `device`'s back end.
+/// Trains one network on `device`'s back end from a [`train::scan`] of its data (see
+/// [`train::fit_scanned`]).
 #[allow(clippy::too_many_arguments)]
 fn fit_device(
     device: &Device,
