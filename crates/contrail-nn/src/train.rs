@@ -614,10 +614,10 @@ fn check_targets(head: Head, y: &[f32], what: &str, first: usize) -> Result<(), 
 /// not once a network.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Scanned {
-    /// Training rows.
-    pub rows: usize,
+    /// Training rows (at least one: [`scan`] is the only maker).
+    rows: usize,
     /// The training targets' sum.
-    pub sum_y: f64,
+    sum_y: f64,
 }
 
 /// One pass over `train` and `valid` ([`Scanned`]): a block that reads other than it
@@ -694,7 +694,7 @@ pub fn fit_scanned<B: AutodiffBackend>(
     let widths = (arch.embeddings.len(), arch.n_num);
     let block_rows = train.block_rows();
     let n: usize = block_rows.iter().sum();
-    if n != scanned.rows || n == 0 {
+    if n != scanned.rows {
         return Err(NnError::Data(format!(
             "the training split declares {n} rows; {} were scanned before training",
             scanned.rows
