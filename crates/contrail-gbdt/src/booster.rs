@@ -9,7 +9,7 @@ use crate::device::{Device, DeviceTrainer};
 use crate::metric;
 use crate::objective::Objective;
 use crate::train::{
-    exact_leaf_sums, grow_tree_pooled, quantise_packed, renew_leaves, set_leaf_values, HistPool,
+    exact_leaf_sums, gradients_packed, grow_tree_pooled, renew_leaves, set_leaf_values, HistPool,
     Params,
 };
 use crate::tree::Tree;
@@ -357,16 +357,12 @@ fn train_in_pool(
             _ => {
                 let phase = std::time::Instant::now();
                 // Gradients (weighted), quantised, into reused buffers.
-                gf.par_iter_mut()
-                    .zip(hf.par_iter_mut())
-                    .enumerate()
-                    .for_each(|(i, (g, h))| {
-                        let (gi, hi) = obj.grad_hess(score[i], train.target[i]);
-                        let wi = w.map_or(1.0, |w| w[i]);
-                        *g = gi * wi;
-                        *h = hi * wi;
-                    });
-                let scales = quantise_packed(&gf, &hf, &mut gh)?;
+                let scales = gradients_packed(
+                    &obj,
+                    (&score, &train.target, w),
+                    (&mut gf, &mut hf),
+                    &mut gh,
+                )?;
                 if accel.is_some() {
                     crate::device::add(crate::device::HOST_GRADIENTS, phase);
                 }
