@@ -812,7 +812,8 @@ const STACK_BINS: usize = 256;
 /// [`scan_numeric`] without monotone constraints, the same split to the bit, computed
 /// without branches so that it vectorises, in three passes over a feature's thresholds
 /// for each missing-value direction: the prefix sums into arrays as `f64` (integers below
-/// 2^53, so every sum and difference is exact and equal to the integer one); every gain
+/// 2^53, so every sum and difference is exact and equal to the integer one; with missing
+/// values left, the first direction's plus the missing bin's); every gain
 /// into an array (a threshold that leaves a side under the bound gets −∞), which
 /// vectorises; then the first largest is kept. The soft threshold of L1 is
 /// `max(|g| − l1, 0)`, whose square is that of the signed one.
@@ -849,16 +850,22 @@ fn numeric_split(ctx: &Ctx, f: usize, h: &[HistBin], total: &Sums, parent: f64) 
     let mut best = None;
     let dirs: &[bool] = if miss.h > 0 { &[false, true] } else { &[false] };
     for &default_left in dirs {
-        let (mut ag, mut ah) = if default_left {
-            (miss.g, miss.h)
+        if default_left {
+            // The same prefix sums with the missing bin's added: exact in `f64`, so the
+            // same values as converting the integer sums, four lanes at a time.
+            let (mg, mh) = (miss.g as f64, miss.h as f64);
+            for (g, hh) in lg.iter_mut().zip(lh.iter_mut()) {
+                *g += mg;
+                *hh += mh;
+            }
         } else {
-            (0, 0)
-        };
-        for ((g, hh), b) in lg.iter_mut().zip(lh.iter_mut()).zip(&h[..m]) {
-            ag += b.g;
-            ah += b.h;
-            *g = ag as f64;
-            *hh = ah as f64;
+            let (mut ag, mut ah) = (0i64, 0i64);
+            for ((g, hh), b) in lg.iter_mut().zip(lh.iter_mut()).zip(&h[..m]) {
+                ag += b.g;
+                ah += b.h;
+                *g = ag as f64;
+                *hh = ah as f64;
+            }
         }
         for ((out, &lg), &lh) in gains.iter_mut().zip(&*lg).zip(&*lh) {
             let (rg, rh) = (tg - lg, th - lh);
