@@ -1051,18 +1051,16 @@ fn feature_split(
     ctx: &Ctx,
     data: &Binned,
     f: usize,
-    hist: &[u64],
-    total: &Sums,
-    bounds: Bounds,
+    leaf: &Searched,
     parent: f64,
 ) -> Option<Split> {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2, checked just above.
         #[allow(unsafe_code)]
-        return unsafe { feature_split_avx2(ctx, data, f, hist, total, bounds, parent) };
+        return unsafe { feature_split_avx2(ctx, data, f, leaf, parent) };
     }
-    feature_split_body(ctx, data, f, hist, total, bounds, parent)
+    feature_split_body(ctx, data, f, leaf, parent)
 }
 
 /// [`feature_split`] compiled for AVX2, which scans thresholds about a quarter faster
@@ -1074,12 +1072,10 @@ fn feature_split_avx2(
     ctx: &Ctx,
     data: &Binned,
     f: usize,
-    hist: &[u64],
-    total: &Sums,
-    bounds: Bounds,
+    leaf: &Searched,
     parent: f64,
 ) -> Option<Split> {
-    feature_split_body(ctx, data, f, hist, total, bounds, parent)
+    feature_split_body(ctx, data, f, leaf, parent)
 }
 
 #[inline(always)]
@@ -1087,11 +1083,10 @@ fn feature_split_body(
     ctx: &Ctx,
     data: &Binned,
     f: usize,
-    hist: &[u64],
-    total: &Sums,
-    bounds: Bounds,
+    leaf: &Searched,
     parent: f64,
 ) -> Option<Split> {
+    let (hist, total, bounds) = (leaf.hist, &leaf.sum, leaf.bounds);
     let packed = &hist[data.offsets[f]..data.offsets[f + 1]];
     // One-byte bins unpack onto the stack: a level of a deep tree searches thousands of
     // (leaf, feature) pairs, and an allocation each was a measurable share of it.
@@ -1146,7 +1141,7 @@ fn best_splits(
         .with_min_len(4)
         .map(|k| {
             let (l, f) = (&leaves[k / nf], feats[k % nf]);
-            feature_split(ctx, data, f, l.hist, &l.sum, l.bounds, scores[k / nf])
+            feature_split(ctx, data, f, l, scores[k / nf])
         })
         .collect();
     let mut per = per.into_iter();
